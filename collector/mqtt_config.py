@@ -1,0 +1,105 @@
+"""site.yaml `mqtt:` section."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from collector.units import Duration
+
+_PLACEHOLDER = re.compile(r"\{(asset|metric)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Subscription(_Strict):
+    """A topic pattern and how its payloads map to metrics.
+
+    `{asset}` and `{metric}` each match one topic level. Without `{asset}` in the topic,
+    `asset` names it; a `number` payload without `{metric}` needs `metric`.
+    """
+
+    topic: str
+    format: Literal["json", "number"] = "json"
+    metrics: dict[str, str] = Field(default_factory=dict, description="metric -> $.path")
+    asset: str | None = None
+    metric: str | None = None
+    timestamp: str | None = Field(None, description="$.path to epoch s/ms or ISO 8601")
+    units: dict[str, str] = Field(default_factory=dict)
+    qos: Literal[0, 1] | None = None
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, topic: str) -> str:
+        levels = topic.split("/")
+        for i, level in enumerate(levels):
+            if level == "#" and i != len(levels) - 1:
+                raise ValueError("'#' is allowed only as the last topic level")
+            if level not in ("+", "#") and ("+" in level or "#" in level):
+                raise ValueError(f"wildcard must fill a whole topic level, not {level!r}")
+            if _PLACEHOLDER.search(level) and not _PLACEHOLDER.fullmatch(level):
+                raise ValueError(f"{{asset}}/{{metric}} must fill a whole level, not {level!r}")
+        return topic
+
+    @field_validator("metrics")
+    @classmethod
+    def _paths(cls, metrics: dict[str, str]) -> dict[str, str]:
+        for metric, path in metrics.items():
+            if not path.startswith("$"):
+                raise ValueError(f"{metric}: path {path!r} must start with $ (e.g. $.temp)")
+        return metrics
+
+    @model_validator(mode="after")
+    def _mapping(self) -> Self:
+        has_asset = "{asset}" in self.topic
+        has_metric = "{metric}" in self.topic
+        if not has_asset and not self.asset:
+            raise ValueError(f"topic {self.topic!r} has no {{asset}}: set asset")
+        if self.format == "number" and not has_metric and not self.metric:
+            raise ValueError("a number payload needs {metric} in the topic or metric")
+        if self.format == "json" and not self.metrics and not has_metric and not self.metric:
+            raise ValueError("a json subscription needs metrics (metric -> $.path)")
+        return self
+
+
+class MqttConfig(_Strict):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = Field(None, description="fixed id: needed for a persistent session")
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    qos: Literal[0, 1] = 1
+    clean_session: bool = False
+    keepalive: Duration = Field(60.0, gt=0)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    max_payload: int = Field(256 * 1024, gt=0, description="bytes; larger payloads are refused")
+    subscriptions: list[Subscription] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an MQTT URL like mqtt://host:1883 or mqtts://host")
+        return url
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme in ("mqtts", "ssl")
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
