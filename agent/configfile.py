@@ -7,7 +7,6 @@ only keeps line numbers and turns pydantic's errors into those lines.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +45,8 @@ class ConfigError(Exception):
 def display_path(path: Path) -> str:
     """The path as a person would type it: relative to the working directory if inside it."""
     try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
         return str(path)
 
 
@@ -136,13 +135,13 @@ def _record_lines(
             _record_lines(item, (*loc, index), lines, problems, name)
 
 
-def validate(model: type[BaseModel], doc: YamlDoc, loc: Loc = (), data: Any = None) -> Any:
-    """Validate `data` (default: the whole document) against `model`, or raise ConfigError."""
-    data = doc.data if data is None else data
+def validate(model: type[BaseModel], doc: YamlDoc, *, context: dict[str, Any] | None = None
+             ) -> Any:
+    """Validate the whole document against `model`, or raise ConfigError."""
     try:
-        return model.model_validate({} if data is None else data)
+        return model.model_validate({} if doc.data is None else doc.data, context=context)
     except ValidationError as exc:
-        raise ConfigError(problems_from(exc, doc, loc)) from None
+        raise ConfigError(problems_from(exc, doc)) from None
 
 
 def problems_from(exc: ValidationError, doc: YamlDoc, base: Loc = ()) -> list[Problem]:
@@ -150,6 +149,8 @@ def problems_from(exc: ValidationError, doc: YamlDoc, base: Loc = ()) -> list[Pr
     problems = []
     for error in exc.errors(include_url=False):
         loc = _real_loc(doc.data, base, tuple(error["loc"]))
+        if error["type"] == "union_tag_invalid":
+            loc = (*loc, "kind")
         problems.append(doc.problem(loc, _message(error, loc)))
     return problems
 

@@ -1,0 +1,170 @@
+"""`patrol`: the command line (SPEC section 2).
+
+Exit status: 0 success, 2 invalid config or arguments, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.config import ConfigError, Site, SiteConfig, load_site
+
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+log = logging.getLogger("patrol")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="patrol", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: object, help_text: str,
+                config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config:
+            p.add_argument("-c", "--config", type=Path, required=True, help="site.yaml")
+        p.set_defaults(handler=handler)
+        return p
+
+    command("run", _run, "single box: agent + API in one process")
+    command("agent", _agent, "edge agent only: NC events go to forward.url")
+    command("api", _api, "API server only")
+    check = command("check", _check, "validate config and standards")
+    check.add_argument("--explain-modbus", action="store_true",
+                       help="print the planned Modbus requests of each device")
+    demo = command("demo", _demo, "simulated plant room + patrol run, no external service",
+                   config=False)
+    demo.add_argument("--dir", type=Path, help="working directory (default: a new temp dir)")
+    demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    simulate = command("simulate", _simulate, "the plant-room simulator alone",
+                       config=False)
+    simulate.add_argument("-c", "--config", type=Path, help="sim.yaml (default: built in)")
+    command("schema", _schema, "JSON Schema of site.yaml", config=False)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(required=True,
+                                                                        metavar="ACTION")
+    create = token.add_parser("create", help="create a token; prints it once")
+    create.add_argument("-c", "--config", type=Path, required=True)
+    create.add_argument("--role", required=True,
+                        choices=["agent", "engineer", "quality", "tracker", "admin"])
+    create.add_argument("--name", required=True)
+    create.set_defaults(handler=_token_create)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _check(args: argparse.Namespace) -> int:
+    site = load_site(args.config)
+    config = site.config
+    points = sum(len(d.points) for d in config.modbus.devices) if config.modbus else 0
+    subs = len(config.mqtt.subscriptions) if config.mqtt else 0
+    print(f"{site.path.name}: ok: site {site.id}, {len(config.assets)} assets, "
+          f"{points} Modbus points, {subs} MQTT subscriptions, {len(site.standards)} standards")
+    if args.explain_modbus and config.modbus:
+        from collector.modbus.poller import explain
+
+        print(explain(config.modbus))
+    return 0
+
+
+def _serve(site: Site, mode: str) -> int:
+    from agent.runtime import install_stop_signals, run_site
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+
+        def ready(url: str) -> None:
+            if url:
+                print(f"Patrol API on {url}/api/v1 (OpenAPI at {url}/docs)", flush=True)
+
+        await run_site(site, mode=mode, stop=stop, on_ready=ready)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _serve(load_site(args.config), "run")
+
+
+def _agent(args: argparse.Namespace) -> int:
+    site = load_site(args.config)
+    if site.config.forward is None:
+        print(f"{site.path}: forward: section is required for patrol agent",
+              file=sys.stderr)
+        return EXIT_INVALID
+    return _serve(site, "agent")
+
+
+def _api(args: argparse.Namespace) -> int:
+    return _serve(load_site(args.config), "api")
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from api.auth import create_token
+    from api.store import Database
+
+    site = load_site(args.config, secrets=False)
+    database = Database(site.config.server.database)
+    try:
+        with database.session() as session:
+            token = create_token(session, name=args.name, role=args.role)
+    finally:
+        database.close()
+    print(f"created {args.role} token {args.name!r}; it is shown only once:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(SiteConfig.model_json_schema(by_alias=True), indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(workdir=args.dir, port=args.port)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from agent.simulate import run_simulator
+
+    return run_simulator(args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The whole site config: site.yaml plus the standards files it names, checked together.
+
+`load_site` collects every problem (schema, cross references, standards) before raising,
+so `patrol check` shows them all at once, each as `FILE:LINE: key: message`.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent.configfile import ConfigError, Loc, Problem, YamlDoc, display_path, load_yaml
+from agent.configfile import validate as validate_doc
+from api.config import NotifyConfig, ServerConfig
+from collector.modbus.config import ModbusConfig
+from collector.mqtt_config import MqttConfig
+from collector.secrets import SecretError, read_secret
+from collector.units import ByteSize, ConfigPath, Duration
+from rules.checks import unsupported
+from rules.standard import Asset, Standard, StandardsFile
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteInfo(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = ""
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{name!r} is not an IANA time zone like Asia/Shanghai") from None
+        return name
+
+
+class InfluxConfig(_Strict):
+    url: str
+    api: Literal["v1", "v2"] = "v2"
+    org: str = "-"
+    bucket: str
+    token_env: str | None = None
+    token_file: ConfigPath | None = None
+    batch_size: int = Field(5000, gt=0)
+    flush_interval: Duration = Field(1.0, gt=0)
+
+
+class BufferConfig(_Strict):
+    path: ConfigPath = Path("data/buffer.sqlite")
+    max_size: ByteSize = 10**9
+
+
+class ForwardConfig(_Strict):
+    url: str
+    token_env: str | None = None
+    token_file: ConfigPath | None = None
+
+
+class SiteConfig(_Strict):
+    """site.yaml, as SPEC section 3."""
+
+    site: SiteInfo
+    assets: list[Asset] = Field(default_factory=list)
+    modbus: ModbusConfig | None = None
+    mqtt: MqttConfig | None = None
+    influxdb: InfluxConfig | None = None
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    standards: list[str] = Field(default_factory=list, description="globs of standards files")
+    forward: ForwardConfig | None = None
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    notify: NotifyConfig | None = None
+
+
+@dataclass
+class Site:
+    """A loaded, checked site: its config, its standards, and where they came from."""
+
+    config: SiteConfig
+    path: Path
+    standards: list[Standard]
+
+    @property
+    def id(self) -> str:
+        return self.config.site.id
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def load_site(path: Path | str, *, secrets: bool = True) -> Site:
+    """Load and check site.yaml and its standards; raise ConfigError listing every problem."""
+    path = Path(path).absolute()
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([Problem(doc.name, 1, "", "expected a mapping with a site: section")])
+    context = {"base_dir": path.parent}
+    config: SiteConfig = validate_doc(SiteConfig, doc, context=context)
+    problems = _cross_check(config, doc)
+    if secrets:
+        problems += _secret_problems(config, doc)
+    standards, standard_problems = _load_standards(config, doc)
+    problems += standard_problems
+    if problems:
+        raise ConfigError(problems)
+    return Site(config, path, standards)
+
+
+def _cross_check(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    for i, asset in enumerate(config.assets):
+        if asset.id in seen:
+            problems.append(doc.problem(("assets", i, "id"), f"duplicate asset id {asset.id!r}"))
+        seen.add(asset.id)
+    if config.modbus:
+        names: set[str] = set()
+        for d, device in enumerate(config.modbus.devices):
+            if device.name in names:
+                problems.append(doc.problem(("modbus", "devices", d, "name"),
+                                            f"duplicate device name {device.name!r}"))
+            names.add(device.name)
+            for p, point in enumerate(device.points):
+                if point.asset not in seen:
+                    problems.append(doc.problem(("modbus", "devices", d, "points", p, "asset"),
+                                                f"unknown asset {point.asset!r}"))
+    if config.mqtt:
+        for s, sub in enumerate(config.mqtt.subscriptions):
+            if sub.asset is not None and sub.asset not in seen:
+                problems.append(doc.problem(("mqtt", "subscriptions", s, "asset"),
+                                            f"unknown asset {sub.asset!r}"))
+    return problems
+
+
+def _secret_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
+    """Every `*_env` / `*_file` secret must be readable now, not at the first outage."""
+    named: list[tuple[Loc, str | None, Path | None]] = []
+    if config.mqtt:
+        named.append((("mqtt",), config.mqtt.password_env, config.mqtt.password_file))
+    if config.influxdb:
+        named.append((("influxdb",), config.influxdb.token_env, config.influxdb.token_file))
+    if config.forward:
+        named.append((("forward",), config.forward.token_env, config.forward.token_file))
+    problems = []
+    for loc, env, file in named:
+        try:
+            read_secret(env, file)
+        except SecretError as exc:
+            key = "password" if loc == ("mqtt",) else "token"
+            problems.append(doc.problem((*loc, f"{key}_env" if env else f"{key}_file"), str(exc)))
+    return problems
+
+
+def _load_standards(config: SiteConfig, doc: YamlDoc) -> tuple[list[Standard], list[Problem]]:
+    problems: list[Problem] = []
+    standards: list[Standard] = []
+    first_seen: dict[str, str] = {}
+    assets = {asset.id for asset in config.assets}
+    for g, pattern in enumerate(config.standards):
+        full = str(doc.path.parent / pattern)
+        files = sorted(glob.glob(full, recursive=True))
+        if not files:
+            problems.append(doc.problem(("standards", g), f"{pattern!r} matches no file"))
+        for file in files:
+            try:
+                sdoc = load_yaml(Path(file))
+                if not isinstance(sdoc.data, dict):
+                    raise ConfigError([Problem(sdoc.name, 1, "", "expected standards: [...]")])
+                loaded: StandardsFile = validate_doc(StandardsFile, sdoc)
+            except ConfigError as exc:
+                problems += exc.problems
+                continue
+            for i, standard in enumerate(loaded.standards):
+                loc: Loc = ("standards", i)
+                where = f"{sdoc.name}:{sdoc.line_of(loc)}"
+                if standard.id in first_seen:
+                    first = first_seen[standard.id]
+                    problems.append(sdoc.problem(
+                        (*loc, "id"), f"duplicate standard id {standard.id!r} (first at {first})"))
+                    continue
+                first_seen[standard.id] = where
+                for a, asset in enumerate(standard.applies_to.assets):
+                    if asset not in assets:
+                        problems.append(sdoc.problem((*loc, "applies_to", "assets", a),
+                                                     f"unknown asset {asset!r}"))
+                reason = unsupported(standard)
+                if reason:
+                    problems.append(sdoc.problem((*loc, "check"), reason))
+                standards.append(standard)
+    return standards, problems
+
+
+__all__ = ["ConfigError", "Site", "SiteConfig", "display_path", "load_site"]

@@ -1,0 +1,171 @@
+"""Wiring of a running Patrol: collectors -> pipeline -> buffer -> forwarder -> API.
+
+`patrol run` runs all of it in one process and one event loop; `patrol agent` runs the
+left half and forwards events over HTTP; `patrol api` runs the API alone. FastAPI,
+SQLAlchemy and uvicorn are imported only where the API runs, so an edge agent stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from agent.buffer import Buffer
+from agent.config import Site
+from agent.forward import Forwarder, Sink, http_sink
+from agent.pipeline import Pipeline
+from collector.reading import Collector
+from collector.secrets import read_secret
+from rules.engine import Engine
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from api.store import Database
+
+log = logging.getLogger("patrol")
+
+STOP_GRACE = 10.0
+
+
+def collectors_for(site: Site) -> list[Collector]:
+    config = site.config
+    collectors: list[Collector] = []
+    if config.modbus and config.modbus.devices:
+        from collector.modbus.poller import ModbusCollector
+
+        collectors.append(ModbusCollector(config.modbus))
+    if config.mqtt and config.mqtt.subscriptions:
+        from collector.mqtt import MqttCollector
+
+        collectors.append(MqttCollector(config.mqtt))
+    return collectors
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT ask for a clean stop (idempotent; the main thread only)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_site(site: Site, *, mode: str, stop: asyncio.Event,
+                   on_ready: Callable[[str], None] | None = None) -> None:
+    """Run `mode` (run | agent | api) until `stop` is set, then shut down in order."""
+    api_url = ""
+    server = database = None
+    if mode in ("run", "api"):
+        database, server = _api_server(site)
+        api_url = f"http://{site.config.server.listen}"
+    async with _agent(site, database, enabled=mode in ("run", "agent")) as agent_tasks:
+        serve = asyncio.create_task(server.serve()) if server else None
+        if server:
+            while not server.started:
+                if serve and serve.done():
+                    await serve  # raises the bind error
+                    raise RuntimeError(f"API server stopped during start-up on {api_url}")
+                await asyncio.sleep(0.05)
+        log.info("patrol %s started for site %s (%d collectors)", mode, site.id,
+                 len(agent_tasks))
+        if on_ready:
+            on_ready(api_url)
+        await stop.wait()
+        log.info("stopping")
+    if server and serve:
+        server.should_exit = True
+        await serve
+    if database is not None:
+        database.close()
+    log.info("stopped")
+
+
+def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
+    import uvicorn
+
+    from api.app import create_app
+    from api.store import Database
+
+    class Server(uvicorn.Server):
+        """Our loop owns SIGTERM/SIGINT; uvicorn must not re-raise them after shutdown."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server_config = site.config.server
+    database = Database(server_config.database)
+    app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window))
+    config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
+                            log_config=None, log_level="warning", access_log=False,
+                            lifespan="off")
+    return database, Server(config)
+
+
+def in_process_sink(database: Database) -> Sink:
+    from api.schemas import EventIn
+    from api.service import apply_events
+
+    async def send(bodies: list[dict[str, Any]]) -> None:
+        events = [EventIn.model_validate(body) for body in bodies]
+        await asyncio.to_thread(apply_events, database.session, events)
+
+    return send
+
+
+@contextlib.asynccontextmanager
+async def _agent(site: Site, database: Database | None, *, enabled: bool
+                 ) -> Any:
+    """Collectors, pipeline and forwarder as tasks; stopped source-first on exit."""
+    if not enabled:
+        yield []
+        return
+    config = site.config
+    buffer = Buffer(config.buffer.path)
+    engine = Engine(site.id, config.assets, site.standards)
+    pipeline = Pipeline(engine, buffer)
+    if database is not None:
+        sink = in_process_sink(database)
+    elif config.forward is not None:
+        token = read_secret(config.forward.token_env, config.forward.token_file)
+        sink = http_sink(config.forward.url, token)
+    else:
+        raise RuntimeError("patrol agent needs a forward: section (where NC events go)")
+    forwarder = Forwarder(buffer, sink, pipeline.events_ready)
+    log.info("%d standards over %d assets: %d (asset, standard) pairs",
+             len(site.standards), len(config.assets), engine.pairs)
+    sources = [asyncio.create_task(c.run(pipeline.emit), name=c.name)
+               for c in collectors_for(site)]
+    processing = [asyncio.create_task(pipeline.run(), name="pipeline"),
+                  asyncio.create_task(pipeline.tick(), name="tick")]
+    forwarding = asyncio.create_task(forwarder.run(), name="forward")
+    try:
+        yield sources
+    finally:
+        for group in (sources, processing, [forwarding]):
+            await _cancel(group)
+        try:  # a last delivery attempt; what fails stays in the outbox for next start
+            await asyncio.wait_for(forwarder.deliver_pending(), timeout=STOP_GRACE)
+        except Exception as exc:
+            log.warning("NC events left in the outbox for the next start: %s", exc)
+        counts = buffer.count()
+        buffer.close()
+        log.info("buffer holds %d readings and %d undelivered events", counts["readings"],
+                 counts["events"])
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("task %s failed while stopping", task.get_name())

@@ -1,0 +1,79 @@
+"""site.yaml `server:` section (`patrol run` / `patrol api`). pydantic only: no FastAPI here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from collector.units import Duration
+
+DEFAULT_DATABASE = "sqlite:///data/patrol.sqlite"
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = "127.0.0.1:8080"
+    database: str = DEFAULT_DATABASE
+    allow_self_verify: bool = Field(False, description="let the rectifier verify their own fix")
+    recurrence_window: Duration = Field(90 * 86400.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{listen!r} is not host:port, like 127.0.0.1:8080")
+        return listen
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, url: str, info: ValidationInfo) -> str:
+        """Relative SQLite paths are relative to the config file, like every path."""
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            rest = url.removeprefix("sqlite:///")
+            base = (info.context or {}).get("base_dir")
+            if rest and rest != ":memory:" and base is not None:
+                return f"sqlite:///{(Path(base) / rest).resolve()}"
+        elif not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError(f"{url!r}: database must be sqlite:///PATH or postgresql://...")
+        return url
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Channel(_Strict):
+    """Where alerts go. Validated now; delivery arrives with the notifications issue."""
+
+    name: str
+    kind: str = Field(pattern=r"^(webhook|email|mqtt)$")
+    url: str | None = None
+    smtp: str | None = None
+    from_: str | None = Field(None, alias="from")
+    to: list[str] = Field(default_factory=list)
+    topic: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
+
+
+class Route(_Strict):
+    match: dict[str, str | list[str]] = Field(default_factory=dict)
+    channels: list[str]
+    events: list[str] = Field(default_factory=list)
+    remind_every: Duration | None = None
+
+
+class NotifyConfig(_Strict):
+    channels: list[Channel] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)

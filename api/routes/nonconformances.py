@@ -1,0 +1,54 @@
+"""Nonconformances: list with filters and cursor, one by id."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from api.deps import SessionDep, get_principal
+from api.schemas import NonconformanceList, NonconformancePublic
+from api.service import BadCursor, Filters, get_nc, list_ncs, to_public
+from api.store import parse_nc_id
+
+router = APIRouter(prefix="/nonconformances", tags=["nonconformances"],
+                   dependencies=[Depends(get_principal)])
+
+State = Literal["open", "acknowledged", "rectifying", "pending_verification", "closed",
+                "cancelled"]
+
+
+@router.get("", response_model=NonconformanceList)
+def list_nonconformances(
+    session: SessionDep,
+    state: State | None = None,
+    asset_id: str | None = None,
+    standard_id: str | None = None,
+    severity: Literal["minor", "major", "critical"] | None = None,
+    department: str | None = None,
+    overdue: bool | None = None,
+    recurring: bool | None = None,
+    site_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> NonconformanceList:
+    now = datetime.now(UTC)
+    filters = Filters(site_id=site_id, state=state, asset_id=asset_id, standard_id=standard_id,
+                      severity=severity, department=department, overdue=overdue,
+                      recurring=recurring)
+    try:
+        rows, next_cursor = list_ncs(session, filters, limit=limit, cursor=cursor, now=now)
+    except BadCursor as exc:
+        raise HTTPException(400, str(exc)) from None
+    return NonconformanceList(items=[to_public(nc, now) for nc in rows],
+                              next_cursor=next_cursor)
+
+
+@router.get("/{nc_id}", response_model=NonconformancePublic)
+def get_nonconformance(nc_id: str, session: SessionDep) -> NonconformancePublic:
+    pk = parse_nc_id(nc_id)
+    nc = get_nc(session, pk) if pk is not None else None
+    if nc is None:
+        raise HTTPException(404, f"no nonconformance {nc_id!r}")
+    return to_public(nc)

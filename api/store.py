@@ -1,0 +1,189 @@
+"""SQLAlchemy tables of the NC store, and the engine factory for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+OPEN_STATES = ("open", "acknowledged", "rectifying", "pending_verification")
+ENDED_STATES = ("closed", "cancelled")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which keeps naive text) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Nonconformance(Base):
+    __tablename__ = "nonconformances"
+    __table_args__ = (
+        # at most one open NC per (site, asset, standard): open_slot is "open" or NULL,
+        # and NULLs never collide in a unique index on SQLite or PostgreSQL
+        UniqueConstraint("site_id", "asset_id", "standard_id", "open_slot",
+                         name="one_open_nc"),
+        Index("ix_nc_detected", "detected_at", "id"),
+        Index("ix_nc_state", "state"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    asset_id: Mapped[str] = mapped_column(String(128))
+    standard_id: Mapped[str | None] = mapped_column(String(128))
+    standard_version: Mapped[int | None]
+    metric: Mapped[str | None] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(Text)
+    clause: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str | None] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    department: Mapped[str | None] = mapped_column(String(128))
+    assignee: Mapped[str | None] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32))
+    open_slot: Mapped[str | None] = mapped_column(String(8))
+    condition: Mapped[str] = mapped_column(String(16))
+    detected_at: Mapped[datetime]
+    cleared_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    occurrences: Mapped[int] = mapped_column(default=1)
+    reopen_count: Mapped[int] = mapped_column(default=0)
+    recurring: Mapped[bool] = mapped_column(default=False)
+    source: Mapped[str] = mapped_column(String(16))
+    evidence: Mapped[dict[str, Any] | None]
+    rectification: Mapped[dict[str, Any] | None]
+    verification: Mapped[dict[str, Any] | None]
+    external_ref: Mapped[str | None] = mapped_column(String(256))
+    standard_info: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def public_id(self) -> str:
+        return format_nc_id(self.pk)
+
+
+class HistoryEntry(Base):
+    """Append-only: no code path updates or deletes a row."""
+
+    __tablename__ = "nc_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    nc_pk: Mapped[int] = mapped_column(ForeignKey("nonconformances.pk"), index=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str | None] = mapped_column(String(32))
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    note: Mapped[str | None] = mapped_column(Text)
+    event_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class AppliedEvent(Base):
+    """Ids of engine events already applied: replays are no-ops."""
+
+    __tablename__ = "applied_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+    nc_pk: Mapped[int | None]
+
+
+class ApiToken(Base):
+    """API tokens: only the SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+def format_nc_id(pk: int) -> str:
+    return f"NC-{pk:06d}"
+
+
+def parse_nc_id(text: str) -> int | None:
+    """`NC-000123` -> 123; None for anything else."""
+    prefix, _, digits = text.partition("-")
+    if prefix != "NC" or not digits.isdigit() or len(digits) > 12:
+        return None
+    return int(digits)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `sqlite:///...` (WAL, busy timeout) or `postgresql://...` (psycopg 3)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Database:
+    """One engine and its session factory; tables created on open."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
