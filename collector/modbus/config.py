@@ -101,5 +101,37 @@ class ModbusDevice(_Strict):
         return self
 
 
+_SHARED = {
+    "tcp": ("timeout", "retries"),
+    "rtu": ("timeout", "retries", "baudrate", "parity", "stopbits", "bytesize"),
+}
+"""Settings of the one client behind a connection: devices sharing it must agree."""
+
+
+def connection_of(device: ModbusDevice) -> str:
+    """The connection a device is reached through, e.g. `tcp 10.0.0.5:502`."""
+    if device.transport == "tcp":
+        return f"tcp {device.host}:{device.port}"
+    return f"rtu {device.serial_port}"
+
+
 class ModbusConfig(_Strict):
     devices: list[ModbusDevice] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shared_connections(self) -> Self:
+        """Devices on one TCP endpoint or serial bus share one client, so its settings."""
+        first: dict[str, ModbusDevice] = {}
+        names: set[str] = set()
+        for device in self.devices:
+            if device.name in names:
+                raise ValueError(f"device name {device.name!r} is used twice")
+            names.add(device.name)
+            other = first.setdefault(connection_of(device), device)
+            for setting in _SHARED[device.transport]:
+                mine, theirs = getattr(device, setting), getattr(other, setting)
+                if mine != theirs:
+                    raise ValueError(
+                        f"device {device.name!r} shares {connection_of(device)} with device "
+                        f"{other.name!r}, so its {setting} must be {theirs}, not {mine}")
+        return self
