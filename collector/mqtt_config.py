@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collector.units import Duration
+from collector.units import ConfigPath, Duration
 
 _PLACEHOLDER = re.compile(r"\{(asset|metric)\}")
 
@@ -50,10 +49,23 @@ class Subscription(_Strict):
     @field_validator("metrics")
     @classmethod
     def _paths(cls, metrics: dict[str, str]) -> dict[str, str]:
+        from collector.payload import JsonPath  # payload imports this module
+
         for metric, path in metrics.items():
-            if not path.startswith("$"):
-                raise ValueError(f"{metric}: path {path!r} must start with $ (e.g. $.temp)")
+            try:
+                JsonPath.compile(path)
+            except ValueError as exc:
+                raise ValueError(f"{metric}: {exc}") from None
         return metrics
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp_path(cls, path: str | None) -> str | None:
+        from collector.payload import JsonPath
+
+        if path is not None:
+            JsonPath.compile(path)
+        return path
 
     @model_validator(mode="after")
     def _mapping(self) -> Self:
@@ -63,6 +75,8 @@ class Subscription(_Strict):
             raise ValueError(f"topic {self.topic!r} has no {{asset}}: set asset")
         if self.format == "number" and not has_metric and not self.metric:
             raise ValueError("a number payload needs {metric} in the topic or metric")
+        if self.format == "number" and (self.metrics or self.timestamp):
+            raise ValueError("a number payload has no metrics or timestamp paths")
         if self.format == "json" and not self.metrics and not has_metric and not self.metric:
             raise ValueError("a json subscription needs metrics (metric -> $.path)")
         return self
@@ -72,17 +86,26 @@ class MqttConfig(_Strict):
     url: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
     password_env: str | None = None
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     client_id: str | None = Field(None, description="fixed id: needed for a persistent session")
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     qos: Literal[0, 1] = 1
     clean_session: bool = False
     keepalive: Duration = Field(60.0, gt=0)
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: ConfigPath | None = None
+    cert_file: ConfigPath | None = None
+    key_file: ConfigPath | None = None
     max_payload: int = Field(256 * 1024, gt=0, description="bytes; larger payloads are refused")
     subscriptions: list[Subscription] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> Self:
+        seen: set[str] = set()
+        for sub in self.subscriptions:
+            if sub.topic in seen:
+                raise ValueError(f"subscription {sub.topic!r} appears twice: merge its metrics")
+            seen.add(sub.topic)
+        return self
 
     @field_validator("url")
     @classmethod

@@ -209,3 +209,21 @@ class ModbusCollector:
                  quality: Quality = GOOD, extra: dict[str, str] | None = None) -> Reading:
         return Reading(point.asset, point.metric, value, ts, quality, point.unit,
                        f"modbus:{device.name}", extra or {})
+
+
+def explain(config: ModbusConfig) -> str:
+    """The read requests each device makes per cycle, for `patrol check --explain-modbus`."""
+    lines = []
+    for device in config.devices:
+        lines.append(f"{device.name} ({connection_of(device)}, unit {device.unit_id}):")
+        by_interval: dict[float, list[ModbusPoint]] = {}
+        for point in device.points:
+            by_interval.setdefault(point.interval or device.interval, []).append(point)
+        for interval, points in by_interval.items():
+            requests = plan_requests(points)
+            lines.append(f"  every {interval:g}s: {len(requests)} requests")
+            for r in requests:
+                metrics = ", ".join(f"{p.asset}.{p.metric}" for p in r.points)
+                lines.append(f"    {r.table} {r.address}-{r.address + r.count - 1} "
+                             f"({r.count}): {metrics}")
+    return "\n".join(lines)

@@ -1,0 +1,317 @@
+"""MQTT collector: subscribes with paho-mqtt and maps each message to readings.
+
+paho runs its network loop in its own thread (`loop_start`). Its callbacks only log and
+hand raw data to the asyncio loop with `call_soon_threadsafe`; mapping, stats and `emit`
+all happen on the loop's thread, so nothing here needs a lock.
+
+Overlapping subscriptions: every subscription whose pattern matches a message maps it.
+An MQTT 3.1.1 broker delivers such a message once; an MQTT 5 broker may deliver one copy
+per matching filter, so under MQTT 5 each filter carries a subscription identifier and a
+copy goes only to the subscriptions of the filters it names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from collector.mqtt_config import MqttConfig
+from collector.payload import PayloadError, PayloadMapper, compile_subscriptions
+from collector.reading import Emit
+from collector.secrets import read_secret
+
+log = logging.getLogger(__name__)
+paho_log = logging.getLogger(f"{__name__}.paho")
+
+
+class _NotConnectedIsDebug(logging.Filter):
+    """paho logs ERROR "Client is not connected" on each retry and on a stop while offline.
+
+    Our own connect-failure and disconnect logs already say so, once; keep paho's at DEBUG.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith("Client is not conn"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return paho_log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+paho_log.addFilter(_NotConnectedIsDebug())
+
+WARN_EVERY = 60.0
+"""Seconds between WARNING logs of bad payloads for one subscription; repeats go to DEBUG."""
+
+_SAMPLE_BYTES = 100
+_SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5: a persistent session like 3.1.1's
+
+
+@dataclass(slots=True)
+class SubscriptionStats:
+    """Counters for one subscription; `partial_payloads` mapped some metrics, not all."""
+
+    messages: int = 0
+    readings: int = 0
+    bad_payloads: int = 0
+    partial_payloads: int = 0
+
+
+@dataclass(slots=True)
+class MqttStats:
+    """Counters an operator (or a test) reads to see the collector is healthy."""
+
+    connects: int = 0
+    disconnects: int = 0
+    connect_failures: int = 0
+    unmatched: int = 0
+    connected: bool = False
+    subscribed: bool = False
+    """True once the broker acknowledged every subscription of the current connection."""
+    subscriptions: dict[str, SubscriptionStats] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Route:
+    mapper: PayloadMapper
+    stats: SubscriptionStats
+    warned_at: float = float("-inf")
+    suppressed: int = 0
+
+
+class MqttCollector:
+    """The `Collector` for MQTT: one paho client, every subscription of the config.
+
+    `clean_session: false` gives a persistent session only with a fixed `client_id` (MQTT 5:
+    `clean_start=False` and a session that never expires); with a generated id the session
+    is clean, or every restart would leave an orphan session queueing on the broker.
+    `clock` stamps arrival times and is called on paho's thread.
+    """
+
+    name = "mqtt"
+
+    def __init__(self, config: MqttConfig, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._clock = clock
+        # Compiled now so a bad path or a repeated topic fails at start, not per message.
+        mappers = compile_subscriptions(config.subscriptions, max_payload=config.max_payload)
+        self._routes = [_Route(m, SubscriptionStats()) for m in mappers]
+        self.stats = MqttStats(
+            subscriptions={r.mapper.topic.pattern: r.stats for r in self._routes}
+        )
+        self.client_id = config.client_id or f"patrol-{uuid.uuid4().hex[:12]}"
+        # A persistent session under a random id would pile up abandoned sessions on the broker.
+        self.persistent = not config.clean_session and config.client_id is not None
+        # Broker filters (several patterns may share one) and, by filter, their routes.
+        qos: dict[str, int] = {}
+        routes: dict[str, list[_Route]] = {}
+        for route in self._routes:
+            sub = route.mapper.subscription
+            topic = route.mapper.subscribe_topic
+            want = sub.qos if sub.qos is not None else config.qos
+            qos[topic] = max(want, qos.get(topic, 0))
+            routes.setdefault(topic, []).append(route)
+        self._filters = list(qos.items())
+        self._filter_routes = [routes[topic] for topic, _ in self._filters]
+        self._connect_failures = 0  # since the last connect: only the first is a WARNING
+
+    async def run(self, emit: Emit) -> None:
+        """Connect (retrying forever) and emit readings until cancelled."""
+        loop = asyncio.get_running_loop()
+        client = self._client(loop, emit)
+        cfg = self._config
+        if cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            if self.persistent:
+                props.SessionExpiryInterval = _SESSION_NEVER_EXPIRES
+            client.connect_async(
+                cfg.host, cfg.port, int(cfg.keepalive),
+                clean_start=not self.persistent, properties=props,
+            )
+        else:
+            client.connect_async(cfg.host, cfg.port, int(cfg.keepalive))
+        log.info(
+            "mqtt: connecting to %s:%d as %r (MQTT %s, %s session, %d subscriptions)",
+            cfg.host, cfg.port, self.client_id, cfg.protocol,
+            "persistent" if self.persistent else "clean", len(self._filters),
+        )
+        client.loop_start()
+        try:
+            await loop.create_future()  # runs until cancelled
+        finally:
+            # Blocking on purpose: the network thread must be gone before the loop closes.
+            client.disconnect()
+            client.loop_stop()
+            self.stats.connected = self.stats.subscribed = False
+            log.info("mqtt: stopped")
+
+    def _client(self, loop: asyncio.AbstractEventLoop, emit: Emit) -> mqtt.Client:
+        cfg = self._config
+        v5 = cfg.protocol == "5"
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else not self.persistent,
+        )
+        client.enable_logger(paho_log)
+        client.reconnect_delay_set(1, 60)
+        password = read_secret(cfg.password_env, cfg.password_file)
+        if cfg.username is not None or password is not None:
+            client.username_pw_set(cfg.username or "", password)
+        if cfg.tls:
+            client.tls_set(
+                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                keyfile=str(cfg.key_file) if cfg.key_file else None,
+            )
+        elif cfg.ca_file or cfg.cert_file or cfg.key_file:
+            log.warning("mqtt: %s is not mqtts:// so ca/cert/key files are ignored", cfg.url)
+
+        def later(callback: Callable[..., None], *args: Any) -> None:
+            # RuntimeError: the loop closed under us during shutdown.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback, *args)
+
+        pending: dict[int | None, list[str]] = {}  # SUBSCRIBE mid -> filters; paho thread only
+
+        def on_connect(
+            client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+            reason_code: ReasonCode, properties: Properties | None,
+        ) -> None:
+            if reason_code.is_failure:
+                log.warning(
+                    "mqtt: %s:%d refused the connection: %s (%d); retrying",
+                    cfg.host, cfg.port, reason_code, reason_code.value,
+                )
+                return
+            log.info(
+                "mqtt: connected to %s:%d (session present: %s); subscribing to %s",
+                cfg.host, cfg.port, flags.session_present,
+                ", ".join(f"{t} (qos {q})" for t, q in self._filters),
+            )
+            later(self._connected)
+            pending.clear()
+            if v5 and getattr(properties, "SubscriptionIdentifierAvailable", 1):
+                for ident, (topic, qos) in enumerate(self._filters, start=1):
+                    props = Properties(PacketTypes.SUBSCRIBE)
+                    props.SubscriptionIdentifier = ident
+                    pending[client.subscribe(topic, qos, properties=props)[1]] = [topic]
+            elif self._filters:
+                pending[client.subscribe(self._filters)[1]] = [t for t, _ in self._filters]
+            if not pending:
+                later(self._subscribed)
+
+        def on_connect_fail(client: mqtt.Client, userdata: Any) -> None:
+            later(self._connect_failed)
+
+        def on_disconnect(
+            client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+            reason_code: ReasonCode, properties: Properties | None,
+        ) -> None:
+            later(self._disconnected, str(reason_code), reason_code.value)
+
+        def on_subscribe(
+            client: mqtt.Client, userdata: Any, mid: int,
+            reason_codes: list[ReasonCode], properties: Properties | None,
+        ) -> None:
+            for topic, code in zip(pending.pop(mid, []), reason_codes, strict=False):
+                if code.is_failure:
+                    log.warning("mqtt: broker refused subscription %s: %s", topic, code)
+            if not pending:
+                later(self._subscribed)
+
+        def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            ids = getattr(msg.properties, "SubscriptionIdentifier", None)
+            later(self._message, msg.topic, msg.payload, self._clock(), ids, emit)
+
+        client.on_connect = on_connect
+        client.on_connect_fail = on_connect_fail
+        client.on_disconnect = on_disconnect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        return client
+
+    # --- on the event loop's thread ---------------------------------------------------
+
+    def _connected(self) -> None:
+        self.stats.connects += 1
+        self.stats.connected = True
+        self._connect_failures = 0
+
+    def _connect_failed(self) -> None:
+        self.stats.connect_failures += 1
+        self._connect_failures += 1
+        level = logging.WARNING if self._connect_failures == 1 else logging.DEBUG
+        log.log(
+            level, "mqtt: cannot reach %s:%d (attempt %d); retrying every 1-60 s",
+            self._config.host, self._config.port, self._connect_failures,
+        )
+
+    def _disconnected(self, reason: str, code: int) -> None:
+        if not self.stats.connected:
+            return  # a refused CONNECT, already logged
+        self.stats.disconnects += 1
+        self.stats.connected = self.stats.subscribed = False
+        level = logging.INFO if code == 0 else logging.WARNING
+        log.log(level, "mqtt: disconnected from %s:%d: %s (%d); reconnecting",
+                self._config.host, self._config.port, reason, code)
+
+    def _subscribed(self) -> None:
+        self.stats.subscribed = True
+
+    def _message(
+        self, topic: str, payload: bytes, arrival: float, ids: list[int] | None, emit: Emit
+    ) -> None:
+        routes = self._routes
+        if ids:  # MQTT 5: only the subscriptions behind the filters this copy came through
+            n = len(self._filter_routes)
+            routes = [r for i in ids if 0 < i <= n for r in self._filter_routes[i - 1]]
+        matched = False
+        for route in routes:
+            if route.mapper.match(topic) is None:
+                continue
+            matched = True
+            stats = route.stats
+            stats.messages += 1
+            try:
+                readings, problems = route.mapper.map(topic, payload, arrival)
+            except PayloadError as exc:
+                stats.bad_payloads += 1
+                self._warn(route, "bad payload", topic, exc.reason, payload)
+                continue
+            if problems:
+                stats.partial_payloads += 1
+                reason = "; ".join(p.reason for p in problems)
+                self._warn(route, "some metrics did not map", topic, reason, payload)
+            stats.readings += len(readings)
+            emit(readings)
+        if not matched:
+            self.stats.unmatched += 1
+            log.debug("mqtt: no subscription matches %s", topic)
+
+    def _warn(self, route: _Route, what: str, topic: str, reason: str, payload: bytes) -> None:
+        """WARNING at most once a minute per subscription, with a sample; repeats at DEBUG."""
+        now = time.monotonic()
+        sample = payload[:_SAMPLE_BYTES]
+        if now - route.warned_at < WARN_EVERY:
+            route.suppressed += 1
+            log.debug("mqtt: %s on %s: %s; payload %r", what, topic, reason, sample)
+            return
+        more = f" ({route.suppressed} more since the last warning)" if route.suppressed else ""
+        log.warning(
+            "mqtt: %s on %s (subscription %s): %s; payload %r (%d bytes)%s",
+            what, topic, route.mapper.topic.pattern, reason, sample, len(payload), more,
+        )
+        route.warned_at = now
+        route.suppressed = 0
