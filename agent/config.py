@@ -124,12 +124,7 @@ def _cross_check(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
             problems.append(doc.problem(("assets", i, "id"), f"duplicate asset id {asset.id!r}"))
         seen.add(asset.id)
     if config.modbus:
-        names: set[str] = set()
         for d, device in enumerate(config.modbus.devices):
-            if device.name in names:
-                problems.append(doc.problem(("modbus", "devices", d, "name"),
-                                            f"duplicate device name {device.name!r}"))
-            names.add(device.name)
             for p, point in enumerate(device.points):
                 if point.asset not in seen:
                     problems.append(doc.problem(("modbus", "devices", d, "points", p, "asset"),

@@ -1,0 +1,34 @@
+"""`patrol demo` as a new user runs it: it prints a URL and a token, the printed curl line
+shows the chiller NC within 60 s, and Ctrl-C stops it cleanly."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+from tests.conftest import free_port
+from tests.integration.conftest import Api, PatrolProcess
+
+
+def test_demo_raises_the_chiller_nc_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    process = PatrolProcess("demo", "--dir", tmp_path / "demo", "--port", port, cwd=tmp_path)
+    try:
+        output = process.wait_for_output("try:", timeout=30)
+        curl = re.search(r"curl -s -H 'Authorization: Bearer (\S+)' (\S+)/nonconformances",
+                         output)
+        assert curl, output
+        token, base = curl.groups()
+        assert base == f"http://127.0.0.1:{port}/api/v1"
+        body = Api(base, token).wait_for(
+            "/nonconformances?asset_id=CH-1",
+            lambda b: any(nc["standard_id"] == "HVAC-CHW-SUPPLY" for nc in b["items"]),
+            timeout=60)
+        nc = body["items"][0]
+        assert nc["state"] == "open" and nc["evidence"]["value"] > 8.0
+        assert nc["evidence"]["readings"], nc
+    finally:
+        code = process.stop(signal.SIGINT)
+    assert code == 0, process.output
+    assert "Traceback" not in process.output
