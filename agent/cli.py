@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", _check, "validate config and standards")
     check.add_argument("--explain-modbus", action="store_true",
                        help="print the planned Modbus requests of each device")
+    check.add_argument("--no-secrets", action="store_true",
+                       help="do not require *_env / *_file secrets to be readable here")
     demo = command("demo", _demo, "simulated plant room + patrol run, no external service",
                    config=False)
     demo.add_argument("--dir", type=Path, help="working directory (default: a new temp dir)")
@@ -82,7 +84,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    site = load_site(args.config)
+    site = load_site(args.config, secrets=not args.no_secrets)
     config = site.config
     points = sum(len(d.points) for d in config.modbus.devices) if config.modbus else 0
     subs = len(config.mqtt.subscriptions) if config.mqtt else 0
