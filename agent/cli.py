@@ -112,9 +112,11 @@ def _serve(site: Site, mode: str) -> int:
 
     try:
         asyncio.run(main())
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
+    except (OSError, RuntimeError) as exc:
+        log.error("%s", exc)
         return EXIT_FAILURE
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+        return int(exc.code or EXIT_FAILURE)
     return 0
 
 

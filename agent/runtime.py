@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -60,29 +61,48 @@ async def run_site(site: Site, *, mode: str, stop: asyncio.Event,
     """Run `mode` (run | agent | api) until `stop` is set, then shut down in order."""
     api_url = ""
     server = database = None
+    sockets: list[socket.socket] = []
     if mode in ("run", "api"):
+        listen = site.config.server
+        try:  # bound before anything starts, so a taken port is one clear error
+            sockets.append(socket.create_server((listen.host, listen.port)))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {listen.listen}: {exc.strerror or exc}") from None
         database, server = _api_server(site)
-        api_url = f"http://{site.config.server.listen}"
+        api_url = f"http://{listen.listen}"
     async with _agent(site, database, enabled=mode in ("run", "agent")) as agent_tasks:
-        serve = asyncio.create_task(server.serve()) if server else None
+        serve = (asyncio.create_task(server.serve(sockets=sockets), name="api")
+                 if server else None)
         if server:
-            while not server.started:
-                if serve and serve.done():
-                    await serve  # raises the bind error
-                    raise RuntimeError(f"API server stopped during start-up on {api_url}")
-                await asyncio.sleep(0.05)
-        log.info("patrol %s started for site %s (%d collectors)", mode, site.id,
-                 len(agent_tasks))
+            while not server.started and serve and not serve.done():  # noqa: ASYNC110 (a flag only)
+                await asyncio.sleep(0.02)
+        log.info("patrol %s started for site %s", mode, site.id)
         if on_ready:
             on_ready(api_url)
-        await stop.wait()
+        failed = await _until_stop_or_failure(stop, [*agent_tasks, *([serve] if serve else [])])
         log.info("stopping")
-    if server and serve:
+    if server and serve and not serve.done():
         server.should_exit = True
         await serve
     if database is not None:
         database.close()
+    if failed:
+        raise RuntimeError(f"stopped because {failed} failed (see the log above)")
     log.info("stopped")
+
+
+async def _until_stop_or_failure(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> str:
+    """Wait for `stop`; a task that ends on its own is a failure: name it and stop all."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    for task in done:
+        if task is not stopper:
+            error = task.exception() if not task.cancelled() else None
+            log.error("%s ended unexpectedly: %r", task.get_name(), error,
+                      exc_info=error)
+            return task.get_name()
+    return ""
 
 
 def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
@@ -145,7 +165,7 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
                   asyncio.create_task(pipeline.tick(), name="tick")]
     forwarding = asyncio.create_task(forwarder.run(), name="forward")
     try:
-        yield sources
+        yield [*sources, *processing, forwarding]
     finally:
         for group in (sources, processing, [forwarding]):
             await _cancel(group)
@@ -163,6 +183,10 @@ async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         task.cancel()
     for task in tasks:
+        if task.done():  # ended on its own: already reported by _until_stop_or_failure
+            if not task.cancelled():
+                task.exception()
+            continue
         try:
             await task
         except asyncio.CancelledError:
