@@ -92,12 +92,14 @@ def patrol(*args: str | Path, cwd: Path | None = None,
 class PatrolProcess:
     """A long-running `patrol` command (run, agent, api, demo) with its output kept."""
 
-    def __init__(self, *args: str | Path, cwd: Path | None = None) -> None:
+    def __init__(self, *args: str | Path, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.stdout_path = Path(cwd or ".") / f"patrol-{os.getpid()}-{time.monotonic_ns()}.out"
         self._out = self.stdout_path.open("w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", *map(str, args)], cwd=cwd,
-            stdout=self._out, stderr=subprocess.STDOUT, text=True)
+            stdout=self._out, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **(env or {})})
 
     @property
     def output(self) -> str:

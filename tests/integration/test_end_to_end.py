@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -159,3 +160,53 @@ def test_invalid_config_starts_nothing(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "site.yaml:3: assets[0].colour: unknown key"
     assert not (tmp_path / "data").exists()
+
+
+def test_api_port_taken_is_one_clear_error(tmp_path: Path, modbus_server: ModbusServerThread
+                                           ) -> None:
+    prefix = f"patrol-test-{uuid.uuid4().hex[:8]}"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        site = write_site(tmp_path, modbus_server.port, taken.getsockname()[1], prefix)
+        result = patrol("run", "-c", site, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_edge_agent_keeps_events_while_the_central_api_is_down(
+        tmp_path: Path, modbus_server: ModbusServerThread) -> None:
+    """`patrol agent` raises on its own, holds the event in its outbox, delivers it later."""
+    api_port = free_port()
+    central_dir, edge_dir = tmp_path / "central", tmp_path / "edge"
+    central_dir.mkdir()
+    edge_dir.mkdir()
+    central = central_dir / "site.yaml"
+    central.write_text(f"site: {{id: central}}\nserver: {{listen: 127.0.0.1:{api_port}, "
+                       "database: sqlite:///central.sqlite}\n")
+    edge = write_site(edge_dir, modbus_server.port, free_port(), "unused")
+    edge.write_text(edge.read_text().replace("mqtt:", "unused_mqtt:").split("unused_mqtt:")[0]
+                    + "standards: [standards/*.yaml]\nbuffer: {path: data/buffer.sqlite}\n"
+                    f"forward: {{url: 'http://127.0.0.1:{api_port}', "
+                    "token_env: PATROL_AGENT_TOKEN}\n")
+    modbus_server.set(SUPPLY, 5.0)  # below 6: violating
+    agent_token, reader = token(central, "agent"), token(central, "quality")
+
+    agent = PatrolProcess("agent", "-c", edge, cwd=edge_dir,
+                          env={"PATROL_AGENT_TOKEN": agent_token})
+    api = None
+    try:
+        agent.wait_for_output("violation_started: CH-1 HVAC-CHW-SUPPLY", timeout=30)
+        agent.wait_for_output("cannot deliver NC events yet", timeout=30)
+        api = PatrolProcess("api", "-c", central, cwd=central_dir)
+        api.wait_for_output("Patrol API on")
+        client = Api(f"http://127.0.0.1:{api_port}/api/v1", reader)
+        body = client.wait_for("/nonconformances", lambda b: len(b["items"]) == 1, timeout=60)
+        nc = body["items"][0]
+        assert (nc["site_id"], nc["asset_id"], nc["standard_id"]) == (
+            "tower-a", "CH-1", "HVAC-CHW-SUPPLY")
+        assert nc["evidence"]["value"] == 5.0 and nc["occurrences"] == 1
+    finally:
+        assert agent.stop() == 0, agent.output
+        if api is not None:
+            assert api.stop() == 0, api.output
+    assert "buffer holds" in agent.output and "0 undelivered events" in agent.output
