@@ -60,7 +60,7 @@ class Nonconformance(Base):
         # and NULLs never collide in a unique index on SQLite or PostgreSQL
         UniqueConstraint("site_id", "asset_id", "standard_id", "open_slot",
                          name="one_open_nc"),
-        Index("ix_nc_detected", "detected_at", "id"),
+        Index("ix_nc_detected", "detected_at", "pk"),
         Index("ix_nc_state", "state"),
     )
 
