@@ -39,7 +39,7 @@ class SiteInfo(_Strict):
     def _timezone(cls, name: str) -> str:
         try:
             ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # 'Asia' is a directory
             raise ValueError(f"{name!r} is not an IANA time zone like Asia/Shanghai") from None
         return name
 
@@ -56,7 +56,7 @@ class InfluxConfig(_Strict):
 
 
 class BufferConfig(_Strict):
-    path: ConfigPath = Path("data/buffer.sqlite")
+    path: ConfigPath = Field(Path("data/buffer.sqlite"), validate_default=True)
     max_size: ByteSize = 10**9
 
 
@@ -74,10 +74,11 @@ class SiteConfig(_Strict):
     modbus: ModbusConfig | None = None
     mqtt: MqttConfig | None = None
     influxdb: InfluxConfig | None = None
-    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    # defaults are validated too, so their relative paths follow the config file
+    buffer: BufferConfig = Field(default_factory=dict, validate_default=True)
     standards: list[str] = Field(default_factory=list, description="globs of standards files")
     forward: ForwardConfig | None = None
-    server: ServerConfig = Field(default_factory=ServerConfig)
+    server: ServerConfig = Field(default_factory=dict, validate_default=True)
     notify: NotifyConfig | None = None
 
 
@@ -104,16 +105,33 @@ def load_site(path: Path | str, *, secrets: bool = True) -> Site:
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
         raise ConfigError([Problem(doc.name, 1, "", "expected a mapping with a site: section")])
-    context = {"base_dir": path.parent}
-    config: SiteConfig = validate_doc(SiteConfig, doc, context=context)
-    problems = _cross_check(config, doc)
-    if secrets:
-        problems += _secret_problems(config, doc)
-    standards, standard_problems = _load_standards(config, doc)
+    problems: list[Problem] = []
+    try:
+        config: SiteConfig | None = validate_doc(SiteConfig, doc,
+                                                 context={"base_dir": path.parent})
+    except ConfigError as exc:  # still read the standards: report everything at once
+        problems += exc.problems
+        config = None
+    if config is not None:
+        problems += _cross_check(config, doc)
+        if secrets:
+            problems += _secret_problems(config, doc)
+        globs, assets = config.standards, {asset.id for asset in config.assets}
+    else:
+        globs, assets = _raw_standards_globs(doc), None
+    standards, standard_problems = _load_standards(globs, assets, doc)
     problems += standard_problems
-    if problems:
+    if problems or config is None:
         raise ConfigError(problems)
     return Site(config, path, standards)
+
+
+def _raw_standards_globs(doc: YamlDoc) -> list[str]:
+    """The `standards:` globs of a site.yaml that failed validation elsewhere."""
+    globs = doc.data.get("standards")
+    if isinstance(globs, list) and all(isinstance(g, str) for g in globs):
+        return globs
+    return []
 
 
 def _cross_check(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
@@ -156,12 +174,13 @@ def _secret_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
     return problems
 
 
-def _load_standards(config: SiteConfig, doc: YamlDoc) -> tuple[list[Standard], list[Problem]]:
+def _load_standards(globs: list[str], assets: set[str] | None,
+                    doc: YamlDoc) -> tuple[list[Standard], list[Problem]]:
+    """Standards from every file the globs match; `assets` None: asset ids unknown."""
     problems: list[Problem] = []
     standards: list[Standard] = []
     first_seen: dict[str, str] = {}
-    assets = {asset.id for asset in config.assets}
-    for g, pattern in enumerate(config.standards):
+    for g, pattern in enumerate(globs):
         full = str(doc.path.parent / pattern)
         files = sorted(glob.glob(full, recursive=True))
         if not files:
@@ -185,7 +204,7 @@ def _load_standards(config: SiteConfig, doc: YamlDoc) -> tuple[list[Standard], l
                     continue
                 first_seen[standard.id] = where
                 for a, asset in enumerate(standard.applies_to.assets):
-                    if asset not in assets:
+                    if assets is not None and asset not in assets:
                         problems.append(sdoc.problem((*loc, "applies_to", "assets", a),
                                                      f"unknown asset {asset!r}"))
                 reason = unsupported(standard)

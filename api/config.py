@@ -15,7 +15,7 @@ class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen: str = "127.0.0.1:8080"
-    database: str = DEFAULT_DATABASE
+    database: str = Field(DEFAULT_DATABASE, validate_default=True)
     allow_self_verify: bool = Field(False, description="let the rectifier verify their own fix")
     recurrence_window: Duration = Field(90 * 86400.0, gt=0)
 

@@ -216,11 +216,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, _, pk = raw.partition("|")
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return moment, int(pk)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+        moment = datetime.fromisoformat(at).astimezone(UTC)
+        number = int(pk)
+        if at[-6] not in "+-" or not 0 < number < 2**63:
+            raise ValueError("not ours")
+        return moment, number
+    except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error):
         raise BadCursor("cursor is not one this API gave out") from None
 
 

@@ -148,7 +148,7 @@ def format_nc_id(pk: int) -> str:
 def parse_nc_id(text: str) -> int | None:
     """`NC-000123` -> 123; None for anything else."""
     prefix, _, digits = text.partition("-")
-    if prefix != "NC" or not digits.isdigit() or len(digits) > 12:
+    if prefix != "NC" or not (digits.isascii() and digits.isdigit()) or len(digits) > 12:
         return None
     return int(digits)
 

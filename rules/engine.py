@@ -83,10 +83,10 @@ class Engine:
             tracks = self._by_metric.get((reading.asset, reading.metric))
             if not tracks or not reading.good:
                 continue
+            if reading.ts < tracks[0].last_ts:  # every track of a metric sees the same readings
+                self.out_of_order += 1
+                continue
             for track in tracks:
-                if reading.ts < track.last_ts:
-                    self.out_of_order += 1
-                    continue
                 self._step(track, reading.ts, reading.value, events)
         return events
 

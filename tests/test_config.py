@@ -159,8 +159,6 @@ def test_bad_timezone(site_dir: Path) -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: timezone naming a tzdata directory (Asia) raises "
-                   "IsADirectoryError out of load_site: a traceback instead of a problem line")
 def test_timezone_naming_a_region_is_a_problem_not_a_crash(site_dir: Path) -> None:
     text = "site:\n  id: tower-a\n  timezone: Asia\n"
     assert site_problems(site_dir, text) == [
@@ -365,9 +363,6 @@ standards: [standards/*.yaml, missing/*.yaml]
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a schema error in site.yaml stops load_site before "
-                   "the standards files are read, although its docstring promises every problem "
-                   "(schema, cross references, standards) at once")
 def test_schema_and_standards_problems_together(site_dir: Path) -> None:
     text = HEADER + "buffer: {max_size: lots}\n" + STANDARDS_GLOB
     stds = "standards:\n" + standard("S1", "for: 10q")
@@ -406,8 +401,6 @@ standards: [standards/*.yaml]
     assert [s.id for s in site.standards] == ["S1"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: defaults are not validated, so a site.yaml with "
-                   "no buffer: section gets buffer.path data/buffer.sqlite relative to the cwd")
 def test_default_buffer_path_follows_the_config_file(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -415,8 +408,6 @@ def test_default_buffer_path_follows_the_config_file(tmp_path: Path,
     assert site.config.buffer.path == tmp_path / "conf" / "data" / "buffer.sqlite"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: defaults are not validated, so a site.yaml with "
-                   "no server: section gets sqlite:///data/patrol.sqlite relative to the cwd")
 def test_default_database_follows_the_config_file(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
