@@ -19,6 +19,7 @@ from rules.engine import Engine
 log = logging.getLogger("patrol.pipeline")
 
 MAX_BATCH = 5000
+_Item = tuple[Sequence[Reading], Callable[[], None] | None]
 
 
 class Pipeline:
@@ -31,23 +32,23 @@ class Pipeline:
         self.events_ready = asyncio.Event()
         self.readings = 0
         self.events = 0
-        self._queue: asyncio.Queue[Sequence[Reading]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
 
-    def emit(self, readings: Sequence[Reading]) -> None:
+    def emit(self, readings: Sequence[Reading],
+             on_stored: Callable[[], None] | None = None) -> None:
         """Called by collectors on the loop thread; never blocks."""
-        if readings:
-            self._queue.put_nowait(readings)
+        if readings or on_stored:
+            self._queue.put_nowait((readings, on_stored))
 
     async def run(self) -> None:
         """Process batches until cancelled; on cancel, whatever was queued is still stored."""
         try:
             while True:
                 first = await self._queue.get()
-                self._process(self._drain(first))
+                self._process(*self._drain(first))
         except asyncio.CancelledError:
-            leftover = self._drain([])
-            if leftover:
-                self._process(leftover)
+            if not self._queue.empty():
+                self._process(*self._drain(self._queue.get_nowait()))
             raise
 
     async def tick(self) -> None:
@@ -57,16 +58,28 @@ class Pipeline:
             if events:
                 self._store([], events)
 
-    def _drain(self, first: Sequence[Reading]) -> list[Reading]:
-        batch = list(first)
-        while len(batch) < MAX_BATCH and not self._queue.empty():
-            batch.extend(self._queue.get_nowait())
-        return batch
+    def _drain(self, first: _Item) -> tuple[list[Reading], list[Callable[[], None]]]:
+        batch: list[Reading] = []
+        acks: list[Callable[[], None]] = []
+        item: _Item | None = first
+        while item is not None:
+            readings, on_stored = item
+            batch.extend(readings)
+            if on_stored is not None:
+                acks.append(on_stored)
+            item = (self._queue.get_nowait()
+                    if len(batch) < MAX_BATCH and not self._queue.empty() else None)
+        return batch, acks
 
-    def _process(self, batch: list[Reading]) -> None:
+    def _process(self, batch: list[Reading], acks: list[Callable[[], None]]) -> None:
         events = self.engine.observe(batch)
         self._store(batch, events)
         self.readings += len(batch)
+        for ack in acks:  # only now that the readings are on disk
+            try:
+                ack()
+            except Exception:
+                log.exception("acknowledging stored readings to their source failed")
 
     def _store(self, batch: list[Reading], events: list) -> None:
         self.buffer.put(batch, [event.to_dict() for event in events])

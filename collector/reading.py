@@ -58,8 +58,15 @@ class Reading:
         return datetime.fromtimestamp(self.ts, UTC)
 
 
-Emit = Callable[[Sequence[Reading]], None]
-"""How a collector hands readings on; called on the event loop's thread."""
+class Emit(Protocol):
+    """How a collector hands readings on; called on the event loop's thread.
+
+    `on_stored`, when given, is called (on the loop's thread) once the readings are on
+    disk: an MQTT collector acknowledges its QoS1 messages to the broker only then.
+    """
+
+    def __call__(self, readings: Sequence[Reading],
+                 on_stored: Callable[[], None] | None = None) -> None: ...
 
 
 class Collector(Protocol):
