@@ -1,88 +1,325 @@
-"""The agent's durable store: readings queue and NC event outbox in one SQLite file (WAL).
+"""The agent's durable store: readings queue, NC event outbox and dead letters in one
+SQLite file (WAL), written by one thread.
 
-Readings and the events they caused are written in one transaction, so a crash keeps
-both or neither. `synchronous=FULL`: a commit that returned is on disk, so what was
-acknowledged to a source survives a power cut.
+- Readings and the events they caused commit in one transaction: a crash keeps both or
+  neither. `synchronous=FULL`: a commit that returned is on disk, so what was acknowledged
+  to a source survives a power cut.
+- Series (asset, metric, unit, source) are stored once and referenced by id, so a reading
+  costs about 30 bytes on disk.
+- Bounded by `max_size`: past it the oldest readings are dropped, counted and logged;
+  the newest are always kept. Events and dead letters are never dropped.
+- A disk that fills up first costs the oldest readings (their pages are reused); only when
+  that cannot make room does `put` raise `BufferFull`, and the caller keeps the batch.
+- A corrupt file is moved aside (`<name>.corrupt-<time>`) with an error in the log, and a
+  fresh buffer takes its place: the agent keeps running.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from collector.reading import Reading
+from collector.reading import GOOD, Reading, bad
 
 log = logging.getLogger("patrol.buffer")
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    asset TEXT NOT NULL, metric TEXT NOT NULL, unit TEXT NOT NULL, source TEXT NOT NULL,
+    UNIQUE (asset, metric, unit, source)
+);
 CREATE TABLE IF NOT EXISTS readings (
     id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL, asset TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
-    bad TEXT, unit TEXT NOT NULL DEFAULT '', source TEXT NOT NULL DEFAULT ''
+    series INTEGER NOT NULL, ts REAL NOT NULL, value REAL, bad TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL, line TEXT NOT NULL, error TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+TRIM_MARGIN = 0.05
+"""When over `max_size`, trim to this fraction below it, so trimming is not per batch."""
+
+T = TypeVar("T")
+
+
+class BufferFull(Exception):
+    """Nothing could be dropped to make room: the disk itself is full."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A reading as the buffer holds it, with its row id (the queue position)."""
+
+    id: int
+    reading: Reading
 
 
 class Buffer:
     """Single-writer store; every method runs on the caller's thread, quickly."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_size: int = 10**9) -> None:
         self.path = path
+        self.max_size = max_size
+        self.dropped = 0
+        """Readings dropped (oldest first) to stay under max_size, since this file began."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._series: dict[tuple[str, str, str, str], int] = {}
+        self._series_by_id: dict[int, tuple[str, str, str, str]] = {}
+        self._db = self._open()
+
+    # --- writing ----------------------------------------------------------------------
 
     def put(self, readings: Sequence[Reading], events: Iterable[dict[str, Any]] = ()) -> None:
         """Store readings and events in one transaction (an event already queued is kept)."""
-        rows = [(r.ts, r.asset, r.metric, None if r.value != r.value else r.value,
-                 None if r.quality.good else r.quality.reason, r.unit, r.source)
-                for r in readings]
         bodies = [(e["id"], json.dumps(e, separators=(",", ":"))) for e in events]
-        if not rows and not bodies:
+        if not readings and not bodies:
             return
+        self._guard(lambda: self._put(readings, bodies))
+        self._enforce_size()
+
+    def _put(self, readings: Sequence[Reading], bodies: list[tuple[str, str]]) -> None:
+        try:
+            self._insert(readings, bodies)
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise
+            # The disk is full: reuse the pages of the oldest readings, then try once more.
+            freed = self._drop_oldest(fraction=0.1, why="the disk is full")
+            try:
+                if not freed:
+                    raise
+                self._insert(readings, bodies)
+            except sqlite3.OperationalError as again:
+                if _is_full(again):
+                    raise BufferFull(f"{self.path}: disk full, nothing left to drop") from None
+                raise
+
+    def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, str]]) -> None:
         with self._transaction():
+            rows = [(self._series_id(r), r.ts, None if math.isnan(r.value) else r.value,
+                     None if r.quality.good else r.quality.reason) for r in readings]
             self._db.executemany(
-                "INSERT INTO readings (ts, asset, metric, value, bad, unit, source) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                "INSERT INTO readings (series, ts, value, bad) VALUES (?, ?, ?, ?)", rows)
             self._db.executemany(
                 "INSERT OR IGNORE INTO outbox (event_id, body) VALUES (?, ?)", bodies)
 
+    def _series_id(self, reading: Reading) -> int:
+        key = (reading.asset, reading.metric, reading.unit, reading.source)
+        series = self._series.get(key)
+        if series is None:
+            self._db.execute("INSERT OR IGNORE INTO series (asset, metric, unit, source) "
+                             "VALUES (?, ?, ?, ?)", key)
+            series = self._db.execute(
+                "SELECT id FROM series WHERE asset=? AND metric=? AND unit=? AND source=?",
+                key).fetchone()[0]
+            self._series[key], self._series_by_id[series] = series, key
+        return series
+
+    # --- the readings queue -----------------------------------------------------------
+
+    def oldest(self, limit: int) -> list[Stored]:
+        """Up to `limit` readings in the order they were stored."""
+        rows = self._guard(lambda: self._db.execute(
+            "SELECT id, series, ts, value, bad FROM readings ORDER BY id LIMIT ?",
+            (limit,)).fetchall())
+        out = []
+        for row_id, series, ts, value, reason in rows:
+            asset, metric, unit, source = self._series_by_id[series]
+            quality = GOOD if reason is None else bad(reason)
+            value = math.nan if value is None else value
+            out.append(Stored(row_id, Reading(asset, metric, value, ts, quality, unit, source)))
+        return out
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Forget readings the TSDB acknowledged (ids of one batch, in order)."""
+        if not ids:
+            return
+        contiguous = ids[-1] - ids[0] + 1 == len(ids)
+
+        def run() -> None:
+            with self._transaction():
+                if contiguous:
+                    self._db.execute("DELETE FROM readings WHERE id BETWEEN ? AND ?",
+                                     (ids[0], ids[-1]))
+                else:
+                    self._db.executemany("DELETE FROM readings WHERE id = ?",
+                                         [(i,) for i in ids])
+
+        self._guard(run)
+
+    def dead_letter(self, rejected: Sequence[tuple[int, str, str]]) -> None:
+        """Move readings the TSDB refused (id, line, server's message) aside, for a person."""
+        now = time.time()
+
+        def run() -> None:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO dead_letters (at, line, error) VALUES (?, ?, ?)",
+                    [(now, line, error) for _, line, error in rejected])
+                self._db.executemany("DELETE FROM readings WHERE id = ?",
+                                     [(i,) for i, _, _ in rejected])
+
+        self._guard(run)
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[float, str, str]]:
+        return self._db.execute("SELECT at, line, error FROM dead_letters ORDER BY id LIMIT ?",
+                                (limit,)).fetchall()
+
+    # --- the event outbox -------------------------------------------------------------
+
     def pending_events(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
         """The oldest undelivered events, in the order they were raised."""
-        cursor = self._db.execute("SELECT seq, body FROM outbox ORDER BY seq LIMIT ?", (limit,))
-        return [(seq, json.loads(body)) for seq, body in cursor]
+        rows = self._guard(lambda: self._db.execute(
+            "SELECT seq, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall())
+        return [(seq, json.loads(body)) for seq, body in rows]
 
     def ack_events(self, up_to_seq: int) -> None:
         """Delivered: forget every event up to and including `up_to_seq`."""
-        with self._transaction():
-            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
+
+        def run() -> None:
+            with self._transaction():
+                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
+
+        self._guard(run)
+
+    # --- size, health -----------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Bytes of the file in use (free pages excluded: SQLite reuses them)."""
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
 
     def count(self) -> dict[str, int]:
-        readings = self._db.execute("SELECT count(*) FROM readings").fetchone()[0]
-        events = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        return {"readings": readings, "events": events}
+        def one(sql: str) -> int:
+            return int(self._db.execute(sql).fetchone()[0])
+
+        return {
+            "readings": one("SELECT count(*) FROM readings"),
+            "events": one("SELECT count(*) FROM outbox"),
+            "dead_letters": one("SELECT count(*) FROM dead_letters"),
+            "dropped": self.dropped,
+        }
 
     def close(self) -> None:
         self._db.close()
+
+    def _enforce_size(self) -> None:
+        used = self.used_bytes()
+        if used > self.max_size:
+            excess = (used - self.max_size * (1 - TRIM_MARGIN)) / used
+            self._drop_oldest(excess, f"the buffer passed its max_size of {self.max_size} bytes")
+
+    def _drop_oldest(self, fraction: float, why: str) -> int:
+        first, last = self._db.execute("SELECT min(id), max(id) FROM readings").fetchone()
+        if first is None:
+            return 0
+        cut = first + max(1, math.ceil((last - first + 1) * fraction))
+        with self._transaction():
+            gone = self._db.execute("SELECT count(*), min(ts), max(ts) FROM readings "
+                                    "WHERE id < ?", (cut,)).fetchone()
+            self._db.execute("DELETE FROM readings WHERE id < ?", (cut,))
+            self.dropped += gone[0]
+            self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                             "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                             (gone[0],))
+        log.warning("dropped the %d oldest readings (%s .. %s) because %s; %d dropped in all",
+                    gone[0], _when(gone[1]), _when(gone[2]), why, self.dropped)
+        return int(gone[0])
+
+    # --- opening, transactions, corruption ---------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _is_corrupt(exc):
+                raise
+            self._move_aside(exc)
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
+            db.executescript(_SCHEMA)
+            self._series.clear()
+            self._series_by_id.clear()
+            for series, *key in db.execute("SELECT id, asset, metric, unit, source FROM series"):
+                self._series[tuple(key)] = series  # type: ignore[index]
+                self._series_by_id[series] = tuple(key)  # type: ignore[assignment]
+            row = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+            self.dropped = row[0] if row else 0
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: Exception) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(f"{self.path}.corrupt-{stamp}{suffix}")
+        log.error("buffer %s is corrupt (%s): moved it aside to %s.corrupt-%s and started "
+                  "a new one; readings in the old file were not sent", self.path, exc,
+                  self.path, stamp)
+
+    def _guard(self, operation: Callable[[], T]) -> T:
+        """Run `operation`; if the file turns out corrupt, move it aside and retry once."""
+        try:
+            return operation()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            self._db.close()
+            self._move_aside(exc)
+            self._db = self._connect()
+            return operation()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in str(exc)
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return True
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -9,18 +9,18 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.configfile import ConfigError, Loc, Problem, YamlDoc, display_path, load_yaml
 from agent.configfile import validate as validate_doc
+from agent.tsdb import InfluxConfig
 from api.config import NotifyConfig, ServerConfig
 from collector.modbus.config import ModbusConfig
 from collector.mqtt_config import MqttConfig
 from collector.secrets import SecretError, read_secret
-from collector.units import ByteSize, ConfigPath, Duration
+from collector.units import ByteSize, ConfigPath
 from rules.checks import unsupported
 from rules.standard import Asset, Standard, StandardsFile
 
@@ -42,17 +42,6 @@ class SiteInfo(_Strict):
         except (ZoneInfoNotFoundError, ValueError, OSError):  # 'Asia' is a directory
             raise ValueError(f"{name!r} is not an IANA time zone like Asia/Shanghai") from None
         return name
-
-
-class InfluxConfig(_Strict):
-    url: str
-    api: Literal["v1", "v2"] = "v2"
-    org: str = "-"
-    bucket: str
-    token_env: str | None = None
-    token_file: ConfigPath | None = None
-    batch_size: int = Field(5000, gt=0)
-    flush_interval: Duration = Field(1.0, gt=0)
 
 
 class BufferConfig(_Strict):
@@ -157,20 +146,22 @@ def _cross_check(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
 
 def _secret_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
     """Every `*_env` / `*_file` secret must be readable now, not at the first outage."""
-    named: list[tuple[Loc, str | None, Path | None]] = []
+    named: list[tuple[str, str, str | None, Path | None]] = []
     if config.mqtt:
-        named.append((("mqtt",), config.mqtt.password_env, config.mqtt.password_file))
+        named.append(("mqtt", "password", config.mqtt.password_env, config.mqtt.password_file))
     if config.influxdb:
-        named.append((("influxdb",), config.influxdb.token_env, config.influxdb.token_file))
+        influx = config.influxdb
+        named.append(("influxdb", "token", influx.token_env, influx.token_file))
+        named.append(("influxdb", "password", influx.password_env, influx.password_file))
     if config.forward:
-        named.append((("forward",), config.forward.token_env, config.forward.token_file))
+        named.append(("forward", "token", config.forward.token_env, config.forward.token_file))
     problems = []
-    for loc, env, file in named:
+    for section, key, env, file in named:
         try:
             read_secret(env, file)
         except SecretError as exc:
-            key = "password" if loc == ("mqtt",) else "token"
-            problems.append(doc.problem((*loc, f"{key}_env" if env else f"{key}_file"), str(exc)))
+            suffix = "_env" if env else "_file"
+            problems.append(doc.problem((section, key + suffix), str(exc)))
     return problems
 
 

@@ -1,8 +1,13 @@
 """Readings from collectors -> rules engine -> durable buffer, on one asyncio loop.
 
 Collectors call `emit` on the loop's thread; the pipeline batches what has queued up,
-asks the engine for events, and commits readings and events together. A separate
-`tick` task lets on-delays and off-delays fire when readings stop.
+asks the engine for events, and commits readings and events together. Sources are
+acknowledged (`on_stored`) only after that commit. A separate `tick` task lets on-delays
+and off-delays fire when readings stop.
+
+When the disk is full and the buffer cannot make room, judged batches wait in memory
+(sources not acknowledged, so MQTT keeps its messages) and are retried every second; past
+`MAX_HELD` readings the oldest held ones are dropped, counted and logged.
 """
 
 from __future__ import annotations
@@ -10,16 +15,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from agent.buffer import Buffer
+from agent.buffer import Buffer, BufferFull
 from collector.reading import Reading
 from rules.engine import Engine
 
 log = logging.getLogger("patrol.pipeline")
 
 MAX_BATCH = 5000
+MAX_HELD = 200_000
 _Item = tuple[Sequence[Reading], Callable[[], None] | None]
+
+
+@dataclass
+class _Judged:
+    """A batch the engine has seen, waiting for the disk."""
+
+    readings: list[Reading]
+    events: list[dict[str, Any]]
+    acks: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Pipeline:
@@ -32,7 +50,10 @@ class Pipeline:
         self.events_ready = asyncio.Event()
         self.readings = 0
         self.events = 0
+        self.dropped_held = 0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._held: deque[_Judged] = deque()
+        self._full_logged = False
 
     def emit(self, readings: Sequence[Reading],
              on_stored: Callable[[], None] | None = None) -> None:
@@ -44,11 +65,21 @@ class Pipeline:
         """Process batches until cancelled; on cancel, whatever was queued is still stored."""
         try:
             while True:
-                first = await self._queue.get()
+                if self._held:
+                    try:
+                        first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
+                    except TimeoutError:
+                        self._store_held()
+                        continue
+                else:
+                    first = await self._queue.get()
                 self._process(*self._drain(first))
         except asyncio.CancelledError:
             if not self._queue.empty():
                 self._process(*self._drain(self._queue.get_nowait()))
+            if self._held:
+                log.error("stopping with %d readings not stored (disk full)",
+                          sum(len(j.readings) for j in self._held))
             raise
 
     async def tick(self) -> None:
@@ -56,7 +87,8 @@ class Pipeline:
             await asyncio.sleep(self.tick_every)
             events = self.engine.tick(self.clock())
             if events:
-                self._store([], events)
+                self._judged(_Judged([], [event.to_dict() for event in events]))
+                self._log_events(events)
 
     def _drain(self, first: _Item) -> tuple[list[Reading], list[Callable[[], None]]]:
         batch: list[Reading] = []
@@ -73,19 +105,53 @@ class Pipeline:
 
     def _process(self, batch: list[Reading], acks: list[Callable[[], None]]) -> None:
         events = self.engine.observe(batch)
-        self._store(batch, events)
         self.readings += len(batch)
-        for ack in acks:  # only now that the readings are on disk
-            try:
-                ack()
-            except Exception:
-                log.exception("acknowledging stored readings to their source failed")
+        self._judged(_Judged(batch, [event.to_dict() for event in events], acks))
+        self._log_events(events)
 
-    def _store(self, batch: list[Reading], events: list) -> None:
-        self.buffer.put(batch, [event.to_dict() for event in events])
+    def _judged(self, judged: _Judged) -> None:
+        self._held.append(judged)
+        self._store_held()
+
+    def _store_held(self) -> None:
+        """Store held batches in order; stop at the first the disk cannot take."""
+        while self._held:
+            judged = self._held[0]
+            try:
+                self.buffer.put(judged.readings, judged.events)
+            except BufferFull as exc:
+                if not self._full_logged:
+                    log.error("%s: holding readings in memory, sources not acknowledged", exc)
+                    self._full_logged = True
+                self._bound_held()
+                return
+            self._held.popleft()
+            self._full_logged = False
+            if judged.events:
+                self.events += len(judged.events)
+                self.events_ready.set()
+            for ack in judged.acks:  # only now that the readings are on disk
+                try:
+                    ack()
+                except Exception:
+                    log.exception("acknowledging stored readings to their source failed")
+
+    def _bound_held(self) -> None:
+        """Past MAX_HELD readings, drop the oldest held ones; events are always kept."""
+        held = sum(len(j.readings) for j in self._held)
+        for judged in self._held:
+            if held <= MAX_HELD:
+                break
+            dropped = len(judged.readings)
+            judged.readings, judged.acks = [], []  # unacknowledged: a broker sends them again
+            held -= dropped
+            self.dropped_held += dropped
+            log.error("disk full: dropped %d held readings (%d in all)", dropped,
+                      self.dropped_held)
+        self._held = deque(j for j in self._held if j.readings or j.events)
+
+    @staticmethod
+    def _log_events(events: list[Any]) -> None:
         for event in events:
             log.info("%s: %s %s (event %s)", event.type, event.asset_id, event.standard_id,
                      event.id)
-        if events:
-            self.events += len(events)
-            self.events_ready.set()

@@ -20,6 +20,7 @@ from agent.buffer import Buffer
 from agent.config import Site
 from agent.forward import Forwarder, Sink, http_sink
 from agent.pipeline import Pipeline
+from agent.tsdb import LineSerializer, TsdbWriter, make_sender
 from collector.reading import Collector
 from collector.secrets import read_secret
 from rules.engine import Engine
@@ -146,7 +147,7 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
         yield []
         return
     config = site.config
-    buffer = Buffer(config.buffer.path)
+    buffer = Buffer(config.buffer.path, config.buffer.max_size)
     engine = Engine(site.id, config.assets, site.standards)
     pipeline = Pipeline(engine, buffer)
     if database is not None:
@@ -163,12 +164,26 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
                for c in collectors_for(site)]
     processing = [asyncio.create_task(pipeline.run(), name="pipeline"),
                   asyncio.create_task(pipeline.tick(), name="tick")]
-    forwarding = asyncio.create_task(forwarder.run(), name="forward")
+    forwarding = [asyncio.create_task(forwarder.run(), name="forward")]
+    close_tsdb: Callable[[], None] | None = None
+    if config.influxdb is not None:
+        send, close_tsdb = make_sender(config.influxdb)
+        assets = {a.id: (a.type, a.location) for a in config.assets}
+        serializer = LineSerializer(config.influxdb.measurement, site.id, assets)
+        writer = TsdbWriter(buffer, config.influxdb, serializer, send)
+        forwarding.append(asyncio.create_task(writer.run(), name="tsdb"))
+        log.info("writing readings to %s (%s, bucket %s)", config.influxdb.url,
+                 config.influxdb.api, config.influxdb.bucket)
+    else:
+        log.info("no influxdb: section: readings stay in the buffer (at most %d bytes)",
+                 config.buffer.max_size)
     try:
-        yield [*sources, *processing, forwarding]
+        yield [*sources, *processing, *forwarding]
     finally:
-        for group in (sources, processing, [forwarding]):
+        for group in (sources, processing, forwarding):
             await _cancel(group)
+        if close_tsdb is not None:
+            close_tsdb()
         try:  # a last delivery attempt; what fails stays in the outbox for next start
             await asyncio.wait_for(forwarder.deliver_pending(), timeout=STOP_GRACE)
         except Exception as exc:

@@ -1,0 +1,304 @@
+"""Drains the buffer into InfluxDB (or a compatible store), deleting only what the server
+acknowledged.
+
+Layout (one measurement, default `patrol`):
+    tags   site, asset, asset_type, location, metric, source
+    fields value (float; absent when the reading has none), quality (1i good, 0i bad),
+           reason (string, bad readings only)
+    time   milliseconds
+Quality is a field, not a tag, so a sensor's good and bad readings stay one series.
+
+Server answers: 2xx delete the batch; 429/503 wait for Retry-After; other 5xx and
+connection errors back off exponentially with jitter; 400/422 (a poison batch) bisect to
+find the refused points, dead-letter them with the server's message, send the rest;
+401/403 stop sending, keep everything, log once, retry slowly; 413 halves the batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import urllib3
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write.point import (  # the library's own line serializer
+    _ESCAPE_MEASUREMENT,
+    _append_fields,
+    _append_tags,
+    _escape_key,
+)
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.buffer import Buffer, Stored
+from collector.reading import Reading
+from collector.secrets import read_secret
+from collector.units import ConfigPath, Duration
+
+log = logging.getLogger("patrol.tsdb")
+
+MAX_BACKOFF = 60.0
+AUTH_RETRY = 60.0
+
+
+class InfluxConfig(BaseModel):
+    """site.yaml `influxdb:` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://")
+    api: Literal["v1", "v2"] = "v2"
+    org: str = "-"
+    bucket: str = Field(min_length=1, description="v1: the database")
+    retention_policy: str | None = Field(None, description="v1 only")
+    token_env: str | None = None
+    token_file: ConfigPath | None = None
+    username: str | None = Field(None, description="v1 basic auth")
+    password_env: str | None = None
+    password_file: ConfigPath | None = None
+    measurement: str = Field("patrol", min_length=1)
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    flush_interval: Duration = Field(1.0, gt=0)
+    timeout: Duration = Field(10.0, gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the server said to one write: status None means it could not be reached."""
+
+    status: int | None
+    message: str = ""
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+Send = Callable[[list[str]], Answer]
+"""Write lines of line protocol; blocking (runs in a worker thread)."""
+
+
+class LineSerializer:
+    """Readings -> line protocol, with each series' measurement and tags escaped once."""
+
+    def __init__(self, measurement: str, site_id: str,
+                 assets: Mapping[str, tuple[str, str]]) -> None:
+        self._measurement = _escape_key(measurement, _ESCAPE_MEASUREMENT)
+        self._site = site_id
+        self._assets = assets  # id -> (type, location)
+        self._prefix: dict[tuple[str, str, str], str] = {}
+
+    def line(self, reading: Reading) -> str:
+        key = (reading.asset, reading.metric, reading.source)
+        prefix = self._prefix.get(key)
+        if prefix is None:
+            asset_type, location = self._assets.get(reading.asset, ("", ""))
+            prefix = self._measurement + _append_tags({
+                "site": self._site, "asset": reading.asset, "asset_type": asset_type or None,
+                "location": location or None, "metric": reading.metric,
+                "source": reading.source or None,
+            })
+            self._prefix[key] = prefix
+        if reading.quality.good:
+            fields = _append_fields({"value": reading.value, "quality": 1}, {})
+        else:
+            fields = _append_fields({"value": reading.value, "quality": 0,
+                                     "reason": reading.quality.reason}, {})
+        return f"{prefix}{fields} {round(reading.ts * 1000)}"
+
+
+class TsdbWriter:
+    """Moves readings from the buffer to the TSDB until cancelled."""
+
+    def __init__(self, buffer: Buffer, config: InfluxConfig, serializer: LineSerializer,
+                 send: Send, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+                 ) -> None:
+        self.buffer = buffer
+        self.config = config
+        self.serializer = serializer
+        self.send = send
+        self.sleep = sleep
+        self.batch_size = config.batch_size
+        self.written = 0
+        self.dead_lettered = 0
+        self._failures = 0
+        self._auth_failed = False
+
+    async def run(self) -> None:
+        while True:
+            if not await self.flush_once():
+                await self.sleep(self.config.flush_interval)
+
+    async def flush_once(self) -> bool:
+        """Send one batch; True when there may be more to send right away."""
+        batch = self.buffer.oldest(self.batch_size)
+        if not batch:
+            return False
+        lines = [self.serializer.line(stored.reading) for stored in batch]
+        answer = await asyncio.to_thread(self.send, lines)
+        if answer.ok:
+            self.buffer.delete([stored.id for stored in batch])
+            self.written += len(batch)
+            self._recovered()
+            return len(batch) == self.batch_size
+        await self._handle(answer, batch, lines)
+        return True
+
+    async def _handle(self, answer: Answer, batch: list[Stored], lines: list[str]) -> None:
+        status = answer.status
+        if status in (400, 422):
+            await self._bisect(batch, lines, answer)
+            self._recovered()
+        elif status in (401, 403):
+            if not self._auth_failed:
+                log.error("%s refused our credentials (%d %s): writing paused, readings kept "
+                          "in the buffer; retrying every %.0fs", self.config.url, status,
+                          answer.message, AUTH_RETRY)
+            self._auth_failed = True
+            await self.sleep(AUTH_RETRY)
+        elif status == 413 and self.batch_size > 1:
+            self.batch_size = max(1, self.batch_size // 2)
+            log.warning("%s: batch too large; batch size now %d", self.config.url,
+                        self.batch_size)
+        else:
+            self._failures += 1
+            wait = retry_after_seconds(answer.retry_after) if status in (429, 503) else None
+            if wait is None:
+                wait = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
+                wait *= random.uniform(0.5, 1.0)
+            level = logging.WARNING if self._failures == 1 else logging.DEBUG
+            log.log(level, "cannot write to %s (%s); %d readings wait in the buffer; "
+                    "next try in %.1fs", self.config.url, _describe(answer),
+                    len(batch), wait)
+            await self.sleep(wait)
+
+    async def _bisect(self, batch: list[Stored], lines: list[str], answer: Answer) -> None:
+        """Find the points the server refuses; send the rest, dead-letter those."""
+        if len(batch) == 1:
+            self.buffer.dead_letter([(batch[0].id, lines[0], answer.message)])
+            self.dead_lettered += 1
+            log.error("dead-lettered a reading the TSDB refuses: %s (%s)", lines[0][:200],
+                      answer.message)
+            return
+        half = len(batch) // 2
+        for part, part_lines in ((batch[:half], lines[:half]), (batch[half:], lines[half:])):
+            part_answer = await asyncio.to_thread(self.send, part_lines)
+            if part_answer.ok:
+                self.buffer.delete([stored.id for stored in part])
+                self.written += len(part)
+            elif part_answer.status in (400, 422):
+                await self._bisect(part, part_lines, part_answer)
+            else:
+                return  # the server changed its mind (outage): retry the rest later
+
+    def _recovered(self) -> None:
+        if self._failures or self._auth_failed:
+            log.info("writing to %s again", self.config.url)
+        self._failures = 0
+        self._auth_failed = False
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds (delta or HTTP date), capped at 10 minutes."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(seconds, 600.0))
+
+
+def _describe(answer: Answer) -> str:
+    if answer.status is None:
+        return f"unreachable: {answer.message}"
+    return f"{answer.status} {answer.message}".strip()
+
+
+def v2_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
+    """POST /api/v2/write through influxdb-client (InfluxDB 1.8+, 2.x, 3.x, VictoriaMetrics)."""
+    token = read_secret(config.token_env, config.token_file) or ""
+    client = InfluxDBClient(url=config.url, token=token, org=config.org,
+                            timeout=int(config.timeout * 1000), enable_gzip=True)
+    write_api = client.write_api(write_options=SYNCHRONOUS)
+
+    def send(lines: list[str]) -> Answer:
+        try:
+            write_api.write(bucket=config.bucket, org=config.org, record="\n".join(lines),
+                            write_precision=WritePrecision.MS)
+        except ApiException as exc:
+            return Answer(exc.status, _message(exc.body, exc.reason),
+                          _header(exc.headers, "Retry-After"))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return Answer(None, str(getattr(exc, "reason", None) or exc))
+        return Answer(204)
+
+    def close() -> None:
+        write_api.close()
+        client.close()
+
+    return send, close
+
+
+def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
+    """POST /write?db= (InfluxDB 1.x, e.g. Raspberry Pi OS's 1.6), gzip, basic auth."""
+    pool = urllib3.PoolManager(timeout=urllib3.Timeout(total=config.timeout), retries=False)
+    fields = {"db": config.bucket, "precision": "ms"}
+    if config.retention_policy:
+        fields["rp"] = config.retention_policy
+    url = config.url.rstrip("/") + "/write?" + urllib3.request.urlencode(fields)
+    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
+    password = read_secret(config.password_env, config.password_file)
+    if config.username:
+        headers.update(urllib3.make_headers(basic_auth=f"{config.username}:{password or ''}"))
+    token = read_secret(config.token_env, config.token_file)
+    if token:
+        headers["Authorization"] = f"Token {token}"
+
+    def send(lines: list[str]) -> Answer:
+        body = gzip.compress("\n".join(lines).encode(), compresslevel=1)
+        try:
+            response = pool.request("POST", url, body=body, headers=headers)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return Answer(None, str(getattr(exc, "reason", None) or exc))
+        return Answer(response.status, _message(response.data, response.reason),
+                      response.headers.get("Retry-After"))
+
+    return send, pool.clear
+
+
+def make_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
+    return v2_sender(config) if config.api == "v2" else v1_sender(config)
+
+
+def _message(body: bytes | str | None, reason: str | None) -> str:
+    if not body:
+        return reason or ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, dict):
+            return str(parsed.get("message") or parsed.get("error") or text)[:500]
+    except ValueError:
+        pass
+    return text.strip()[:500]
+
+
+def _header(headers: object, name: str) -> str | None:
+    if headers is None:
+        return None
+    getter = getattr(headers, "get", None)
+    return getter(name) if getter else None
