@@ -48,9 +48,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
-    at REAL NOT NULL, line TEXT NOT NULL, error TEXT NOT NULL
+    at REAL NOT NULL, line TEXT NOT NULL, error TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'reading'  -- reading: line protocol; event: the event's JSON
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
 TRIM_MARGIN = 0.05
@@ -86,17 +88,31 @@ class Buffer:
 
     # --- writing ----------------------------------------------------------------------
 
-    def put(self, readings: Sequence[Reading], events: Iterable[dict[str, Any]] = ()) -> None:
-        """Store readings and events in one transaction (an event already queued is kept)."""
+    def put(self, readings: Sequence[Reading], events: Iterable[dict[str, Any]] = (),
+            state: tuple[str, Any] | None = None) -> None:
+        """Store readings, events and (optionally) a named state in one transaction.
+
+        The rules engine's state is saved with the events it raised, so a restart never
+        raises an episode twice. An event already queued is kept as it is.
+        """
         bodies = [(e["id"], json.dumps(e, separators=(",", ":"))) for e in events]
-        if not readings and not bodies:
+        if not readings and not bodies and state is None:
             return
-        self._guard(lambda: self._put(readings, bodies))
+        saved = None if state is None else (state[0], json.dumps(state[1],
+                                                                  separators=(",", ":")))
+        self._guard(lambda: self._put(readings, bodies, saved))
         self._enforce_size()
 
-    def _put(self, readings: Sequence[Reading], bodies: list[tuple[str, str]]) -> None:
+    def load_state(self, name: str) -> Any:
+        """A state saved with `put(..., state=(name, ...))`, or None."""
+        row = self._guard(lambda: self._db.execute("SELECT body FROM state WHERE name = ?",
+                                                   (name,)).fetchone())
+        return None if row is None else json.loads(row[0])
+
+    def _put(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
+             state: tuple[str, str] | None) -> None:
         try:
-            self._insert(readings, bodies)
+            self._insert(readings, bodies, state)
         except sqlite3.OperationalError as exc:
             if not _is_full(exc):
                 raise
@@ -105,20 +121,32 @@ class Buffer:
             try:
                 if not freed:
                     raise
-                self._insert(readings, bodies)
+                self._insert(readings, bodies, state)
             except sqlite3.OperationalError as again:
                 if _is_full(again):
                     raise BufferFull(f"{self.path}: disk full, nothing left to drop") from None
                 raise
 
-    def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, str]]) -> None:
-        with self._transaction():
-            rows = [(self._series_id(r), r.ts, None if math.isnan(r.value) else r.value,
-                     None if r.quality.good else r.quality.reason) for r in readings]
-            self._db.executemany(
-                "INSERT INTO readings (series, ts, value, bad) VALUES (?, ?, ?, ?)", rows)
-            self._db.executemany(
-                "INSERT OR IGNORE INTO outbox (event_id, body) VALUES (?, ?)", bodies)
+    def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
+                state: tuple[str, str] | None) -> None:
+        known = len(self._series)
+        try:
+            with self._transaction():
+                if state is not None:
+                    self._db.execute("INSERT INTO state (name, body) VALUES (?, ?) ON CONFLICT "
+                                     "(name) DO UPDATE SET body = excluded.body", state)
+                rows = [(self._series_id(r), r.ts, None if math.isnan(r.value) else r.value,
+                         None if r.quality.good else r.quality.reason) for r in readings]
+                self._db.executemany(
+                    "INSERT INTO readings (series, ts, value, bad) VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO outbox (event_id, body) VALUES (?, ?)", bodies)
+        except BaseException:
+            # The rollback took back the series rows this transaction inserted: forget
+            # their ids too, or the next new series reuses one and takes their readings.
+            for key in list(self._series)[known:]:
+                del self._series_by_id[self._series.pop(key)]
+            raise
 
     def _series_id(self, reading: Reading) -> int:
         key = (reading.asset, reading.metric, reading.unit, reading.source)
@@ -178,9 +206,10 @@ class Buffer:
 
         self._guard(run)
 
-    def dead_letters(self, limit: int = 100) -> list[tuple[float, str, str]]:
-        return self._db.execute("SELECT at, line, error FROM dead_letters ORDER BY id LIMIT ?",
-                                (limit,)).fetchall()
+    def dead_letters(self, limit: int = 100, kind: str = "reading"
+                     ) -> list[tuple[float, str, str]]:
+        return self._db.execute("SELECT at, line, error FROM dead_letters WHERE kind = ? "
+                                "ORDER BY id LIMIT ?", (kind, limit)).fetchall()
 
     # --- the event outbox -------------------------------------------------------------
 
@@ -189,6 +218,18 @@ class Buffer:
         rows = self._guard(lambda: self._db.execute(
             "SELECT seq, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall())
         return [(seq, json.loads(body)) for seq, body in rows]
+
+    def dead_letter_event(self, seq: int, body: dict[str, Any], error: str) -> None:
+        """Move an event the API refuses for good out of the outbox, for a person."""
+
+        def run() -> None:
+            with self._transaction():
+                self._db.execute("INSERT INTO dead_letters (at, line, error, kind) "
+                                 "VALUES (?, ?, ?, 'event')",
+                                 (time.time(), json.dumps(body), error))
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+        self._guard(run)
 
     def ack_events(self, up_to_seq: int) -> None:
         """Delivered: forget every event up to and including `up_to_seq`."""

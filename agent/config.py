@@ -21,7 +21,6 @@ from collector.modbus.config import ModbusConfig
 from collector.mqtt_config import MqttConfig
 from collector.secrets import SecretError, read_secret
 from collector.units import ByteSize, ConfigPath
-from rules.checks import unsupported
 from rules.standard import Asset, Standard, StandardsFile
 
 
@@ -198,9 +197,6 @@ def _load_standards(globs: list[str], assets: set[str] | None,
                     if assets is not None and asset not in assets:
                         problems.append(sdoc.problem((*loc, "applies_to", "assets", a),
                                                      f"unknown asset {asset!r}"))
-                reason = unsupported(standard)
-                if reason:
-                    problems.append(sdoc.problem((*loc, "check"), reason))
                 standards.append(standard)
     return standards, problems
 

@@ -63,15 +63,41 @@ class Forwarder:
         """Deliver every pending event in order; returns how many."""
         total = 0
         while rows := self.buffer.pending_events(self.batch):
-            await self.sink([body for _, body in rows])
+            try:
+                await self.sink([body for _, body in rows])
+            except Rejected:
+                total += await self._one_by_one(rows)
+                continue
             self.buffer.ack_events(rows[-1][0])
             total += len(rows)
             self.delivered += len(rows)
         return total
 
+    async def _one_by_one(self, rows: list[tuple[int, dict[str, Any]]]) -> int:
+        """A batch was refused: find the events the API refuses and set them aside."""
+        for seq, body in rows:
+            try:
+                await self.sink([body])
+            except Rejected as exc:
+                self.buffer.dead_letter_event(seq, body, str(exc))
+                log.error("the API refuses event %s (%s) for good: kept in the buffer's "
+                          "dead letters: %s", body.get("id"), body.get("type"), exc)
+                continue
+            self.buffer.ack_events(seq)
+            self.delivered += 1
+        return len(rows)
+
 
 class DeliveryError(Exception):
-    """The API did not take a batch; the events stay in the outbox."""
+    """The API did not take a batch now; the events stay in the outbox for a retry."""
+
+
+class Rejected(Exception):
+    """The API refuses these events for good (a 4xx other than auth or rate limits)."""
+
+
+RETRYABLE = (401, 403, 404, 408, 409, 425, 429)
+"""4xx answers that may change (credentials fixed, API upgraded, rate limit passed)."""
 
 
 def http_sink(base_url: str, token: str | None, timeout: float = 10.0) -> Sink:
@@ -89,6 +115,8 @@ def http_sink(base_url: str, token: str | None, timeout: float = 10.0) -> Sink:
                 response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read(300).decode("utf-8", "replace")
+            if 400 <= exc.code < 500 and exc.code not in RETRYABLE:
+                raise Rejected(f"{url} answered {exc.code}: {detail}") from None
             raise DeliveryError(f"{url} answered {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise DeliveryError(f"{url} unreachable: {getattr(exc, 'reason', exc)}") from None

@@ -38,15 +38,21 @@ class _Judged:
     readings: list[Reading]
     events: list[dict[str, Any]]
     acks: list[Callable[[], None]] = field(default_factory=list)
+    save_state: bool = False
 
 
 class Pipeline:
     def __init__(self, engine: Engine, buffer: Buffer, *,
-                 clock: Callable[[], float] = time.time, tick_every: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.time, tick_every: float = 1.0,
+                 snapshot_every: float = 60.0, save_every: float = 30.0) -> None:
         self.engine = engine
         self.buffer = buffer
         self.clock = clock
         self.tick_every = tick_every
+        self.snapshot_every = snapshot_every
+        self.save_every = save_every
+        self._snapshot_due = clock() + snapshot_every
+        self._save_due = clock() + save_every
         self.events_ready = asyncio.Event()
         self.readings = 0
         self.events = 0
@@ -85,10 +91,23 @@ class Pipeline:
     async def tick(self) -> None:
         while True:
             await asyncio.sleep(self.tick_every)
-            events = self.engine.tick(self.clock())
-            if events:
-                self._judged(_Judged([], [event.to_dict() for event in events]))
-                self._log_events(events)
+            self.tick_once(self.clock())
+
+    def tick_once(self, now: float) -> None:
+        """Timers, the periodic compliance snapshot, and the periodic save of rule state."""
+        events = self.engine.tick(now)
+        bodies = [event.to_dict() for event in events]
+        if now >= self._snapshot_due:
+            bodies.append(self.engine.snapshot(now).to_dict())
+            self._snapshot_due = now + self.snapshot_every
+        save = bool(events) or now >= self._save_due
+        if bodies or save:
+            self._judged(_Judged([], bodies, save_state=save))
+            self._log_events(events)
+
+    def save_state(self) -> None:
+        """Store the engine's state now (at a clean stop)."""
+        self._judged(_Judged([], [], save_state=True))
 
     def _drain(self, first: _Item) -> tuple[list[Reading], list[Callable[[], None]]]:
         batch: list[Reading] = []
@@ -106,7 +125,8 @@ class Pipeline:
     def _process(self, batch: list[Reading], acks: list[Callable[[], None]]) -> None:
         events = self.engine.observe(batch)
         self.readings += len(batch)
-        self._judged(_Judged(batch, [event.to_dict() for event in events], acks))
+        self._judged(_Judged(batch, [event.to_dict() for event in events], acks,
+                             save_state=bool(events)))
         self._log_events(events)
 
     def _judged(self, judged: _Judged) -> None:
@@ -117,8 +137,9 @@ class Pipeline:
         """Store held batches in order; stop at the first the disk cannot take."""
         while self._held:
             judged = self._held[0]
+            state = ("engine", self.engine.state()) if judged.save_state else None
             try:
-                self.buffer.put(judged.readings, judged.events)
+                self.buffer.put(judged.readings, judged.events, state)
             except BufferFull as exc:
                 if not self._full_logged:
                     log.error("%s: holding readings in memory, sources not acknowledged", exc)
@@ -127,6 +148,8 @@ class Pipeline:
                 return
             self._held.popleft()
             self._full_logged = False
+            if state is not None:
+                self._save_due = self.clock() + self.save_every
             if judged.events:
                 self.events += len(judged.events)
                 self.events_ready.set()

@@ -12,13 +12,14 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from agent.buffer import Buffer
 from agent.config import Site
-from agent.forward import Forwarder, Sink, http_sink
+from agent.forward import Forwarder, Rejected, Sink, http_sink
 from agent.pipeline import Pipeline
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
 from collector.reading import Collector
@@ -129,11 +130,18 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
 
 
 def in_process_sink(database: Database) -> Sink:
-    from api.schemas import EventIn
+    from pydantic import TypeAdapter, ValidationError
+
+    from api.schemas import AnyEvent
     from api.service import apply_events
 
+    adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
     async def send(bodies: list[dict[str, Any]]) -> None:
-        events = [EventIn.model_validate(body) for body in bodies]
+        try:
+            events = [adapter.validate_python(body) for body in bodies]
+        except ValidationError as exc:
+            raise Rejected(str(exc).splitlines()[0]) from None
         await asyncio.to_thread(apply_events, database.session, events)
 
     return send
@@ -148,7 +156,12 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
         return
     config = site.config
     buffer = Buffer(config.buffer.path, config.buffer.max_size)
-    engine = Engine(site.id, config.assets, site.standards)
+    engine = Engine(site.id, config.assets, site.standards, timezone=config.site.timezone,
+                    started=time.time())
+    saved = buffer.load_state("engine")
+    if saved is not None:
+        log.info("rule state restored for %d of %d (asset, standard) pairs",
+                 engine.restore(saved), engine.pairs)
     pipeline = Pipeline(engine, buffer)
     if database is not None:
         sink = in_process_sink(database)
@@ -182,6 +195,7 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     finally:
         for group in (sources, processing, forwarding):
             await _cancel(group)
+        pipeline.save_state()
         if close_tsdb is not None:
             close_tsdb()
         try:  # a last delivery attempt; what fails stays in the outbox for next start

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from api.routes import events, health, nonconformances
+from api.routes import compliance, events, health, nonconformances
 from api.store import Database
 
 log = logging.getLogger("patrol.api")
@@ -21,7 +21,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90)) -> F
                   description="Nonconformances raised by inspection standards.")
     app.state.db = db
     app.state.recurrence = recurrence
-    for module in (health, nonconformances, events):
+    for module in (health, nonconformances, events, compliance):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.exception_handler(OperationalError)

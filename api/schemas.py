@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +29,7 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str = Field(min_length=1, max_length=64)
-    type: Literal["violation_started", "violation_cleared"]
+    type: Literal["violation_started", "violation_cleared", "chattering"]
     site_id: str = Field(min_length=1, max_length=64)
     asset_id: str = Field(min_length=1, max_length=128)
     standard_id: str = Field(min_length=1, max_length=128)
@@ -42,8 +42,51 @@ class EventIn(BaseModel):
     asset: dict[str, Any] = Field(default_factory=dict)
 
 
+ComplianceState = Literal["ok", "violating", "no_data", "inactive"]
+
+
+class ComplianceItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    asset_id: str = Field(min_length=1, max_length=128)
+    standard_id: str = Field(min_length=1, max_length=128)
+    standard_version: int = Field(1, ge=1)
+    state: ComplianceState
+    seconds: dict[ComplianceState, float] = Field(default_factory=dict)
+
+
+class SnapshotIn(BaseModel):
+    """Compliance of every (asset, standard) of a site (rules.events.Snapshot.to_dict)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=64)
+    type: Literal["compliance_snapshot"]
+    site_id: str = Field(min_length=1, max_length=64)
+    since: datetime
+    at: datetime
+    items: list[ComplianceItem] = Field(max_length=200_000)
+
+
+AnyEvent = Annotated[EventIn | SnapshotIn, Field(discriminator="type")]
+
+
 class EventsIn(BaseModel):
-    events: list[EventIn] = Field(max_length=1000)
+    events: list[AnyEvent] = Field(max_length=1000)
+
+
+class CompliancePublic(BaseModel):
+    site_id: str
+    asset_id: str
+    standard_id: str
+    standard_version: int
+    state: ComplianceState
+    updated_at: datetime
+    seconds: dict[str, float]
+
+
+class ComplianceList(BaseModel):
+    items: list[CompliancePublic]
 
 
 class EventsResult(BaseModel):

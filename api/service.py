@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.schemas import EventIn, NonconformancePublic
+from api.schemas import EventIn, NonconformancePublic, SnapshotIn
 from api.store import (
     ENDED_STATES,
     OPEN_STATES,
     AppliedEvent,
+    Base,
+    Compliance,
+    ComplianceDay,
     HistoryEntry,
     Nonconformance,
     format_nc_id,
@@ -29,6 +34,7 @@ from api.store import (
 
 SYSTEM_ACTOR = ("patrol", "system")
 RECURRENCE_WINDOW = timedelta(days=90)
+COMPLIANCE_STATES = ("ok", "violating", "no_data", "inactive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,7 @@ def to_public(nc: Nonconformance, now: datetime | None = None) -> Nonconformance
     )
 
 
-def apply_events(factory: sessionmaker[Session], events: Sequence[EventIn],
+def apply_events(factory: sessionmaker[Session], events: Sequence[EventIn | SnapshotIn],
                  actor: tuple[str, str] = SYSTEM_ACTOR,
                  recurrence: timedelta = RECURRENCE_WINDOW) -> tuple[int, int]:
     """Apply events in order, one transaction each; returns (applied, duplicates)."""
@@ -89,13 +95,17 @@ def apply_events(factory: sessionmaker[Session], events: Sequence[EventIn],
     return applied, duplicates
 
 
-def apply_event(session: Session, event: EventIn, actor: tuple[str, str],
+def apply_event(session: Session, event: EventIn | SnapshotIn, actor: tuple[str, str],
                 recurrence: timedelta = RECURRENCE_WINDOW) -> bool:
     """Apply one engine event in the caller's transaction; False when already applied."""
     if session.get(AppliedEvent, event.id) is not None:
         return False
+    if isinstance(event, SnapshotIn):
+        _snapshot(session, event)
+        session.add(AppliedEvent(event_id=event.id))
+        return True
     nc = _open_nc(session, event.site_id, event.asset_id, event.standard_id)
-    if event.type == "violation_started":
+    if event.type in ("violation_started", "chattering"):
         nc = _raise(session, event, nc, actor, recurrence)
     elif nc is not None:
         _clear(session, event, nc, actor)
@@ -118,13 +128,14 @@ def _open_nc(session: Session, site_id: str, asset_id: str,
 def _raise(session: Session, event: EventIn, nc: Nonconformance | None,
            actor: tuple[str, str], recurrence: timedelta) -> Nonconformance:
     at = event.at.astimezone(UTC)
+    condition = "chattering" if event.type == "chattering" else "violating"
     if nc is not None:
-        old = nc.occurrences
+        old, before = nc.occurrences, nc.condition
         nc.occurrences += 1
-        nc.condition = "violating"
+        nc.condition = condition
         nc.cleared_at = None
         _history(session, nc, actor, "occurrence", nc.state, nc.state, event.at,
-                 {"occurrences": [old, nc.occurrences], "condition": ["normal", "violating"]},
+                 {"occurrences": [old, nc.occurrences], "condition": [before, condition]},
                  event_id=event.id)
         return nc
     info = event.standard
@@ -132,7 +143,7 @@ def _raise(session: Session, event: EventIn, nc: Nonconformance | None,
         site_id=event.site_id, asset_id=event.asset_id, standard_id=event.standard_id,
         standard_version=event.standard_version, metric=event.metric, title=info.title,
         clause=info.clause, category=info.category, severity=info.severity,
-        department=info.department, state="open", open_slot="open", condition="violating",
+        department=info.department, state="open", open_slot="open", condition=condition,
         detected_at=at,
         due_at=at + timedelta(seconds=info.rectify_within) if info.rectify_within else None,
         occurrences=1, reopen_count=0, source="auto", evidence=event.evidence,
@@ -155,6 +166,48 @@ def _recently_closed(session: Session, event: EventIn, window: timedelta) -> int
             Nonconformance.closed_at >= event.at - window,
         ).limit(1)
     )
+
+
+def _snapshot(session: Session, event: SnapshotIn) -> None:
+    """Current state of every pair, and seconds in each state added to the day's totals."""
+    at = event.at.astimezone(UTC)
+    day = at.date().isoformat()
+    current = [{"site_id": event.site_id, "asset_id": item.asset_id,
+                "standard_id": item.standard_id, "standard_version": item.standard_version,
+                "state": item.state, "updated_at": at} for item in event.items]
+    totals = [{"site_id": event.site_id, "asset_id": item.asset_id,
+               "standard_id": item.standard_id, "day": day,
+               **{state: item.seconds.get(state, 0.0) for state in COMPLIANCE_STATES}}
+              for item in event.items]
+    keys = ["site_id", "asset_id", "standard_id"]
+    _upsert(session, Compliance, current, keys,
+            lambda new: {"standard_version": new.standard_version, "state": new.state,
+                         "updated_at": new.updated_at})
+    _upsert(session, ComplianceDay, totals, [*keys, "day"],
+            lambda new: {state: getattr(ComplianceDay, state) + getattr(new, state)
+                         for state in COMPLIANCE_STATES})
+
+
+def _upsert(session: Session, model: type[Base], rows: list[dict[str, Any]],
+            keys: list[str], update: Callable[[Any], dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE, on SQLite and PostgreSQL alike, in chunks."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" \
+        else sqlite_insert
+    for start in range(0, len(rows), 1000):
+        statement = insert(model).values(rows[start:start + 1000])
+        session.execute(statement.on_conflict_do_update(index_elements=keys,
+                                                        set_=update(statement.excluded)))
+
+
+def list_compliance(session: Session, *, site_id: str | None, asset_id: str | None,
+                    standard_id: str | None, state: str | None) -> list[Compliance]:
+    query = select(Compliance)
+    for name, value in (("site_id", site_id), ("asset_id", asset_id),
+                        ("standard_id", standard_id), ("state", state)):
+        if value is not None:
+            query = query.where(getattr(Compliance, name) == value)
+    query = query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
+    return list(session.scalars(query.limit(10_000)))
 
 
 def _clear(session: Session, event: EventIn, nc: Nonconformance,

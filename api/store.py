@@ -128,6 +128,34 @@ class AppliedEvent(Base):
     nc_pk: Mapped[int | None]
 
 
+class Compliance(Base):
+    """Where every (asset, standard) stands, from the agents' compliance snapshots."""
+
+    __tablename__ = "compliance"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    standard_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    standard_version: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime]
+
+
+class ComplianceDay(Base):
+    """Seconds in each state per (asset, standard) and UTC day: compliance rates."""
+
+    __tablename__ = "compliance_days"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    standard_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    ok: Mapped[float] = mapped_column(default=0.0)
+    violating: Mapped[float] = mapped_column(default=0.0)
+    no_data: Mapped[float] = mapped_column(default=0.0)
+    inactive: Mapped[float] = mapped_column(default=0.0)
+
+
 class ApiToken(Base):
     """API tokens: only the SHA-256 of the token is stored."""
 

@@ -1,69 +1,347 @@
-"""Per-value check kinds: is this value a violation, and is it far enough back to recover.
+"""Check kinds: each turns a stream of (time, value) into a judgement.
 
-Only kinds judged on one value at a time live here (range, equals); windowed, rate,
-stale, budget and transitions kinds need history and are not implemented yet.
+A checker only judges; timing (`for`, `clear_after`, schedules, chattering) is the
+engine's. `observe` is called with good readings in time order; `tick(now)` lets checks
+that time alone can change (stale, windows, transitions, budget periods) say so.
+`deadband` is applied here, because "far enough back inside the limits" depends on
+what is measured (a value, a rate, an aggregate, a consumption).
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
+from datetime import datetime, timedelta
+from enum import IntEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from rules.standard import EqualsCheck, RangeCheck, Standard
+import numpy as np
 
-VALUE_KINDS = ("range", "equals")
-
-
-def unsupported(standard: Standard) -> str | None:
-    """Why this engine cannot evaluate `standard` yet, or None when it can."""
-    if standard.check.kind not in VALUE_KINDS:
-        return (f"check kind {standard.check.kind!r} is not supported by this version yet "
-                f"(supported: {', '.join(VALUE_KINDS)})")
-    if standard.expr is not None:
-        return "expr is not supported by this version yet: use metric"
-    if standard.active is not None:
-        return "active schedules are not supported by this version yet"
-    return None
+from rules.standard import (
+    BudgetCheck,
+    EqualsCheck,
+    RangeCheck,
+    RateCheck,
+    StaleCheck,
+    Standard,
+    TransitionsCheck,
+    WindowCheck,
+)
 
 
-class ValueCheck:
-    """A compiled range or equals check with its deadband."""
+class Judgement(IntEnum):
+    NONE = 0  # nothing to say (no data in the window, ...)
+    COMPLIANT = 1  # inside the limits by at least the deadband: a violation may end
+    INBAND = 2  # inside the limits, but within the deadband: nothing changes
+    VIOLATING = 3
 
-    __slots__ = ("deadband", "equals", "high", "low")
+
+def _judge(value: float, low: float | None, high: float | None, deadband: float) -> Judgement:
+    if math.isnan(value):
+        return Judgement.NONE
+    if (low is not None and value < low) or (high is not None and value > high):
+        return Judgement.VIOLATING
+    if (low is None or value >= low + deadband) and (high is None or value <= high - deadband):
+        return Judgement.COMPLIANT
+    return Judgement.INBAND
+
+
+def _limits(low: float | None, high: float | None) -> dict[str, float]:
+    return {k: v for k, v in (("min", low), ("max", high)) if v is not None}
+
+
+class Checker:
+    """Base: a check judging single values against limits; subclasses keep history."""
+
+    low: float | None = None
+    high: float | None = None
 
     def __init__(self, standard: Standard) -> None:
-        check = standard.check
         self.deadband = standard.deadband
-        self.equals: float | None = None
-        self.low = self.high = None
-        if isinstance(check, RangeCheck):
-            self.low, self.high = check.min, check.max
-        elif isinstance(check, EqualsCheck):
-            self.equals = check.value
-        else:
-            raise ValueError(unsupported(standard))
+        self.value = math.nan  # the judged quantity, for evidence
 
-    def violated(self, value: float) -> bool:
-        if self.equals is not None:
-            return value != self.equals
-        return (self.low is not None and value < self.low) or (
-            self.high is not None and value > self.high
-        )
+    def observe(self, ts: float, value: float) -> Judgement:
+        self.value = value
+        return _judge(value, self.low, self.high, self.deadband)
 
-    def recovered(self, value: float) -> bool:
-        """Inside the limits by at least the deadband: a violation may end."""
-        if self.equals is not None:
-            return value == self.equals
-        margin = self.deadband
-        return (self.low is None or value >= self.low + margin) and (
-            self.high is None or value <= self.high - margin
-        )
+    def tick(self, now: float) -> tuple[Judgement, float]:
+        """(judgement, when it became so); NONE when time alone changes nothing."""
+        return Judgement.NONE, now
 
     def limit(self) -> dict[str, Any]:
-        if self.equals is not None:
-            return {"value": self.equals}
-        limit: dict[str, Any] = {}
-        if self.low is not None:
-            limit["min"] = self.low
-        if self.high is not None:
-            limit["max"] = self.high
-        return limit
+        return _limits(self.low, self.high)
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def state(self) -> Any:
+        return None
+
+    def restore(self, state: Any) -> None:
+        return None
+
+
+class RangeChecker(Checker):
+    def __init__(self, standard: Standard, check: RangeCheck) -> None:
+        super().__init__(standard)
+        self.low, self.high = check.min, check.max
+
+
+class EqualsChecker(Checker):
+    def __init__(self, standard: Standard, check: EqualsCheck) -> None:
+        super().__init__(standard)
+        self.expected = check.value
+
+    def observe(self, ts: float, value: float) -> Judgement:
+        self.value = value
+        return Judgement.COMPLIANT if value == self.expected else Judgement.VIOLATING
+
+    def limit(self) -> dict[str, Any]:
+        return {"value": self.expected}
+
+
+class RateChecker(Checker):
+    """Violated when the value moved more than `max` within `per` (either direction)."""
+
+    def __init__(self, standard: Standard, check: RateCheck) -> None:
+        super().__init__(standard)
+        self.high, self.per = check.max, check.per
+        self.history: deque[tuple[float, float]] = deque()
+        self.reference = math.nan
+
+    def observe(self, ts: float, value: float) -> Judgement:
+        history = self.history
+        history.append((ts, value))
+        while history[0][0] < ts - self.per:
+            history.popleft()
+        ref = max(history, key=lambda item: abs(value - item[1]))[1]
+        self.reference, self.value = ref, abs(value - ref)
+        return _judge(self.value, None, self.high, self.deadband)
+
+    def limit(self) -> dict[str, Any]:
+        return {"max": self.high, "per": self.per}
+
+    def stats(self) -> dict[str, Any]:
+        return {"change": self.value, "from": self.reference, "readings": len(self.history)}
+
+    def state(self) -> Any:
+        return list(self.history)
+
+    def restore(self, state: Any) -> None:
+        self.history = deque((float(ts), float(v)) for ts, v in state)
+
+
+class StaleChecker(Checker):
+    """Violated when no good reading came for `after`, by reading time and wall clock."""
+
+    def __init__(self, standard: Standard, check: StaleCheck, started: float) -> None:
+        super().__init__(standard)
+        self.after = check.after
+        self.last = started  # a sensor silent since start-up goes stale too
+
+    def observe(self, ts: float, value: float) -> Judgement:
+        self.last = max(self.last, ts)
+        self.value = 0.0
+        return Judgement.COMPLIANT
+
+    def tick(self, now: float) -> tuple[Judgement, float]:
+        self.value = now - self.last
+        if now - self.last > self.after:
+            return Judgement.VIOLATING, self.last + self.after
+        return Judgement.NONE, now
+
+    def limit(self) -> dict[str, Any]:
+        return {"after": self.after}
+
+    def stats(self) -> dict[str, Any]:
+        return {"silent_for": self.value, "last_reading_ts": self.last}
+
+    def state(self) -> Any:
+        return self.last
+
+    def restore(self, state: Any) -> None:
+        self.last = float(state)
+
+
+class WindowChecker(Checker):
+    """An aggregate over the readings of the last `over` seconds, against limits."""
+
+    def __init__(self, standard: Standard, check: WindowCheck) -> None:
+        super().__init__(standard)
+        self.low, self.high = check.min, check.max
+        self.agg, self.over = check.agg, check.over
+        self.times: deque[float] = deque()
+        self.values: deque[float] = deque()
+        self.total = 0.0
+
+    def observe(self, ts: float, value: float) -> Judgement:
+        self.times.append(ts)
+        self.values.append(value)
+        self.total += value
+        self._expire(ts)
+        return self._judge_window()
+
+    def tick(self, now: float) -> tuple[Judgement, float]:
+        if self.times and self.times[0] > now - self.over:
+            return Judgement.NONE, now  # nothing left the window
+        self._expire(now)
+        return self._judge_window(), now
+
+    def _expire(self, now: float) -> None:
+        times, values = self.times, self.values
+        while times and times[0] <= now - self.over:
+            times.popleft()
+            self.total -= values.popleft()
+        if not times:
+            self.total = 0.0  # no float drift carried across an empty window
+
+    def _judge_window(self) -> Judgement:
+        self.value = self._aggregate()
+        return _judge(self.value, self.low, self.high, self.deadband)
+
+    def _aggregate(self) -> float:
+        values, agg = self.values, self.agg
+        if agg == "count":
+            return float(len(values))
+        if not values:
+            return math.nan
+        if agg == "sum":
+            return self.total
+        if agg == "mean":
+            return self.total / len(values)
+        if agg == "min":
+            return min(values)
+        if agg == "max":
+            return max(values)
+        if agg == "delta":
+            return values[-1] - values[0]
+        return float(np.percentile(np.fromiter(values, float, len(values)), 95))
+
+    def limit(self) -> dict[str, Any]:
+        return {**_limits(self.low, self.high), "agg": self.agg, "over": self.over}
+
+    def stats(self) -> dict[str, Any]:
+        values = self.values
+        if not values:
+            return {"agg": self.agg, "value": self.value, "count": 0}
+        return {"agg": self.agg, "value": self.value, "count": len(values),
+                "mean": self.total / len(values), "min": min(values), "max": max(values)}
+
+    def state(self) -> Any:
+        return [list(self.times), list(self.values)]
+
+    def restore(self, state: Any) -> None:
+        self.times, self.values = deque(state[0]), deque(state[1])
+        self.total = math.fsum(self.values)
+
+
+class BudgetChecker(Checker):
+    """Consumption of a counter in the current calendar period (site time zone).
+
+    A reading lower than the one before is a counter reset: its whole value is new
+    consumption. Periods are local calendar days, ISO weeks or months, so DST days of 23
+    and 25 hours are a day each.
+    """
+
+    def __init__(self, standard: Standard, check: BudgetCheck, zone: ZoneInfo) -> None:
+        super().__init__(standard)
+        self.high, self.period, self.zone = check.max, check.period, zone
+        self.current: float | None = None  # start of the current period (epoch seconds)
+        self.previous: float | None = None  # the counter's last value
+        self.value = 0.0
+
+    def period_start(self, ts: float) -> float:
+        local = datetime.fromtimestamp(ts, self.zone).replace(hour=0, minute=0, second=0,
+                                                               microsecond=0)
+        if self.period == "week":
+            local -= timedelta(days=local.weekday())
+        elif self.period == "month":
+            local = local.replace(day=1)
+        # re-localise: midnight's UTC offset may differ from ts's (DST)
+        return local.replace(tzinfo=None).replace(tzinfo=self.zone).timestamp()
+
+    def observe(self, ts: float, value: float) -> Judgement:
+        start = self.period_start(ts)
+        if self.current != start:
+            self.current, self.value = start, 0.0
+        if self.previous is not None:
+            self.value += value - self.previous if value >= self.previous else value
+        self.previous = value
+        return _judge(self.value, None, self.high, self.deadband)
+
+    def tick(self, now: float) -> tuple[Judgement, float]:
+        start = self.period_start(now)
+        if self.current is not None and start != self.current:
+            self.current, self.value = start, 0.0
+            return Judgement.COMPLIANT, start
+        return Judgement.NONE, now
+
+    def limit(self) -> dict[str, Any]:
+        return {"max": self.high, "period": self.period}
+
+    def stats(self) -> dict[str, Any]:
+        return {"consumption": self.value, "period_start_ts": self.current}
+
+    def state(self) -> Any:
+        return [self.current, self.previous, self.value]
+
+    def restore(self, state: Any) -> None:
+        self.current, self.previous, self.value = state
+
+
+class TransitionsChecker(Checker):
+    """More than `max` changes to the value `to` within `per` (short cycling, trips)."""
+
+    def __init__(self, standard: Standard, check: TransitionsCheck) -> None:
+        super().__init__(standard)
+        self.to, self.high, self.per = check.to, check.max, check.per
+        self.previous: float | None = None
+        self.changes: deque[float] = deque()
+
+    def observe(self, ts: float, value: float) -> Judgement:
+        if value == self.to and self.previous is not None and self.previous != self.to:
+            self.changes.append(ts)
+        self.previous = value
+        return self._count(ts)
+
+    def tick(self, now: float) -> tuple[Judgement, float]:
+        if self.changes and self.changes[0] <= now - self.per:
+            return self._count(now), now
+        return Judgement.NONE, now
+
+    def _count(self, now: float) -> Judgement:
+        while self.changes and self.changes[0] <= now - self.per:
+            self.changes.popleft()
+        self.value = float(len(self.changes))
+        return Judgement.VIOLATING if self.value > self.high else Judgement.COMPLIANT
+
+    def limit(self) -> dict[str, Any]:
+        return {"to": self.to, "max": self.high, "per": self.per}
+
+    def stats(self) -> dict[str, Any]:
+        return {"transitions": int(self.value), "at": list(self.changes)}
+
+    def state(self) -> Any:
+        return [self.previous, list(self.changes)]
+
+    def restore(self, state: Any) -> None:
+        self.previous, self.changes = state[0], deque(state[1])
+
+
+def make_checker(standard: Standard, *, zone: ZoneInfo, started: float) -> Checker:
+    """The checker for a standard's kind (every kind of SPEC section 4)."""
+    check = standard.check
+    if isinstance(check, RangeCheck):
+        return RangeChecker(standard, check)
+    if isinstance(check, EqualsCheck):
+        return EqualsChecker(standard, check)
+    if isinstance(check, RateCheck):
+        return RateChecker(standard, check)
+    if isinstance(check, StaleCheck):
+        return StaleChecker(standard, check, started)
+    if isinstance(check, WindowCheck):
+        return WindowChecker(standard, check)
+    if isinstance(check, BudgetCheck):
+        return BudgetChecker(standard, check, zone)
+    return TransitionsChecker(standard, check)

@@ -1,158 +1,326 @@
-"""The rules engine: readings in, violation events out. Pure: no I/O, no clock of its own.
+"""The rules engine: readings in, events out. Pure: no I/O, and the clock is passed in.
 
-Timing, per (asset, standard), on the readings' own timestamps:
+Per (asset, standard) a checker judges each good reading (rules.checks) and a small
+state machine applies the timing, on the readings' own timestamps:
 - `for` (on-delay): a violation must persist this long before `violation_started`;
   one compliant reading during the delay resets it.
-- `deadband`: once violating, a value must be inside the limits by this margin to count
-  as recovered.
-- `clear_after` (off-delay): recovered values must persist this long before
-  `violation_cleared`; a value outside the deadband during the delay resets it.
-`tick(now)` fires delays that have run out when no new reading arrives.
-Bad-quality readings count as missing: neither compliant nor violating.
-A reading older than the last one seen for the same (asset, metric) is ignored: devices
-and brokers replay, and a late value must not rewrite an episode that has been reported.
+- `deadband`: once violating, the judged value must be inside the limits by this margin
+  to count as recovered (INBAND readings change nothing).
+- `clear_after` (off-delay): recovered judgements must persist this long before
+  `violation_cleared`; a judgement outside the deadband during the delay resets it.
+- `active` schedule (site time zone): outside it readings are not judged, a running
+  on-delay is reset and a running off-delay starts again: nothing raises or ages.
+- chattering: more than `chattering.max` episodes within `chattering.per` are reported
+  once (`chattering`), and nothing more until the pair has been quiet for `per`.
+`tick(now)` fires delays that ran out with no new reading, and lets time-driven checks
+(stale, windows, transitions, budget periods) judge. Bad-quality readings count as
+missing: never compliant, never violating. A reading older than the last one seen for its
+(asset, metric) is ignored and counted in `out_of_order`: devices and brokers replay, and
+a late value must not rewrite an episode that has been reported.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from collector.reading import Reading
-from rules.checks import ValueCheck
-from rules.events import Event, EventType
+from rules.checks import Checker, Judgement, make_checker
+from rules.events import Event, EventType, Snapshot
+from rules.expr import Expr
+from rules.schedule import Schedule
 from rules.standard import Asset, Standard
 
 EVIDENCE_READINGS = 50
+STATE_VERSION = 1
+OK, PENDING, VIOLATING, RECOVERING = "ok", "pending", "violating", "recovering"
+COMPLIANCE_STATES = ("ok", "violating", "no_data", "inactive")
 
 
-class Status(Enum):
-    OK = "ok"
-    PENDING = "pending"  # violating, on-delay running
-    VIOLATING = "violating"  # violation_started sent
-    RECOVERING = "recovering"  # back in limits, off-delay running
-
-
-@dataclass(slots=True)
-class _Track:
+@dataclass(slots=True, eq=False)
+class Track:
     """One (asset, standard) pair and where it stands."""
 
     asset: Asset
     standard: Standard
-    metric: str
-    check: ValueCheck
-    status: Status = Status.OK
-    since: float = 0.0  # episode start: first violating reading
+    checker: Checker
+    expr: Expr | None
+    schedule: Schedule | None
+    status: str = OK
+    since: float = 0.0  # episode start: first violating judgement
     recover_since: float = 0.0
-    last_ts: float = float("-inf")
-    last_value: float = float("nan")
+    reported: bool = False  # the last event sent said "violating"
+    chattering: bool = False
+    flips: deque[float] = field(default_factory=deque)
     recent: deque[tuple[float, float]] = field(
-        default_factory=lambda: deque(maxlen=EVIDENCE_READINGS)
-    )
+        default_factory=lambda: deque(maxlen=EVIDENCE_READINGS))
+    last_good: float | None = None
+    compliance: str = "no_data"
+    compliance_since: float = 0.0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPLIANCE_STATES,
+                                                                             0.0))
+
+    @property
+    def key(self) -> str:
+        return f"{self.asset.id}|{self.standard.id}|{self.standard.version}"
+
+    @property
+    def metric(self) -> str:
+        return self.standard.metric or (self.expr.text if self.expr else "")
 
 
 class Engine:
     """Evaluates a set of standards over a site's assets."""
 
-    def __init__(self, site_id: str, assets: Sequence[Asset],
-                 standards: Sequence[Standard]) -> None:
+    def __init__(self, site_id: str, assets: Sequence[Asset], standards: Sequence[Standard],
+                 *, timezone: str = "UTC", started: float = 0.0) -> None:
         self.site_id = site_id
+        self.zone = ZoneInfo(timezone)
         self.out_of_order = 0
-        self._by_metric: dict[tuple[str, str], list[_Track]] = {}
-        self._tracks: list[_Track] = []
+        self.assets = list(assets)
+        self.standards = list(standards)
+        self._tracks: list[Track] = []
+        self._by_metric: dict[tuple[str, str], list[Track]] = {}
+        self._last_ts: dict[tuple[str, str], float] = {}
+        self._latest: dict[str, dict[str, float]] = {}  # for expr: asset -> metric -> value
+        self._expr_metrics: set[tuple[str, str]] = set()
+        self._snapshot_at = started
         for standard in standards:
-            check = ValueCheck(standard)
-            metric = standard.metric or ""
+            expr = Expr(standard.expr) if standard.expr else None
+            schedule = Schedule(standard.active).bind(self.zone) if standard.active else None
             for asset in assets:
-                if standard.applies_to.matches(asset):
-                    track = _Track(asset, standard, metric, check)
-                    self._tracks.append(track)
+                if not standard.applies_to.matches(asset):
+                    continue
+                checker = make_checker(standard, zone=self.zone, started=started)
+                track = Track(asset, standard, checker, expr, schedule,
+                              compliance_since=started)
+                self._tracks.append(track)
+                for metric in standard.metrics:
                     self._by_metric.setdefault((asset.id, metric), []).append(track)
+                    if expr is not None:
+                        self._expr_metrics.add((asset.id, metric))
 
     @property
     def pairs(self) -> int:
         """How many (asset, standard) pairs are evaluated."""
         return len(self._tracks)
 
+    # --- readings and time --------------------------------------------------------------
+
     def observe(self, readings: Iterable[Reading]) -> list[Event]:
         """Feed readings in arrival order; returns the events they cause."""
         events: list[Event] = []
+        last_ts, by_metric = self._last_ts, self._by_metric
         for reading in readings:
-            tracks = self._by_metric.get((reading.asset, reading.metric))
-            if not tracks or not reading.good:
+            value = reading.value
+            if not reading.quality.good or value != value:  # bad or NaN: missing
                 continue
-            if reading.ts < tracks[0].last_ts:  # every track of a metric sees the same readings
+            key = (reading.asset, reading.metric)
+            ts = reading.ts
+            previous = last_ts.get(key)
+            if previous is not None and ts < previous:
                 self.out_of_order += 1
                 continue
+            last_ts[key] = ts
+            tracks = by_metric.get(key)
+            if tracks is None:
+                continue
+            if key in self._expr_metrics:
+                self._latest.setdefault(reading.asset, {})[reading.metric] = value
             for track in tracks:
-                self._step(track, reading.ts, reading.value, events)
+                judged = value
+                if track.expr is not None:
+                    values = self._latest.get(track.asset.id, {})
+                    if len(values) < len(track.expr.metrics) or any(
+                            m not in values for m in track.expr.metrics):
+                        continue  # not every input seen yet
+                    judged = track.expr(values)
+                    if judged != judged:
+                        continue
+                if track.schedule is not None and not track.schedule.active(ts):
+                    self._outside_schedule(track)
+                    continue
+                track.last_good = ts
+                track.recent.append((ts, judged))
+                self._step(track, track.checker.observe(ts, judged), ts, events)
         return events
 
     def tick(self, now: float) -> list[Event]:
-        """Fire on-delays and off-delays that ran out with no new reading."""
+        """Let time pass: fire delays that ran out, judge time-driven checks."""
         events: list[Event] = []
         for track in self._tracks:
-            status = track.status
-            if status is Status.PENDING and now - track.since >= track.standard.for_:
-                self._start(track, now, events)
-            elif (status is Status.RECOVERING
-                  and now - track.recover_since >= track.standard.clear_after):
-                self._clear(track, now, events)
+            if track.schedule is not None and not track.schedule.active(now):
+                self._outside_schedule(track)
+            else:
+                judgement, at = track.checker.tick(now)
+                if judgement is not Judgement.NONE:
+                    self._step(track, judgement, at, events)
+                standard = track.standard
+                if track.status == PENDING and now - track.since >= standard.for_:
+                    self._start(track, now, events)
+                elif (track.status == RECOVERING
+                      and now - track.recover_since >= standard.clear_after):
+                    self._clear(track, now, events)
+                if track.chattering and (not track.flips
+                                         or track.flips[-1] <= now - standard.chattering.per):
+                    self._end_chattering(track, now, events)
+            self._account(track, now)
         return events
 
-    def _step(self, track: _Track, ts: float, value: float, events: list[Event]) -> None:
-        track.last_ts, track.last_value = ts, value
-        track.recent.append((ts, value))
-        check, standard = track.check, track.standard
-        status = track.status
-        if status is Status.OK:
-            if check.violated(value):
-                track.status, track.since = Status.PENDING, ts
+    def snapshot(self, now: float) -> Snapshot:
+        """Compliance of every pair now, and seconds in each state since the last snapshot."""
+        items = []
+        for track in self._tracks:
+            self._account(track, now)
+            items.append({
+                "asset_id": track.asset.id, "standard_id": track.standard.id,
+                "standard_version": track.standard.version, "state": track.compliance,
+                "seconds": {k: round(v, 3) for k, v in track.seconds.items()},
+            })
+            track.seconds = dict.fromkeys(COMPLIANCE_STATES, 0.0)
+        snapshot = Snapshot(self.site_id, self._snapshot_at, now, items)
+        self._snapshot_at = now
+        return snapshot
+
+    # --- the state machine --------------------------------------------------------------
+
+    def _step(self, track: Track, judgement: Judgement, ts: float,
+              events: list[Event]) -> None:
+        status, standard = track.status, track.standard
+        if status == OK:
+            if judgement is Judgement.VIOLATING:
+                track.status, track.since = PENDING, ts
                 if standard.for_ <= 0:
                     self._start(track, ts, events)
-        elif status is Status.PENDING:
-            if not check.violated(value):
-                track.status = Status.OK
+        elif status == PENDING:
+            if judgement is not Judgement.VIOLATING:
+                track.status = OK
             elif ts - track.since >= standard.for_:
                 self._start(track, ts, events)
-        elif status is Status.VIOLATING:
-            if check.recovered(value):
-                track.status, track.recover_since = Status.RECOVERING, ts
+        elif status == VIOLATING:
+            if judgement is Judgement.COMPLIANT:
+                track.status, track.recover_since = RECOVERING, ts
                 if standard.clear_after <= 0:
                     self._clear(track, ts, events)
-        elif not check.recovered(value):  # RECOVERING, and slipped back
-            track.status = Status.VIOLATING
+        elif judgement is not Judgement.COMPLIANT:  # RECOVERING, and slipped back
+            track.status = VIOLATING
         elif ts - track.recover_since >= standard.clear_after:
             self._clear(track, ts, events)
 
-    def _start(self, track: _Track, at: float, events: list[Event]) -> None:
-        track.status = Status.VIOLATING
-        evidence = tuple(r for r in track.recent if r[0] >= track.since)
-        events.append(self._event("violation_started", track, at, evidence))
+    def _outside_schedule(self, track: Track) -> None:
+        if track.status == PENDING:
+            track.status = OK
+        elif track.status == RECOVERING:
+            track.status = VIOLATING
 
-    def _clear(self, track: _Track, at: float, events: list[Event]) -> None:
-        track.status = Status.OK
-        events.append(self._event("violation_cleared", track, at, ()))
+    def _start(self, track: Track, at: float, events: list[Event]) -> None:
+        track.status = VIOLATING
+        limit = track.standard.chattering
+        flips = track.flips
+        while flips and flips[0] <= at - limit.per:
+            flips.popleft()
+        flips.append(at)
+        if track.chattering:
+            return  # reported once already
+        if len(flips) > limit.max:
+            track.chattering, track.reported = True, True
+            events.append(self._event("chattering", track, at, flips[0]))
+            return
+        if not track.reported:
+            track.reported = True
+            events.append(self._event("violation_started", track, at, track.since))
 
-    def _event(self, kind: EventType, track: _Track, at: float,
-               readings: tuple[tuple[float, float], ...]) -> Event:
+    def _clear(self, track: Track, at: float, events: list[Event]) -> None:
+        track.status = OK
+        if track.reported and not track.chattering:
+            track.reported = False
+            events.append(self._event("violation_cleared", track, at, track.since))
+
+    def _end_chattering(self, track: Track, now: float, events: list[Event]) -> None:
+        track.chattering = False
+        if track.status == OK and track.reported:
+            track.reported = False
+            events.append(self._event("violation_cleared", track, now, track.since))
+
+    def _account(self, track: Track, now: float) -> None:
+        """Add the time since the last look to the pair's current compliance state."""
+        if now > track.compliance_since:
+            track.seconds[track.compliance] += now - track.compliance_since
+            track.compliance_since = now
+        if track.schedule is not None and not track.schedule.active(now):
+            track.compliance = "inactive"
+        elif track.status in (VIOLATING, RECOVERING):
+            track.compliance = "violating"
+        elif track.last_good is None or now - track.last_good > track.standard.no_data_after:
+            track.compliance = "no_data"
+        else:
+            track.compliance = "ok"
+
+    def _event(self, kind: EventType, track: Track, at: float, start: float) -> Event:
         standard, asset = track.standard, track.asset
         summary = standard.summary()
         summary["department"] = standard.department or asset.department or None
+        readings = tuple(r for r in track.recent if r[0] >= start) if kind != \
+            "violation_cleared" else ()
+        value = track.checker.value
         return Event(
-            type=kind,
-            site_id=self.site_id,
-            asset_id=asset.id,
-            standard_id=standard.id,
-            standard_version=standard.version,
-            metric=track.metric,
-            episode_start=track.since,
-            at=at,
-            value=track.last_value,
-            limit=track.check.limit(),
-            readings=readings,
-            standard=summary,
+            type=kind, site_id=self.site_id, asset_id=asset.id, standard_id=standard.id,
+            standard_version=standard.version, metric=track.metric, episode_start=start,
+            at=at, value=None if math.isnan(value) else value, limit=track.checker.limit(),
+            readings=readings, stats=track.checker.stats(), standard=summary,
             asset={"type": asset.type, "name": asset.name, "location": asset.location},
         )
+
+    # --- restarts and reloads -------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume after a restart, as plain JSON-able data."""
+        tracks = {}
+        for t in self._tracks:
+            tracks[t.key] = [t.status, t.since, t.recover_since, t.reported, t.chattering,
+                             list(t.flips), list(t.recent), t.last_good, t.compliance,
+                             t.compliance_since, t.seconds, t.checker.state()]
+        return {
+            "v": STATE_VERSION,
+            "tracks": tracks,
+            "last_ts": [[a, m, ts] for (a, m), ts in self._last_ts.items()],
+            "latest": self._latest,
+            "snapshot_at": self._snapshot_at,
+            "out_of_order": self.out_of_order,
+        }
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Resume from `state()`; pairs whose (asset, standard id, version) changed start
+        afresh. Returns how many pairs were restored."""
+        if state.get("v") != STATE_VERSION:
+            return 0
+        self._last_ts = {(a, m): ts for a, m, ts in state.get("last_ts", [])}
+        self._latest = {a: dict(v) for a, v in state.get("latest", {}).items()}
+        self._snapshot_at = state.get("snapshot_at", self._snapshot_at)
+        self.out_of_order = state.get("out_of_order", 0)
+        saved = state.get("tracks", {})
+        restored = 0
+        for track in self._tracks:
+            row = saved.get(track.key)
+            if row is None:
+                continue
+            (track.status, track.since, track.recover_since, track.reported,
+             track.chattering, flips, recent, track.last_good, track.compliance,
+             track.compliance_since, seconds, checker_state) = row
+            track.flips = deque(flips)
+            track.recent = deque((tuple(r) for r in recent), maxlen=EVIDENCE_READINGS)
+            track.seconds = {**dict.fromkeys(COMPLIANCE_STATES, 0.0), **seconds}
+            track.checker.restore(checker_state)
+            restored += 1
+        return restored
+
+    def reloaded(self, assets: Sequence[Asset], standards: Sequence[Standard]) -> Engine:
+        """A new engine for a new set of standards, keeping the state of unchanged pairs."""
+        new = Engine(self.site_id, assets, standards, timezone=self.zone.key,
+                     started=self._snapshot_at)
+        new.restore(self.state())
+        return new

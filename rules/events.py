@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-EventType = Literal["violation_started", "violation_cleared"]
+EventType = Literal["violation_started", "violation_cleared", "chattering"]
 
 
 def event_id(site_id: str, asset_id: str, standard_id: str, episode_start: float,
@@ -44,6 +44,7 @@ class Event:
     value: float | None = None
     limit: dict[str, Any] = field(default_factory=dict)
     readings: tuple[tuple[float, float], ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)
     standard: dict[str, Any] = field(default_factory=dict)
     asset: dict[str, Any] = field(default_factory=dict)
 
@@ -68,7 +69,28 @@ class Event:
                 "value": self.value,
                 "limit": self.limit,
                 "readings": [[iso(ts), value] for ts, value in self.readings],
+                **({"stats": self.stats} if self.stats else {}),
             },
             "standard": self.standard,
             "asset": self.asset,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Compliance of every (asset, standard) of a site, and time in each state since
+    `since`: what compliance rates are computed from."""
+
+    site_id: str
+    since: float
+    at: float
+    items: list[dict[str, Any]]
+    type: str = "compliance_snapshot"
+
+    @property
+    def id(self) -> str:
+        return event_id(self.site_id, "*", "*", self.at, self.type)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "site_id": self.site_id,
+                "since": iso(self.since), "at": iso(self.at), "items": self.items}

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from collector.units import Duration
+from rules.expr import Expr
+from rules.schedule import Schedule
 
 Severity = Literal["minor", "major", "critical"]
 Category = Literal["equipment", "environment", "energy", "safety"]
@@ -112,6 +122,13 @@ Check = Annotated[
 ]
 
 
+class Chattering(_Strict):
+    """More than `max` violation episodes within `per` are reported once, as chattering."""
+
+    max: int = Field(5, ge=1)
+    per: Duration = Field(3600.0, gt=0)
+
+
 class Standard(_Strict):
     """One inspection standard: what is checked, on which assets, and what follows an NC."""
 
@@ -133,12 +150,36 @@ class Standard(_Strict):
     rectify_within: Duration | None = Field(None, gt=0)
     verify_for: Duration | None = Field(None, gt=0)
     on_recovery: Literal["keep_open", "close"] = "keep_open"
+    no_data_after: Duration = Field(900.0, gt=0, description="compliance: no reading this "
+                                    "long counts as no_data")
+    chattering: Chattering = Field(default_factory=Chattering)
+
+    @field_validator("expr")
+    @classmethod
+    def _expr(cls, text: str | None) -> str | None:
+        if text is not None:
+            Expr(text)  # ExprError is a ValueError: reported at this key
+        return text
+
+    @field_validator("active")
+    @classmethod
+    def _active(cls, text: str | None) -> str | None:
+        if text is not None:
+            Schedule(text)
+        return text
 
     @model_validator(mode="after")
     def _subject(self) -> Self:
         if (self.metric is None) == (self.expr is None):
             raise ValueError("give exactly one of metric or expr")
+        if self.check.kind == "stale" and self.expr is not None:
+            raise ValueError("a stale check watches one metric: use metric, not expr")
         return self
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics this standard reads."""
+        return Expr(self.expr).metrics if self.expr else (self.metric or "",)
 
     def summary(self) -> dict[str, Any]:
         """What the API needs to open an NC without the standards file (fleet mode)."""

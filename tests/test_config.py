@@ -288,11 +288,19 @@ def test_bad_duration(site_dir: Path) -> None:
     ]
 
 
-def test_unsupported_check_kind(site_dir: Path) -> None:
-    stds = "standards:\n" + standard("S1", check="{kind: rate, max: 1, per: 1m}")
+def test_expr_outside_the_whitelist_is_refused_at_its_key(site_dir: Path) -> None:
+    stds = "standards:\n" + ("  - id: S1\n    title: t\n    expr: __import__('os').getcwd()\n"
+                             "    check: {max: 8}\n")
     assert site_problems(site_dir, HEADER + STANDARDS_GLOB, {"a.yaml": stds}) == [
-        "standards/a.yaml:5: standards[0].check: check kind 'rate' is not supported by this "
-        "version yet (supported: range, equals)",
+        "standards/a.yaml:4: standards[0].expr: that call is not allowed (only numbers, "
+        "metric names, + - * / % **, comparisons, and/or/not, abs, min, max)",
+    ]
+
+
+def test_unreadable_schedule_is_refused_at_its_key(site_dir: Path) -> None:
+    stds = "standards:\n" + standard("S1", "active: Mon-Fry 08:00-18:00")
+    assert site_problems(site_dir, HEADER + STANDARDS_GLOB, {"a.yaml": stds}) == [
+        "standards/a.yaml:6: standards[0].active: 'mon-fry' is not a day or range like Mon-Fri",
     ]
 
 
@@ -351,14 +359,15 @@ mqtt:
     - {topic: plant/boiler/flow, asset: BLR-1, format: number, metric: flow}
 standards: [standards/*.yaml, missing/*.yaml]
 """
-    stds = "standards:\n" + standard("S1", check="{kind: stale, after: 5m}")
+    stds = "standards:\n" + ("  - id: S1\n    title: t\n    expr: a - b\n"
+                             "    check: {kind: stale, after: 5m}\n")
     assert site_problems(site_dir, text, {"a.yaml": stds}) == [
         "site.yaml:6: assets[1].id: duplicate asset id 'CH-1'",
         "site.yaml:11: mqtt.subscriptions[0].asset: unknown asset 'BLR-1'",
         "site.yaml:9: mqtt.password_env: environment variable PATROL_TEST_MQTT_PASSWORD "
         "is not set",
-        "standards/a.yaml:5: standards[0].check: check kind 'stale' is not supported by this "
-        "version yet (supported: range, equals)",
+        "standards/a.yaml:2: standards[0]: a stale check watches one metric: use metric, "
+        "not expr",
         "site.yaml:12: standards[1]: 'missing/*.yaml' matches no file",
     ]
 

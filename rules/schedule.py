@@ -1,0 +1,76 @@
+"""`active:` schedules of a standard, e.g. `Mon-Fri 08:00-18:00; Sat 09:00-13:00`.
+
+Clauses are separated by `;`. Each is `[DAYS] HH:MM-HH:MM` where DAYS is a day
+(`Mon`), a range (`Mon-Fri`), a list (`Sat,Sun`), or `daily` (the default). A range that
+ends before it starts crosses midnight (`22:00-06:00`) and belongs to the day it starts.
+Evaluated in the site's time zone, so a schedule keeps its wall-clock meaning across DST.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLAUSE = re.compile(r"^\s*(?:(?P<days>[A-Za-z,\- ]+?)\s+)?"
+                     r"(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$")
+
+
+class ScheduleError(ValueError):
+    """The schedule text cannot be read; the message shows the expected form."""
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = (int(part) for part in text.split(":"))
+    if hours > 24 or minutes > 59 or (hours == 24 and minutes):
+        raise ScheduleError(f"{text!r} is not a time of day (HH:MM)")
+    return hours * 60 + minutes
+
+
+def _days(text: str | None) -> frozenset[int]:
+    if text is None or text.strip().lower() in ("daily", "*", "every day"):
+        return frozenset(range(7))
+    days: set[int] = set()
+    for part in text.replace(" ", "").lower().split(","):
+        first, _, last = part.partition("-")
+        try:
+            start = DAYS.index(first[:3])
+            end = DAYS.index(last[:3]) if last else start
+        except ValueError:
+            raise ScheduleError(f"{part!r} is not a day or range like Mon-Fri") from None
+        days.update((start + i) % 7 for i in range((end - start) % 7 + 1))
+    return frozenset(days)
+
+
+class Schedule:
+    """When a standard applies; `active(ts)` in the zone given to `bind`."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.clauses: list[tuple[frozenset[int], int, int]] = []
+        for clause in text.split(";"):
+            match = _CLAUSE.match(clause)
+            if not match:
+                raise ScheduleError(f"{clause.strip()!r} is not like 'Mon-Fri 08:00-18:00'")
+            start, end = _minutes(match["start"]), _minutes(match["end"])
+            if start == end:
+                raise ScheduleError(f"{clause.strip()!r} is empty: start equals end")
+            self.clauses.append((_days(match["days"]), start, end))
+        self.zone = ZoneInfo("UTC")
+
+    def bind(self, zone: ZoneInfo) -> Schedule:
+        bound = Schedule(self.text)
+        bound.zone = zone
+        return bound
+
+    def active(self, ts: float) -> bool:
+        local = datetime.fromtimestamp(ts, self.zone)
+        day, minute = local.weekday(), local.hour * 60 + local.minute
+        for days, start, end in self.clauses:
+            if start < end:
+                if day in days and start <= minute < end:
+                    return True
+            elif (day in days and minute >= start) or ((day - 1) % 7 in days and minute < end):
+                return True
+        return False
