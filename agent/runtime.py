@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import logging
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.buffer import Buffer
-from agent.config import Site
+from agent.config import ConfigError, Site, load_site
 from agent.forward import Forwarder, Rejected, Sink, http_sink
 from agent.pipeline import Pipeline
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
@@ -176,7 +178,8 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     sources = [asyncio.create_task(c.run(pipeline.emit), name=c.name)
                for c in collectors_for(site)]
     processing = [asyncio.create_task(pipeline.run(), name="pipeline"),
-                  asyncio.create_task(pipeline.tick(), name="tick")]
+                  asyncio.create_task(pipeline.tick(), name="tick"),
+                  asyncio.create_task(watch_standards(site, pipeline), name="reload")]
     forwarding = [asyncio.create_task(forwarder.run(), name="forward")]
     close_tsdb: Callable[[], None] | None = None
     if config.influxdb is not None:
@@ -206,6 +209,55 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
         buffer.close()
         log.info("buffer holds %d readings and %d undelivered events", counts["readings"],
                  counts["events"])
+
+
+def _fingerprint(site: Site) -> list[tuple[str, int, int]]:
+    """site.yaml and every file its standards globs match now, with mtime and size."""
+    files = {site.path}
+    for pattern in site.config.standards:
+        files.update(Path(p) for p in glob.glob(str(site.base_dir / pattern), recursive=True))
+    out = []
+    for file in sorted(files):
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        out.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return out
+
+
+async def watch_standards(site: Site, pipeline: Pipeline, every: float = 2.0) -> None:
+    """Reload assets and standards on SIGHUP or when their files change.
+
+    A valid new set replaces the old one, keeping the state of unchanged (asset,
+    standard id, version) pairs; a bad set is refused with its file:line problems and the
+    old set stays. Other sections (devices, broker, server) take effect at restart.
+    """
+    trigger = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, trigger.set)
+    seen = await asyncio.to_thread(_fingerprint, site)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(trigger.wait(), timeout=every)
+        asked, now = trigger.is_set(), await asyncio.to_thread(_fingerprint, site)
+        trigger.clear()
+        if not asked and now == seen:
+            continue
+        seen = now
+        try:
+            new = await asyncio.to_thread(load_site, site.path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            log.error("kept the previous %d standards", len(site.standards))
+            continue
+        old = pipeline.engine
+        pipeline.engine = old.reloaded(new.config.assets, new.standards, time.time())
+        site.standards = new.standards
+        log.info("reloaded %d standards over %d assets (%d pairs); state kept for unchanged "
+                 "(asset, standard, version)", len(new.standards), len(new.config.assets),
+                 pipeline.engine.pairs)
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

@@ -318,9 +318,9 @@ class Engine:
             restored += 1
         return restored
 
-    def reloaded(self, assets: Sequence[Asset], standards: Sequence[Standard]) -> Engine:
+    def reloaded(self, assets: Sequence[Asset], standards: Sequence[Standard],
+                 now: float) -> Engine:
         """A new engine for a new set of standards, keeping the state of unchanged pairs."""
-        new = Engine(self.site_id, assets, standards, timezone=self.zone.key,
-                     started=self._snapshot_at)
+        new = Engine(self.site_id, assets, standards, timezone=self.zone.key, started=now)
         new.restore(self.state())
         return new
