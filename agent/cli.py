@@ -91,7 +91,7 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{site.path.name}: ok: site {site.id}, {len(config.assets)} assets, "
           f"{points} Modbus points, {subs} MQTT subscriptions, {len(site.standards)} standards")
     if args.explain_modbus and config.modbus:
-        from collector.modbus.poller import explain
+        from collector.modbus.plan import explain
 
         print(explain(config.modbus))
     return 0
@@ -144,7 +144,7 @@ def _token_create(args: argparse.Namespace) -> int:
     site = load_site(args.config, secrets=False)
     database = Database(site.config.server.database)
     try:
-        with database.session() as session:
+        with database.write() as session:
             token = create_token(session, name=args.name, role=args.role)
     finally:
         database.close()

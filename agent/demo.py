@@ -153,7 +153,7 @@ def _admin_token(database_url: str) -> str:
 
     database = Database(database_url)
     try:
-        with database.session() as session:
+        with database.write() as session:
             return create_token(session, name="demo-admin", role="admin")
     finally:
         database.close()

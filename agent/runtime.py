@@ -124,18 +124,20 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
 
     server_config = site.config.server
     database = Database(server_config.database)
-    app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window))
+    app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
+                     site_id=site.id, assets=[asset.id for asset in site.config.assets],
+                     allow_self_verify=server_config.allow_self_verify, jobs=True)
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
-                            lifespan="off")
+                            lifespan="on")
     return database, Server(config)
 
 
 def in_process_sink(database: Database) -> Sink:
     from pydantic import TypeAdapter, ValidationError
 
+    from api.ingest import apply_events
     from api.schemas import AnyEvent
-    from api.service import apply_events
 
     adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
@@ -144,7 +146,7 @@ def in_process_sink(database: Database) -> Sink:
             events = [adapter.validate_python(body) for body in bodies]
         except ValidationError as exc:
             raise Rejected(str(exc).splitlines()[0]) from None
-        await asyncio.to_thread(apply_events, database.session, events)
+        await asyncio.to_thread(apply_events, database.write, events)
 
     return send
 

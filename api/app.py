@@ -1,27 +1,52 @@
-"""The FastAPI application: routers under /api/v1, and errors that never leak a 500."""
+"""The FastAPI application: routers under /api/v1, background jobs in its lifespan, and
+errors that never leak a 500."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from api.routes import compliance, events, health, nonconformances
+from api.background import run_jobs
+from api.routes import actions, compliance, events, health, nonconformances
 from api.store import Database
 
 log = logging.getLogger("patrol.api")
 
 
-def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90)) -> FastAPI:
-    """An app over `db`; the caller owns the database's lifetime."""
-    app = FastAPI(title="Patrol", version=health.VERSION,
-                  description="Nonconformances raised by inspection standards.")
+def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
+               site_id: str = "", assets: Collection[str] = (),
+               allow_self_verify: bool = False, jobs: bool = False) -> FastAPI:
+    """An app over `db`; the caller owns the database's lifetime.
+
+    `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
+    it and are checked against its assets. `jobs` runs the overdue and verification scans.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_jobs(db.write)) if jobs else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="Patrol", version=health.VERSION, lifespan=lifespan,
+                  description="Nonconformances raised by inspection standards, and the "
+                              "closed loop that rectifies and verifies them.")
     app.state.db = db
     app.state.recurrence = recurrence
-    for module in (health, nonconformances, events, compliance):
+    app.state.site_id = site_id
+    app.state.assets = frozenset(assets)
+    app.state.allow_self_verify = allow_self_verify
+    for module in (health, nonconformances, actions, events, compliance):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.exception_handler(OperationalError)

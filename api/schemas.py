@@ -21,6 +21,7 @@ class StandardInfo(BaseModel):
     rectify_within: float | None = Field(None, gt=0, description="seconds")
     verify_for: float | None = Field(None, gt=0, description="seconds")
     on_recovery: Literal["keep_open", "close"] = "keep_open"
+    no_data_after: float | None = Field(None, gt=0, description="seconds")
 
 
 class EventIn(BaseModel):
@@ -53,6 +54,7 @@ class ComplianceItem(BaseModel):
     standard_version: int = Field(1, ge=1)
     state: ComplianceState
     seconds: dict[ComplianceState, float] = Field(default_factory=dict)
+    readings: int = Field(0, ge=0, description="good readings judged since the last snapshot")
 
 
 class SnapshotIn(BaseModel):
@@ -139,3 +141,50 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str | list[Any]
+
+
+class ActionBody(BaseModel):
+    """Bodies of the actions of SPEC section 5; which fields each needs is in
+    api.workflow.ACTIONS (checked by the service, 422 naming the field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(None, max_length=10_000)
+    action: str | None = Field(None, min_length=1, max_length=10_000)
+    root_cause: str | None = Field(None, min_length=1, max_length=10_000)
+    result: Literal["pass", "fail"] | None = None
+    reason: str | None = Field(None, min_length=1, max_length=10_000)
+    assignee: str | None = Field(None, min_length=1, max_length=128)
+    department: str | None = Field(None, min_length=1, max_length=128)
+    due_at: datetime | None = None
+
+
+class ManualNonconformance(BaseModel):
+    """A finding from a human inspection (POST /api/v1/nonconformances)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset_id: str = Field(min_length=1, max_length=128)
+    title: str = Field(min_length=1, max_length=500)
+    severity: Literal["minor", "major", "critical"]
+    department: str | None = Field(None, max_length=128)
+    description: str | None = Field(None, max_length=10_000)
+    due_at: datetime | None = None
+    site_id: str | None = Field(None, min_length=1, max_length=64)
+    clause: str = Field("", max_length=500)
+    category: Literal["equipment", "environment", "energy", "safety"] | None = None
+
+
+class HistoryPublic(BaseModel):
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    changes: dict[str, Any]
+    note: str | None
+
+
+class HistoryList(BaseModel):
+    items: list[HistoryPublic]

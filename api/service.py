@@ -1,40 +1,37 @@
-"""NC store operations: applying engine events and reading NCs. No HTTP here.
+"""NC reads and the one way every change is recorded. No HTTP here.
 
-Every write is one transaction; engine events are applied at most once each (their ids
-are recorded in the same transaction as their effect), so a replaying agent is harmless.
+`record` appends the history entry and the feed event of a change in the caller's
+transaction: history is the audit trail people read, the feed is what trackers and
+webhooks consume, and neither can miss a change the other has.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from api.schemas import EventIn, NonconformancePublic, SnapshotIn
+from api.schemas import NonconformancePublic
 from api.store import (
     ENDED_STATES,
-    OPEN_STATES,
-    AppliedEvent,
-    Base,
     Compliance,
-    ComplianceDay,
+    FeedEvent,
     HistoryEntry,
     Nonconformance,
     format_nc_id,
 )
+from api.workflow import OPEN_STATES
 
 SYSTEM_ACTOR = ("patrol", "system")
-RECURRENCE_WINDOW = timedelta(days=90)
 COMPLIANCE_STATES = ("ok", "violating", "no_data", "inactive")
+
+Actor = tuple[str, str]
+"""(name, role) of whoever made a change: a token's name and role, or the system."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,169 +69,40 @@ def to_public(nc: Nonconformance, now: datetime | None = None) -> Nonconformance
     )
 
 
-def apply_events(factory: sessionmaker[Session], events: Sequence[EventIn | SnapshotIn],
-                 actor: tuple[str, str] = SYSTEM_ACTOR,
-                 recurrence: timedelta = RECURRENCE_WINDOW) -> tuple[int, int]:
-    """Apply events in order, one transaction each; returns (applied, duplicates)."""
-    applied = duplicates = 0
-    for event in events:
-        for attempt in range(3):
-            with factory() as session:
-                try:
-                    done = apply_event(session, event, actor, recurrence)
-                    session.commit()
-                except IntegrityError:
-                    # a concurrent writer applied this event or opened this NC first
-                    session.rollback()
-                    if attempt == 2:
-                        raise
-                    continue
-            applied += done
-            duplicates += not done
-            break
-    return applied, duplicates
-
-
-def apply_event(session: Session, event: EventIn | SnapshotIn, actor: tuple[str, str],
-                recurrence: timedelta = RECURRENCE_WINDOW) -> bool:
-    """Apply one engine event in the caller's transaction; False when already applied."""
-    if session.get(AppliedEvent, event.id) is not None:
-        return False
-    if isinstance(event, SnapshotIn):
-        _snapshot(session, event)
-        session.add(AppliedEvent(event_id=event.id))
-        return True
-    nc = _open_nc(session, event.site_id, event.asset_id, event.standard_id)
-    if event.type in ("violation_started", "chattering"):
-        nc = _raise(session, event, nc, actor, recurrence)
-    elif nc is not None:
-        _clear(session, event, nc, actor)
-    session.add(AppliedEvent(event_id=event.id, nc_pk=nc.pk if nc else None))
-    return True
-
-
-def _open_nc(session: Session, site_id: str, asset_id: str,
-             standard_id: str) -> Nonconformance | None:
-    return session.scalar(
-        select(Nonconformance).where(
-            Nonconformance.site_id == site_id,
-            Nonconformance.asset_id == asset_id,
-            Nonconformance.standard_id == standard_id,
-            Nonconformance.open_slot == "open",
-        )
-    )
-
-
-def _raise(session: Session, event: EventIn, nc: Nonconformance | None,
-           actor: tuple[str, str], recurrence: timedelta) -> Nonconformance:
-    at = event.at.astimezone(UTC)
-    condition = "chattering" if event.type == "chattering" else "violating"
-    if nc is not None:
-        old, before = nc.occurrences, nc.condition
-        nc.occurrences += 1
-        nc.condition = condition
-        nc.cleared_at = None
-        _history(session, nc, actor, "occurrence", nc.state, nc.state, event.at,
-                 {"occurrences": [old, nc.occurrences], "condition": [before, condition]},
-                 event_id=event.id)
-        return nc
-    info = event.standard
-    nc = Nonconformance(
-        site_id=event.site_id, asset_id=event.asset_id, standard_id=event.standard_id,
-        standard_version=event.standard_version, metric=event.metric, title=info.title,
-        clause=info.clause, category=info.category, severity=info.severity,
-        department=info.department, state="open", open_slot="open", condition=condition,
-        detected_at=at,
-        due_at=at + timedelta(seconds=info.rectify_within) if info.rectify_within else None,
-        occurrences=1, reopen_count=0, source="auto", evidence=event.evidence,
-        recurring=_recently_closed(session, event, recurrence) is not None,
-        standard_info=info.model_dump(),
-    )
-    session.add(nc)
-    session.flush()
-    _history(session, nc, actor, "raised", None, "open", event.at, {}, event_id=event.id)
-    return nc
-
-
-def _recently_closed(session: Session, event: EventIn, window: timedelta) -> int | None:
-    return session.scalar(
-        select(Nonconformance.pk).where(
-            Nonconformance.site_id == event.site_id,
-            Nonconformance.asset_id == event.asset_id,
-            Nonconformance.standard_id == event.standard_id,
-            Nonconformance.state == "closed",
-            Nonconformance.closed_at >= event.at - window,
-        ).limit(1)
-    )
-
-
-def _snapshot(session: Session, event: SnapshotIn) -> None:
-    """Current state of every pair, and seconds in each state added to the day's totals."""
-    at = event.at.astimezone(UTC)
-    day = at.date().isoformat()
-    current = [{"site_id": event.site_id, "asset_id": item.asset_id,
-                "standard_id": item.standard_id, "standard_version": item.standard_version,
-                "state": item.state, "updated_at": at} for item in event.items]
-    totals = [{"site_id": event.site_id, "asset_id": item.asset_id,
-               "standard_id": item.standard_id, "day": day,
-               **{state: item.seconds.get(state, 0.0) for state in COMPLIANCE_STATES}}
-              for item in event.items]
-    keys = ["site_id", "asset_id", "standard_id"]
-    _upsert(session, Compliance, current, keys,
-            lambda new: {"standard_version": new.standard_version, "state": new.state,
-                         "updated_at": new.updated_at})
-    _upsert(session, ComplianceDay, totals, [*keys, "day"],
-            lambda new: {state: getattr(ComplianceDay, state) + getattr(new, state)
-                         for state in COMPLIANCE_STATES})
-
-
-def _upsert(session: Session, model: type[Base], rows: list[dict[str, Any]],
-            keys: list[str], update: Callable[[Any], dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE, on SQLite and PostgreSQL alike, in chunks."""
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" \
-        else sqlite_insert
-    for start in range(0, len(rows), 1000):
-        statement = insert(model).values(rows[start:start + 1000])
-        session.execute(statement.on_conflict_do_update(index_elements=keys,
-                                                        set_=update(statement.excluded)))
-
-
-def list_compliance(session: Session, *, site_id: str | None, asset_id: str | None,
-                    standard_id: str | None, state: str | None) -> list[Compliance]:
-    query = select(Compliance)
-    for name, value in (("site_id", site_id), ("asset_id", asset_id),
-                        ("standard_id", standard_id), ("state", state)):
-        if value is not None:
-            query = query.where(getattr(Compliance, name) == value)
-    query = query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
-    return list(session.scalars(query.limit(10_000)))
-
-
-def _clear(session: Session, event: EventIn, nc: Nonconformance,
-           actor: tuple[str, str]) -> None:
-    changes: dict[str, Any] = {"condition": [nc.condition, "normal"]}
-    nc.condition = "normal"
-    nc.cleared_at = event.at.astimezone(UTC)
-    before = nc.state
-    if event.standard.on_recovery == "close" and nc.state != "pending_verification":
-        nc.state, nc.open_slot, nc.closed_at = "closed", None, nc.cleared_at
-        changes["state"] = [before, "closed"]
-    _history(session, nc, actor, "cleared", before, nc.state, event.at, changes,
-             event_id=event.id)
-
-
-def _history(session: Session, nc: Nonconformance, actor: tuple[str, str], action: str,
-             from_state: str | None, to_state: str | None, at: datetime,
-             changes: dict[str, Any], note: str | None = None,
-             event_id: str | None = None) -> None:
+def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
+           from_state: str | None, at: datetime, changes: dict[str, Any] | None = None,
+           note: str | None = None, event_id: str | None = None,
+           feed_type: str | None = None) -> None:
+    """Append the history entry and the feed event of one change (caller's transaction)."""
+    session.flush()  # the NC has its pk and its new values
     session.add(HistoryEntry(nc_pk=nc.pk, at=at.astimezone(UTC), actor=actor[0],
                              role=actor[1], action=action, from_state=from_state,
-                             to_state=to_state, changes=changes, note=note,
+                             to_state=nc.state, changes=changes or {}, note=note,
                              event_id=event_id))
+    public = to_public(nc, at).model_dump(mode="json")
+    session.add(FeedEvent(type=feed_type or action, at=at.astimezone(UTC),
+                          site_id=nc.site_id, nc_pk=nc.pk, nc=public))
 
 
-def get_nc(session: Session, pk: int) -> Nonconformance | None:
+def open_nc(session: Session, site_id: str, asset_id: str, standard_id: str,
+            *, lock: bool = False) -> Nonconformance | None:
+    """The one open NC of an (asset, standard), if any."""
+    query = select(Nonconformance).where(
+        Nonconformance.site_id == site_id, Nonconformance.asset_id == asset_id,
+        Nonconformance.standard_id == standard_id, Nonconformance.open_slot == "open")
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def get_nc(session: Session, pk: int, *, lock: bool = False) -> Nonconformance | None:
+    if lock:
+        return session.scalar(select(Nonconformance).where(Nonconformance.pk == pk)
+                              .with_for_update())
     return session.get(Nonconformance, pk)
+
+
+def history(session: Session, pk: int) -> list[HistoryEntry]:
+    return list(session.scalars(select(HistoryEntry).where(HistoryEntry.nc_pk == pk)
+                                .order_by(HistoryEntry.id)))
 
 
 def list_ncs(session: Session, filters: Filters, *, limit: int, cursor: str | None,
@@ -278,4 +146,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise BadCursor("cursor is not one this API gave out") from None
 
 
-__all__ = ["ENDED_STATES", "BadCursor", "Filters", "apply_events", "list_ncs", "to_public"]
+def list_compliance(session: Session, *, site_id: str | None, asset_id: str | None,
+                    standard_id: str | None, state: str | None) -> list[Compliance]:
+    query = select(Compliance)
+    for name, value in (("site_id", site_id), ("asset_id", asset_id),
+                        ("standard_id", standard_id), ("state", state)):
+        if value is not None:
+            query = query.where(getattr(Compliance, name) == value)
+    query = query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
+    return list(session.scalars(query.limit(10_000)))
+
+
+__all__ = ["ENDED_STATES", "BadCursor", "Filters", "list_ncs", "record", "to_public"]

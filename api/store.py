@@ -22,7 +22,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-OPEN_STATES = ("open", "acknowledged", "rectifying", "pending_verification")
 ENDED_STATES = ("closed", "cancelled")
 
 
@@ -93,7 +92,14 @@ class Nonconformance(Base):
     verification: Mapped[dict[str, Any] | None]
     external_ref: Mapped[str | None] = mapped_column(String(256))
     standard_info: Mapped[dict[str, Any] | None]
+    rectified_at: Mapped[datetime | None]
+    rectified_by: Mapped[int | None]  # token id: independent verification
+    overdue_notified: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(default=1)
+
+    # optimistic locking: a concurrent writer's stale update fails instead of winning
+    __mapper_args__ = {"version_id_col": version}
 
     @property
     def public_id(self) -> str:
@@ -116,6 +122,20 @@ class HistoryEntry(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     note: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class FeedEvent(Base):
+    """Every NC change in commit order, with the whole NC as it became: the change feed
+    and the webhook outbox. Written in the same transaction as the change."""
+
+    __tablename__ = "feed"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    site_id: Mapped[str] = mapped_column(String(64), index=True)
+    nc_pk: Mapped[int] = mapped_column(ForeignKey("nonconformances.pk"), index=True)
+    nc: Mapped[dict[str, Any]]
 
 
 class AppliedEvent(Base):
@@ -191,11 +211,21 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
+def _sqlite_begin_immediate(connection: Any) -> None:
+    """Writers (sessions from `Database.write`) queue for SQLite's one write lock at BEGIN,
+    so a read-then-write never loses an update to another process; readers begin deferred
+    and never block anyone (SQLAlchemy's documented pysqlite recipe)."""
+    write = connection.get_execution_options().get("patrol_write")
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # let _sqlite_begin_immediate emit BEGIN
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
@@ -204,14 +234,40 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration; replicas starting together take turns."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(72437)")
+        command.upgrade(alembic_config(connection), "head")
+
+
 class Database:
-    """One engine and its session factory; tables created on open."""
+    """One engine and its session factories; the schema is migrated on open."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
+        migrate(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+        """Sessions that read (and may write on PostgreSQL, where rows are locked)."""
+        self.write = sessionmaker(self.engine.execution_options(patrol_write=True),
+                                  expire_on_commit=False)
+        """Sessions that write: on SQLite they take the write lock when they begin."""
 
     def close(self) -> None:
         self.engine.dispose()

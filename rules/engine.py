@@ -59,6 +59,7 @@ class Track:
     recent: deque[tuple[float, float]] = field(
         default_factory=lambda: deque(maxlen=EVIDENCE_READINGS))
     last_good: float | None = None
+    readings: int = 0  # good readings judged since the last snapshot
     compliance: str = "no_data"
     compliance_since: float = 0.0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPLIANCE_STATES,
@@ -145,6 +146,7 @@ class Engine:
                     self._outside_schedule(track)
                     continue
                 track.last_good = ts
+                track.readings += 1
                 track.recent.append((ts, judged))
                 self._step(track, track.checker.observe(ts, judged), ts, events)
         return events
@@ -180,8 +182,10 @@ class Engine:
                 "asset_id": track.asset.id, "standard_id": track.standard.id,
                 "standard_version": track.standard.version, "state": track.compliance,
                 "seconds": {k: round(v, 3) for k, v in track.seconds.items()},
+                "readings": track.readings,
             })
             track.seconds = dict.fromkeys(COMPLIANCE_STATES, 0.0)
+            track.readings = 0
         snapshot = Snapshot(self.site_id, self._snapshot_at, now, items)
         self._snapshot_at = now
         return snapshot

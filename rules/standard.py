@@ -192,6 +192,7 @@ class Standard(_Strict):
             "rectify_within": self.rectify_within,
             "verify_for": self.verify_for,
             "on_recovery": self.on_recovery,
+            "no_data_after": self.no_data_after,
         }
 
 

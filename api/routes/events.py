@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request
 
 from api.auth import Principal
 from api.deps import get_db, require
+from api.ingest import apply_events
 from api.schemas import EventsIn, EventsResult
-from api.service import apply_events
 from api.store import Database
 
 router = APIRouter(tags=["events"])
@@ -22,7 +22,7 @@ def post_events(
     db: Annotated[Database, Depends(get_db)],
     principal: Annotated[Principal, Depends(require("agent"))],
 ) -> EventsResult:
-    applied, duplicates = apply_events(db.session, body.events,
+    applied, duplicates = apply_events(db.write, body.events,
                                        actor=(principal.name, principal.role),
                                        recurrence=request.app.state.recurrence)
     return EventsResult(applied=applied, duplicates=duplicates)

@@ -1,0 +1,79 @@
+"""Jobs the API runs on its own: overdue NCs and verifications that never started.
+
+Each pass claims its rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several API
+replicas can run the same jobs and each NC is handled once; on SQLite the write lock
+serializes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.ingest import reopen_unverified
+from api.service import SYSTEM_ACTOR, record
+from api.store import Nonconformance
+from api.workflow import OPEN_STATES
+
+log = logging.getLogger("patrol.api.jobs")
+
+BATCH = 200
+
+
+def mark_overdue(factory: sessionmaker[Session], now: datetime | None = None) -> int:
+    """Record `overdue` once per NC whose due date has passed; returns how many."""
+    now = now or datetime.now(UTC)
+    with factory() as session:
+        late = list(session.scalars(
+            select(Nonconformance).where(
+                Nonconformance.state.in_(OPEN_STATES), Nonconformance.due_at < now,
+                Nonconformance.overdue_notified.is_(False))
+            .order_by(Nonconformance.due_at).limit(BATCH)
+            .with_for_update(skip_locked=True)))
+        for nc in late:
+            nc.overdue_notified = True
+            record(session, nc, SYSTEM_ACTOR, "overdue", nc.state, now,
+                   {"overdue": [False, True]}, note=f"due {nc.due_at.isoformat()}")
+        session.commit()
+    return len(late)
+
+
+def reopen_stalled_verifications(factory: sessionmaker[Session],
+                                 now: datetime | None = None) -> int:
+    """Rectified, still violating after verify_for: the fix did not work; reopen."""
+    now = now or datetime.now(UTC)
+    with factory() as session:
+        pending = session.scalars(
+            select(Nonconformance).where(
+                Nonconformance.state == "pending_verification",
+                Nonconformance.condition != "normal",
+                Nonconformance.source == "auto")
+            .order_by(Nonconformance.rectified_at).limit(BATCH)
+            .with_for_update(skip_locked=True))
+        count = 0
+        for nc in pending:
+            verify_for = (nc.standard_info or {}).get("verify_for")
+            if verify_for and nc.rectified_at and \
+                    now >= nc.rectified_at + timedelta(seconds=verify_for):
+                reopen_unverified(session, nc, now)
+                count += 1
+        session.commit()
+    return count
+
+
+async def run_jobs(factory: sessionmaker[Session], every: float = 15.0) -> None:
+    """Run the jobs until cancelled; a failing pass is logged and retried next time."""
+    while True:
+        try:
+            overdue = await asyncio.to_thread(mark_overdue, factory)
+            reopened = await asyncio.to_thread(reopen_stalled_verifications, factory)
+            if overdue or reopened:
+                log.info("%d NCs became overdue, %d reopened after verify_for", overdue,
+                         reopened)
+        except Exception:
+            log.exception("background jobs failed; retrying in %.0fs", every)
+        await asyncio.sleep(every)

@@ -1,0 +1,225 @@
+"""Engine events into NC changes: raise, occurrence, clear, chattering, compliance
+snapshots, and the automatic verification they drive.
+
+Every event is applied at most once: its id is recorded in the same transaction as its
+effect, so a replaying agent is harmless. Verification by sensor (ARCHITECTURE.md): after a
+rectification at T, a new episode reported after T reopens the NC; `ok` time reported by
+compliance snapshots after T (and after the condition cleared) closes it once it covers
+the standard's `verify_for` with no data gap longer than its `no_data_after`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from api.schemas import EventIn, SnapshotIn
+from api.service import COMPLIANCE_STATES, SYSTEM_ACTOR, Actor, open_nc, record
+from api.store import AppliedEvent, Base, Compliance, ComplianceDay, Nonconformance, format_nc_id
+
+RECURRENCE_WINDOW = timedelta(days=90)
+DEFAULT_NO_DATA_AFTER = 900.0
+
+
+def apply_events(factory: sessionmaker[Session], events: Sequence[EventIn | SnapshotIn],
+                 actor: Actor = SYSTEM_ACTOR,
+                 recurrence: timedelta = RECURRENCE_WINDOW) -> tuple[int, int]:
+    """Apply events in order, one transaction each; returns (applied, duplicates)."""
+    applied = duplicates = 0
+    for event in events:
+        for attempt in range(5):
+            with factory() as session:
+                try:
+                    done = apply_event(session, event, actor, recurrence)
+                    session.commit()
+                except (IntegrityError, StaleDataError):
+                    # a concurrent writer applied this event or changed this NC first
+                    session.rollback()
+                    if attempt == 4:
+                        raise
+                    continue
+            applied += done
+            duplicates += not done
+            break
+    return applied, duplicates
+
+
+def apply_event(session: Session, event: EventIn | SnapshotIn, actor: Actor,
+                recurrence: timedelta = RECURRENCE_WINDOW) -> bool:
+    """Apply one engine event in the caller's transaction; False when already applied."""
+    if session.get(AppliedEvent, event.id) is not None:
+        return False
+    if isinstance(event, SnapshotIn):
+        _snapshot(session, event, actor)
+        session.add(AppliedEvent(event_id=event.id))
+        return True
+    nc = open_nc(session, event.site_id, event.asset_id, event.standard_id, lock=True)
+    if event.type in ("violation_started", "chattering"):
+        nc = _raise(session, event, nc, actor, recurrence)
+    elif nc is not None:
+        _clear(session, event, nc, actor)
+    session.add(AppliedEvent(event_id=event.id, nc_pk=nc.pk if nc else None))
+    return True
+
+
+def _raise(session: Session, event: EventIn, nc: Nonconformance | None, actor: Actor,
+           recurrence: timedelta) -> Nonconformance:
+    at = event.at.astimezone(UTC)
+    condition = "chattering" if event.type == "chattering" else "violating"
+    if nc is not None:
+        before = {"occurrences": nc.occurrences, "condition": nc.condition}
+        nc.occurrences += 1
+        nc.condition, nc.cleared_at = condition, None
+        changes = {k: [v, getattr(nc, k)] for k, v in before.items()}
+        if nc.state == "pending_verification" and nc.rectified_at and at > nc.rectified_at:
+            _reopen_by_sensor(session, nc, at, event.evidence, event.id, changes)
+        else:
+            record(session, nc, actor, "occurrence", nc.state, at, changes, event_id=event.id)
+        return nc
+    info = event.standard
+    earlier = _recently_closed(session, event, recurrence)
+    nc = Nonconformance(
+        site_id=event.site_id, asset_id=event.asset_id, standard_id=event.standard_id,
+        standard_version=event.standard_version, metric=event.metric, title=info.title,
+        clause=info.clause, category=info.category, severity=info.severity,
+        department=info.department, state="open", open_slot="open", condition=condition,
+        detected_at=at,
+        due_at=at + timedelta(seconds=info.rectify_within) if info.rectify_within else None,
+        occurrences=1, reopen_count=0, source="auto", evidence=event.evidence,
+        recurring=bool(earlier), standard_info=info.model_dump(),
+    )
+    session.add(nc)
+    changes = {"recurs": [format_nc_id(pk) for pk in earlier]} if earlier else {}
+    record(session, nc, actor, "raised", None, at, changes, event_id=event.id)
+    return nc
+
+
+def _recently_closed(session: Session, event: EventIn, window: timedelta) -> list[int]:
+    """Earlier NCs of the same (asset, standard) closed within `window`: a recurrence."""
+    return list(session.scalars(
+        select(Nonconformance.pk).where(
+            Nonconformance.site_id == event.site_id,
+            Nonconformance.asset_id == event.asset_id,
+            Nonconformance.standard_id == event.standard_id,
+            Nonconformance.state == "closed",
+            Nonconformance.closed_at >= event.at - window,
+        ).order_by(Nonconformance.pk)))
+
+
+def _clear(session: Session, event: EventIn, nc: Nonconformance, actor: Actor) -> None:
+    at = event.at.astimezone(UTC)
+    changes: dict[str, Any] = {"condition": [nc.condition, "normal"]}
+    nc.condition, nc.cleared_at = "normal", at
+    before = nc.state
+    if event.standard.on_recovery == "close" and nc.state != "pending_verification":
+        nc.state, nc.open_slot, nc.closed_at = "closed", None, at
+        changes["state"] = [before, "closed"]
+        record(session, nc, actor, "cleared", before, at, changes,
+               note="condition recovered (on_recovery: close)", event_id=event.id,
+               feed_type="closed")
+        return
+    record(session, nc, actor, "cleared", before, at, changes, event_id=event.id)
+
+
+def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,
+                      evidence: dict[str, Any], event_id: str | None,
+                      changes: dict[str, Any], note: str = "the violation recurred during "
+                      "verification") -> None:
+    nc.state = "open"
+    nc.reopen_count += 1
+    nc.verification = {"method": "sensor", "result": "fail", "at": at.isoformat(),
+                       "evidence": evidence}
+    changes.update(state=["pending_verification", "open"],
+                   reopen_count=[nc.reopen_count - 1, nc.reopen_count])
+    record(session, nc, SYSTEM_ACTOR, "reopened", "pending_verification", at, changes,
+           note=note, event_id=event_id)
+
+
+def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
+    """Current state of every pair, seconds added to the day's totals, verification."""
+    at = event.at.astimezone(UTC)
+    day = at.date().isoformat()
+    current = [{"site_id": event.site_id, "asset_id": item.asset_id,
+                "standard_id": item.standard_id, "standard_version": item.standard_version,
+                "state": item.state, "updated_at": at} for item in event.items]
+    totals = [{"site_id": event.site_id, "asset_id": item.asset_id,
+               "standard_id": item.standard_id, "day": day,
+               **{state: item.seconds.get(state, 0.0) for state in COMPLIANCE_STATES}}
+              for item in event.items]
+    keys = ["site_id", "asset_id", "standard_id"]
+    _upsert(session, Compliance, current, keys,
+            lambda new: {"standard_version": new.standard_version, "state": new.state,
+                         "updated_at": new.updated_at})
+    _upsert(session, ComplianceDay, totals, [*keys, "day"],
+            lambda new: {state: getattr(ComplianceDay, state) + getattr(new, state)
+                         for state in COMPLIANCE_STATES})
+    pending = session.scalars(select(Nonconformance).where(
+        Nonconformance.site_id == event.site_id,
+        Nonconformance.state == "pending_verification").with_for_update())
+    by_pair = {(nc.asset_id, nc.standard_id): nc for nc in pending}
+    if by_pair:
+        for item in event.items:
+            nc = by_pair.get((item.asset_id, item.standard_id))
+            if nc is not None:
+                _verify_by_sensor(session, nc, event, item.seconds, item.readings)
+
+
+def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
+                      seconds: dict[str, float], readings: int) -> None:
+    info = nc.standard_info or {}
+    verify_for = info.get("verify_for")
+    if not verify_for or nc.rectified_at is None or nc.condition != "normal":
+        return  # a person verifies; or the condition has not cleared yet
+    start = max(nc.rectified_at, nc.cleared_at or nc.rectified_at)
+    since, at = event.since.astimezone(UTC), event.at.astimezone(UTC)
+    if at <= start:
+        return
+    progress = dict(nc.verification or {})
+    if progress.get("result") != "pending":
+        progress = {"method": "sensor", "result": "pending", "from": start.isoformat(),
+                    "covered": 0.0, "samples": 0, "gap": 0.0}
+    share = 1.0 if since >= start else (at - start) / max(at - since, timedelta(seconds=1))
+    ok = seconds.get("ok", 0.0) * share
+    gap = progress["gap"] + (seconds.get("no_data", 0.0) + seconds.get("inactive", 0.0)) * share
+    if seconds.get("violating", 0.0) > 0 or gap > info.get("no_data_after", DEFAULT_NO_DATA_AFTER):
+        progress.update(covered=0.0, samples=0, gap=0.0, **{"from": at.isoformat()})
+    else:
+        progress.update(covered=progress["covered"] + ok,
+                        samples=progress["samples"] + round(readings * share),
+                        gap=0.0 if ok > 0 else gap)
+    if progress["covered"] >= verify_for:
+        nc.verification = {"method": "sensor", "result": "pass",
+                           "window": {"from": progress["from"], "to": at.isoformat()},
+                           "samples": progress["samples"], "verify_for": verify_for}
+        nc.state, nc.open_slot, nc.closed_at = "closed", None, at
+        record(session, nc, SYSTEM_ACTOR, "verified", "pending_verification", at,
+               {"state": ["pending_verification", "closed"]},
+               note=f"compliant readings covered verify_for ({verify_for:g}s)",
+               event_id=event.id, feed_type="closed")
+    else:
+        nc.verification = progress
+
+
+def reopen_unverified(session: Session, nc: Nonconformance, now: datetime) -> None:
+    """verify_for passed after a rectification and the condition never cleared."""
+    _reopen_by_sensor(session, nc, now, nc.evidence or {}, None, {},
+                      note="still violating verify_for after the rectification")
+
+
+def _upsert(session: Session, model: type[Base], rows: list[dict[str, Any]],
+            keys: list[str], update: Callable[[Any], dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE, on SQLite and PostgreSQL alike, in chunks."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    for start in range(0, len(rows), 1000):
+        statement = insert(model).values(rows[start:start + 1000])
+        session.execute(statement.on_conflict_do_update(index_elements=keys,
+                                                        set_=update(statement.excluded)))

@@ -1,0 +1,78 @@
+"""People acting on NCs: the actions of SPEC section 5, manual findings, history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+
+from api.actions import Refused, create_manual, perform
+from api.auth import Principal
+from api.deps import CurrentPrincipal, SessionDep, get_db, get_principal
+from api.schemas import ActionBody, HistoryList, HistoryPublic, ManualNonconformance
+from api.schemas import NonconformancePublic as NC
+from api.service import get_nc, history, to_public
+from api.store import Database, parse_nc_id
+
+router = APIRouter(prefix="/nonconformances", tags=["nonconformances"])
+
+ActionName = Literal["acknowledge", "start", "rectify", "verify", "cancel", "reopen",
+                     "assign"]
+REFUSALS = {403: {"description": "role or independence refused"},
+            404: {"description": "no such NC"},
+            409: {"description": "not allowed in this state; names the allowed actions"},
+            422: {"description": "a required field is missing"}}
+
+
+def _pk(nc_id: str) -> int:
+    pk = parse_nc_id(nc_id)
+    if pk is None:
+        raise HTTPException(404, f"no nonconformance {nc_id!r}")
+    return pk
+
+
+@router.post("/{nc_id}/{action}", response_model=NC, responses=REFUSALS)
+def act(nc_id: str, action: ActionName, request: Request, principal: CurrentPrincipal,
+        db: Annotated[Database, Depends(get_db)], body: ActionBody | None = None) -> NC:
+    pk = _pk(nc_id)
+    with db.write() as session:
+        try:
+            nc = perform(session, pk, action, body or ActionBody(), principal,
+                         allow_self_verify=request.app.state.allow_self_verify)
+        except Refused as exc:
+            session.rollback()
+            raise HTTPException(exc.status, str(exc)) from None
+        session.commit()
+        return to_public(nc)
+
+
+@router.post("", response_model=NC, status_code=status.HTTP_201_CREATED,
+             responses={403: {"description": "needs role quality"}})
+def create(body: ManualNonconformance, request: Request, principal: CurrentPrincipal,
+           db: Annotated[Database, Depends(get_db)]) -> NC:
+    if not principal.may("quality"):
+        raise HTTPException(403, f"role {principal.role!r} may not record findings; needs "
+                                 "quality")
+    with db.write() as session:
+        try:
+            nc = create_manual(session, body, principal, site_id=request.app.state.site_id,
+                               assets=request.app.state.assets)
+        except Refused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        session.commit()
+        return to_public(nc)
+
+
+@router.get("/{nc_id}/history", response_model=HistoryList,
+            dependencies=[Depends(get_principal)])
+def get_history(nc_id: str, session: SessionDep) -> HistoryList:
+    pk = _pk(nc_id)
+    if get_nc(session, pk) is None:
+        raise HTTPException(404, f"no nonconformance {nc_id!r}")
+    return HistoryList(items=[
+        HistoryPublic(at=h.at, actor=h.actor, role=h.role, action=h.action,
+                      from_state=h.from_state, to_state=h.to_state, changes=h.changes,
+                      note=h.note) for h in history(session, pk)])
+
+
+__all__ = ["Principal", "router"]
