@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
+    except RuntimeError as exc:  # e.g. the database cannot be opened: one clear line
+        log.error("%s", exc)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 0
 
@@ -72,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
                         choices=["agent", "engineer", "quality", "tracker", "admin"])
     create.add_argument("--name", required=True)
     create.set_defaults(handler=_token_create)
+    listing = token.add_parser("list", help="list tokens (never their values)")
+    listing.add_argument("-c", "--config", type=Path, required=True)
+    listing.set_defaults(handler=_token_list)
+    revoke = token.add_parser("revoke", help="revoke a token by name or id")
+    revoke.add_argument("-c", "--config", type=Path, required=True)
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name")
+    which.add_argument("--id", type=int)
+    revoke.set_defaults(handler=_token_revoke)
     return parser
 
 
@@ -79,7 +91,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
+    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -150,6 +162,42 @@ def _token_create(args: argparse.Namespace) -> int:
         database.close()
     print(f"created {args.role} token {args.name!r}; it is shown only once:", file=sys.stderr)
     print(token)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from api.auth import list_tokens
+    from api.store import Database
+
+    database = Database(load_site(args.config, secrets=False).config.server.database)
+    try:
+        with database.session() as session:
+            rows = list_tokens(session)
+    finally:
+        database.close()
+    print(f"{'ID':>4}  {'ROLE':<9} {'CREATED':<20} {'REVOKED':<20} NAME")
+    for row in rows:
+        revoked = row.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if row.revoked_at else "-"
+        print(f"{row.id:>4}  {row.role:<9} {row.created_at:%Y-%m-%dT%H:%M:%SZ} "
+              f"{revoked:<20} {row.name}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from api.auth import revoke_token
+    from api.store import Database
+
+    database = Database(load_site(args.config, secrets=False).config.server.database)
+    try:
+        with database.write() as session:
+            rows = revoke_token(session, name=args.name, token_id=args.id)
+    finally:
+        database.close()
+    if not rows:
+        print(f"no live token {args.name or args.id!r}", file=sys.stderr)
+        return EXIT_FAILURE
+    for row in rows:
+        print(f"revoked token {row.id} ({row.role}) {row.name!r}")
     return 0
 
 

@@ -20,7 +20,7 @@ from api.config import NotifyConfig, ServerConfig
 from collector.modbus.config import ModbusConfig
 from collector.mqtt_config import MqttConfig
 from collector.secrets import SecretError, read_secret
-from collector.units import ByteSize, ConfigPath
+from collector.units import ByteSize, ConfigPath, Duration
 from rules.standard import Asset, Standard, StandardsFile
 
 
@@ -54,6 +54,13 @@ class ForwardConfig(_Strict):
     token_file: ConfigPath | None = None
 
 
+class RulesConfig(_Strict):
+    """How often the agent reports compliance and saves rule state."""
+
+    snapshot_every: Duration = Field(60.0, ge=1)
+    save_every: Duration = Field(30.0, ge=1)
+
+
 class SiteConfig(_Strict):
     """site.yaml, as SPEC section 3."""
 
@@ -65,6 +72,7 @@ class SiteConfig(_Strict):
     # defaults are validated too, so their relative paths follow the config file
     buffer: BufferConfig = Field(default_factory=dict, validate_default=True)
     standards: list[str] = Field(default_factory=list, description="globs of standards files")
+    rules: RulesConfig = Field(default_factory=RulesConfig)
     forward: ForwardConfig | None = None
     server: ServerConfig = Field(default_factory=dict, validate_default=True)
     notify: NotifyConfig | None = None

@@ -166,7 +166,8 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     if saved is not None:
         log.info("rule state restored for %d of %d (asset, standard) pairs",
                  engine.restore(saved), engine.pairs)
-    pipeline = Pipeline(engine, buffer)
+    pipeline = Pipeline(engine, buffer, snapshot_every=config.rules.snapshot_every,
+                        save_every=config.rules.save_every)
     if database is not None:
         sink = in_process_sink(database)
     elif config.forward is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal, get_args
 
 from sqlalchemy import select
@@ -62,3 +63,20 @@ def authenticate(session: Session, token: str) -> Principal | None:
     if row is None or row.revoked_at is not None:
         return None
     return Principal(row.id, row.name, row.role)
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+def revoke_token(session: Session, *, name: str | None = None, token_id: int | None = None
+                 ) -> list[ApiToken]:
+    """Revoke live tokens by name or id; returns those revoked (already revoked: none)."""
+    query = select(ApiToken).where(ApiToken.revoked_at.is_(None))
+    query = query.where(ApiToken.id == token_id) if token_id is not None else \
+        query.where(ApiToken.name == name)
+    rows = list(session.scalars(query))
+    for row in rows:
+        row.revoked_at = datetime.now(UTC)
+    session.commit()
+    return rows

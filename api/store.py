@@ -19,6 +19,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -256,13 +257,23 @@ def migrate(engine: Engine) -> None:
         command.upgrade(alembic_config(connection), "head")
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be opened or migrated; the message hides any password."""
+
+
 class Database:
     """One engine and its session factories; the schema is migrated on open."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            where = self.engine.url.render_as_string(hide_password=True)
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise DatabaseUnavailable(f"cannot open database {where}: {reason}") from None
         self.session = sessionmaker(self.engine, expire_on_commit=False)
         """Sessions that read (and may write on PostgreSQL, where rows are locked)."""
         self.write = sessionmaker(self.engine.execution_options(patrol_write=True),
