@@ -126,7 +126,8 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
     database = Database(server_config.database)
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
                      site_id=site.id, assets=[asset.id for asset in site.config.assets],
-                     allow_self_verify=server_config.allow_self_verify, jobs=True)
+                     allow_self_verify=server_config.allow_self_verify,
+                     webhooks_allow_private=server_config.webhooks_allow_private, jobs=True)
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
                             lifespan="on")

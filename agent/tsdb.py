@@ -21,11 +21,10 @@ import gzip
 import json
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Literal
+from urllib.parse import urlencode
 
 import urllib3
 from influxdb_client import InfluxDBClient, WritePrecision
@@ -42,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.buffer import Buffer, Stored
 from collector.reading import Reading
 from collector.secrets import read_secret
-from collector.units import ConfigPath, Duration
+from collector.units import ConfigPath, Duration, retry_after_seconds
 
 log = logging.getLogger("patrol.tsdb")
 
@@ -174,7 +173,8 @@ class TsdbWriter:
             self._failures += 1
             wait = retry_after_seconds(answer.retry_after) if status in (429, 503) else None
             if wait is None:
-                wait = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
+                # the exponent is capped: 2 ** 1024 overflows a float after ~17 h down
+                wait = min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures - 1, 16))
                 wait *= random.uniform(0.5, 1.0)
             level = logging.WARNING if self._failures == 1 else logging.DEBUG
             log.log(level, "cannot write to %s (%s); %d readings wait in the buffer; "
@@ -206,20 +206,6 @@ class TsdbWriter:
             log.info("writing to %s again", self.config.url)
         self._failures = 0
         self._auth_failed = False
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta or HTTP date), capped at 10 minutes."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, min(seconds, 600.0))
 
 
 def _describe(answer: Answer) -> str:
@@ -259,7 +245,7 @@ def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
     fields = {"db": config.bucket, "precision": "ms"}
     if config.retention_policy:
         fields["rp"] = config.retention_policy
-    url = config.url.rstrip("/") + "/write?" + urllib3.request.urlencode(fields)
+    url = config.url.rstrip("/") + "/write?" + urlencode(fields)
     headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
     password = read_secret(config.password_env, config.password_file)
     if config.username:

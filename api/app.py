@@ -14,27 +14,34 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from api.background import run_jobs
-from api.routes import actions, compliance, events, health, nonconformances
+from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
 from api.store import Database
+from api.webhooks import dispatch
 
 log = logging.getLogger("patrol.api")
 
 
 def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                site_id: str = "", assets: Collection[str] = (),
-               allow_self_verify: bool = False, jobs: bool = False) -> FastAPI:
+               allow_self_verify: bool = False, webhooks_allow_private: bool = False,
+               jobs: bool = False) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
-    it and are checked against its assets. `jobs` runs the overdue and verification scans.
+    it and are checked against its assets. `jobs` runs the overdue and verification scans
+    and the webhook dispatcher.
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_jobs(db.write)) if jobs else None
+        tasks = [asyncio.create_task(run_jobs(db.write)),
+                 asyncio.create_task(dispatch(db.write,
+                                              allow_private=webhooks_allow_private))
+                 ] if jobs else []
         yield
-        if task is not None:
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -46,7 +53,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.site_id = site_id
     app.state.assets = frozenset(assets)
     app.state.allow_self_verify = allow_self_verify
-    for module in (health, nonconformances, actions, events, compliance):
+    app.state.webhooks_allow_private = webhooks_allow_private
+    for module in (health, nonconformances, actions, events, compliance, feed, webhooks):
         app.include_router(module.router, prefix="/api/v1")
 
     @app.exception_handler(OperationalError)

@@ -18,6 +18,8 @@ class ServerConfig(BaseModel):
     database: str = Field(DEFAULT_DATABASE, validate_default=True)
     allow_self_verify: bool = Field(False, description="let the rectifier verify their own fix")
     recurrence_window: Duration = Field(90 * 86400.0, gt=0)
+    webhooks_allow_private: bool = Field(False, description="allow webhook URLs that resolve "
+                                         "to link-local or cloud metadata addresses")
 
     @field_validator("listen")
     @classmethod

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from api.schemas import NonconformancePublic
@@ -69,19 +69,37 @@ def to_public(nc: Nonconformance, now: datetime | None = None) -> Nonconformance
     )
 
 
+FEED_LOCK = 72438
+
+
 def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
            from_state: str | None, at: datetime, changes: dict[str, Any] | None = None,
            note: str | None = None, event_id: str | None = None,
-           feed_type: str | None = None) -> None:
-    """Append the history entry and the feed event of one change (caller's transaction)."""
+           feed_type: str | None = None, feed: bool = True) -> None:
+    """Append the history entry and (unless `feed` is False) the feed event of one change,
+    in the caller's transaction."""
     session.flush()  # the NC has its pk and its new values
     session.add(HistoryEntry(nc_pk=nc.pk, at=at.astimezone(UTC), actor=actor[0],
                              role=actor[1], action=action, from_state=from_state,
                              to_state=nc.state, changes=changes or {}, note=note,
                              event_id=event_id))
+    if not feed:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        # Feed rows must commit in seq order, or a reader at seq 11 could skip a seq 10
+        # still in flight: writers of the feed take turns until they commit.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
     public = to_public(nc, at).model_dump(mode="json")
     session.add(FeedEvent(type=feed_type or action, at=at.astimezone(UTC),
                           site_id=nc.site_id, nc_pk=nc.pk, nc=public))
+
+
+def feed_after(session: Session, after: int, limit: int, site_id: str | None = None
+               ) -> list[FeedEvent]:
+    query = select(FeedEvent).where(FeedEvent.seq > after)
+    if site_id is not None:
+        query = query.where(FeedEvent.site_id == site_id)
+    return list(session.scalars(query.order_by(FeedEvent.seq).limit(limit)))
 
 
 def open_nc(session: Session, site_id: str, asset_id: str, standard_id: str,

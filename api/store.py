@@ -139,6 +139,45 @@ class FeedEvent(Base):
     nc: Mapped[dict[str, Any]]
 
 
+class Webhook(Base):
+    """A receiver of feed events (Standard Webhooks). `cursor` is the last feed seq fanned
+    out into deliveries for it."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    site_id: Mapped[str | None] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(String(128))
+    cursor: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Delivery(Base):
+    """One feed event for one webhook, retried until delivered or given up."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),
+                      Index("ix_delivery_order", "webhook_id", "nc_pk", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    seq: Mapped[int] = mapped_column(ForeignKey("feed.seq"))
+    nc_pk: Mapped[int]
+    message_id: Mapped[str] = mapped_column(String(64))  # webhook-id: stable across retries
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # delivered, dead
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
 class AppliedEvent(Base):
     """Ids of engine events already applied: replays are no-ops."""
 

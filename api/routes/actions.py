@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, Field
 
 from api.actions import Refused, create_manual, perform
 from api.auth import Principal
-from api.deps import CurrentPrincipal, SessionDep, get_db, get_principal
+from api.deps import CurrentPrincipal, SessionDep, get_db, get_principal, require
 from api.schemas import ActionBody, HistoryList, HistoryPublic, ManualNonconformance
 from api.schemas import NonconformancePublic as NC
-from api.service import get_nc, history, to_public
+from api.service import get_nc, history, record, to_public
 from api.store import Database, parse_nc_id
 
 router = APIRouter(prefix="/nonconformances", tags=["nonconformances"])
@@ -59,6 +61,30 @@ def create(body: ManualNonconformance, request: Request, principal: CurrentPrinc
                                assets=request.app.state.assets)
         except Refused as exc:
             raise HTTPException(exc.status, str(exc)) from None
+        session.commit()
+        return to_public(nc)
+
+
+class ExternalRef(BaseModel):
+    external_ref: str | None = Field(max_length=256)
+
+
+@router.put("/{nc_id}/external_ref", response_model=NC,
+            responses={403: {"description": "needs role tracker"}})
+def put_external_ref(nc_id: str, body: ExternalRef,
+                     principal: Annotated[Principal, Depends(require("tracker"))],
+                     db: Annotated[Database, Depends(get_db)]) -> NC:
+    """The tracker's own ticket id; it appears in later feed events and webhooks."""
+    pk = _pk(nc_id)
+    with db.write() as session:
+        nc = get_nc(session, pk, lock=True)
+        if nc is None:
+            raise HTTPException(404, f"no nonconformance {nc_id!r}")
+        if nc.external_ref != body.external_ref:
+            old, nc.external_ref = nc.external_ref, body.external_ref
+            # no feed event: a tracker must not be woken by its own write
+            record(session, nc, (principal.name, principal.role), "external_ref", nc.state,
+                   datetime.now(UTC), {"external_ref": [old, nc.external_ref]}, feed=False)
         session.commit()
         return to_public(nc)
 

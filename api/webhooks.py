@@ -1,0 +1,252 @@
+"""Webhooks after the Standard Webhooks scheme, delivered from a transactional outbox.
+
+The feed row of every NC change is written in the change's own transaction; the
+dispatcher fans new feed rows out into one delivery per webhook (a cursor per webhook),
+then sends due deliveries:
+
+    webhook-id         msg_<seq>_<webhook>: the same on every retry, so receivers dedupe
+    webhook-timestamp  seconds since the epoch, at this attempt
+    webhook-signature  v1,<base64 HMAC-SHA256 over "id.timestamp.body", key = whsec_ secret>
+
+2xx delivers; 410 disables the webhook; 429/503 wait for Retry-After; anything else backs
+off exponentially with jitter, for up to 3 days. Per NC and webhook, a delivery is sent
+only when the earlier ones are done, so a receiver sees each NC's changes in order.
+Claims are leases taken with FOR UPDATE SKIP LOCKED: several API replicas deliver each
+event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from api.store import Delivery, FeedEvent, Webhook
+from collector.units import retry_after_seconds
+
+log = logging.getLogger("patrol.api.webhooks")
+
+GIVE_UP_AFTER = timedelta(days=3)
+LEASE = timedelta(seconds=60)
+BATCH = 100
+TIMEOUT = 10.0
+METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
+            ipaddress.ip_address("100.100.100.200")}
+
+
+class UnsafeUrl(ValueError):
+    """The webhook URL resolves to a link-local or cloud-metadata address."""
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<signature>` over `id.timestamp.body` (Standard Webhooks)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def check_url(url: str, *, allow_private: bool = False) -> None:
+    """Refuse URLs that are not http(s) or resolve to link-local/metadata addresses."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeUrl(f"{url!r} is not an http(s) URL")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise UnsafeUrl(f"{parts.hostname!r} does not resolve: {exc.strerror or exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if address.is_link_local or address in METADATA:
+            raise UnsafeUrl(f"{parts.hostname!r} resolves to {address}, a link-local or "
+                            "metadata address (allow with server.webhooks_allow_private)")
+
+
+def fan_out(session: Session) -> int:
+    """New feed rows -> one pending delivery per interested webhook; returns how many."""
+    created = 0
+    hooks = session.scalars(select(Webhook).where(Webhook.disabled_at.is_(None))
+                            .with_for_update(skip_locked=True))
+    now = datetime.now(UTC)
+    for hook in hooks:
+        query = select(FeedEvent).where(FeedEvent.seq > hook.cursor)
+        if hook.site_id:
+            query = query.where(FeedEvent.site_id == hook.site_id)
+        rows = list(session.scalars(query.order_by(FeedEvent.seq).limit(1000)))
+        for row in rows:
+            if not hook.event_types or row.type in hook.event_types:
+                session.add(Delivery(webhook_id=hook.id, seq=row.seq, nc_pk=row.nc_pk,
+                                     message_id=f"msg_{row.seq}_{hook.id}",
+                                     next_attempt_at=now))
+                created += 1
+        if rows:
+            hook.cursor = rows[-1].seq
+    session.commit()
+    return created
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery_id: int
+    url: str
+    secret: str
+    message_id: str
+    body: bytes
+
+
+def claim(session: Session, now: datetime) -> list[Claimed]:
+    """Lease due deliveries whose NC has no earlier undelivered one for the same webhook."""
+    earlier = aliased(Delivery)
+    blocked = exists().where(and_(earlier.webhook_id == Delivery.webhook_id,
+                                  earlier.nc_pk == Delivery.nc_pk, earlier.id < Delivery.id,
+                                  earlier.status == "pending"))
+    rows = list(session.scalars(
+        select(Delivery).where(
+            Delivery.status == "pending", Delivery.next_attempt_at <= now,
+            (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now), ~blocked)
+        .order_by(Delivery.id).limit(BATCH).with_for_update(skip_locked=True)))
+    claimed = []
+    for delivery in rows:
+        hook = session.get(Webhook, delivery.webhook_id)
+        event = session.get(FeedEvent, delivery.seq)
+        if hook is None or event is None or hook.disabled_at is not None:
+            delivery.status, delivery.last_error = "dead", "webhook disabled or deleted"
+            continue
+        delivery.lease_until = now + LEASE
+        claimed.append(Claimed(delivery.id, hook.url, hook.secret, delivery.message_id,
+                               payload(event)))
+    session.commit()
+    return claimed
+
+
+def payload(event: FeedEvent) -> bytes:
+    body = {"type": f"nonconformance.{event.type}",
+            "timestamp": event.at.isoformat().replace("+00:00", "Z"),
+            "data": {"seq": event.seq, "type": event.type, "nc": event.nc}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int | None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+async def send(client: httpx.AsyncClient, claimed: Claimed, *, allow_private: bool
+               ) -> Outcome:
+    timestamp = int(datetime.now(UTC).timestamp())
+    try:
+        await asyncio.to_thread(check_url, claimed.url, allow_private=allow_private)
+        response = await client.post(claimed.url, content=claimed.body, headers={
+            "content-type": "application/json", "webhook-id": claimed.message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(claimed.secret, claimed.message_id, timestamp,
+                                      claimed.body)})
+    except UnsafeUrl as exc:
+        return Outcome(None, str(exc))
+    except httpx.HTTPError as exc:
+        return Outcome(None, f"{type(exc).__name__}: {exc}")
+    retry_after = None
+    if response.status_code in (429, 503):
+        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+    return Outcome(response.status_code, None if response.is_success else
+                   response.text[:300], retry_after)
+
+
+def settle(session: Session, delivery_id: int, outcome: Outcome, now: datetime) -> None:
+    """Record an attempt's outcome: delivered, retried later, disabled, or given up."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None:
+        return
+    delivery.attempts += 1
+    delivery.lease_until = None
+    delivery.last_status, delivery.last_error = outcome.status, outcome.error
+    if outcome.status is not None and 200 <= outcome.status < 300:
+        delivery.status, delivery.delivered_at = "delivered", now
+    elif outcome.status == 410:
+        delivery.status = "dead"
+        hook = session.get(Webhook, delivery.webhook_id)
+        if hook is not None and hook.disabled_at is None:
+            hook.disabled_at, hook.disabled_reason = now, "the receiver answered 410 Gone"
+            log.warning("webhook %d disabled: %s answered 410 Gone", hook.id, hook.url)
+    elif now - delivery.created_at > GIVE_UP_AFTER:
+        delivery.status = "dead"
+        log.error("gave up delivering %s after %d attempts over 3 days",
+                  delivery.message_id, delivery.attempts)
+    else:
+        delivery.next_attempt_at = now + timedelta(seconds=backoff(delivery.attempts,
+                                                                   outcome.retry_after))
+    session.commit()
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> float:
+    """Seconds before the next attempt: Retry-After when given, else 5 s doubling to 1 h,
+    with jitter so a recovering receiver is not hit by every retry at once."""
+    if retry_after is not None:
+        return retry_after
+    return min(3600.0, 5.0 * 2 ** (attempts - 1)) * random.uniform(0.75, 1.25)
+
+
+async def dispatch(factory: sessionmaker[Session], *, allow_private: bool = False,
+                   every: float = 0.5, concurrency: int = 16) -> None:
+    """Fan out and deliver until cancelled."""
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
+
+        async def deliver(claimed: Claimed) -> None:
+            async with limit:
+                outcome = await send(client, claimed, allow_private=allow_private)
+            await asyncio.to_thread(_settle, factory, claimed.delivery_id, outcome)
+
+        while True:
+            try:
+                await asyncio.to_thread(_fan_out, factory)
+                claimed = await asyncio.to_thread(_claim, factory)
+                if claimed:
+                    await asyncio.gather(*(deliver(c) for c in claimed))
+                    continue
+            except Exception:
+                log.exception("webhook dispatch failed; retrying")
+            await asyncio.sleep(every)
+
+
+def _fan_out(factory: sessionmaker[Session]) -> int:
+    with factory() as session:
+        return fan_out(session)
+
+
+def _claim(factory: sessionmaker[Session]) -> list[Claimed]:
+    with factory() as session:
+        return claim(session, datetime.now(UTC))
+
+
+def _settle(factory: sessionmaker[Session], delivery_id: int, outcome: Outcome) -> None:
+    with factory() as session:
+        settle(session, delivery_id, outcome, datetime.now(UTC))
+
+
+def describe(hook: Webhook) -> dict[str, Any]:
+    return {"id": hook.id, "url": hook.url, "event_types": hook.event_types,
+            "site_id": hook.site_id, "created_at": hook.created_at,
+            "disabled_at": hook.disabled_at, "disabled_reason": hook.disabled_reason}
