@@ -5,7 +5,9 @@ set -euo pipefail
 
 # Debian packages the suite needs. Servers that tests start themselves on free ports
 # (a second mosquitto for broker restarts, victoria-metrics, influxdb) only need installing.
-PACKAGES=(mosquitto mosquitto-clients postgresql socat)
+# socat makes pty pairs for Modbus RTU; mbpoll is an independent Modbus master that
+# cross-checks our register decoding.
+PACKAGES=(mosquitto mosquitto-clients postgresql socat mbpoll)
 PACKAGES+=(${PATROL_EXTRA_PACKAGES:-})
 
 say() { echo "services: $*"; }

@@ -14,6 +14,7 @@ DataType = Literal[
     "float16", "float32", "float64", "bool", "ascii",
 ]
 Order = Literal["ABCD", "DCBA", "BADC", "CDAB"]
+Transport = Literal["tcp", "rtu", "rtu_over_tcp"]
 
 REGISTERS = {
     "int16": 1, "uint16": 1, "float16": 1, "bool": 1,
@@ -75,10 +76,10 @@ class ModbusPoint(_Strict):
 
 
 class ModbusDevice(_Strict):
-    """One unit id on one connection (TCP host or serial port)."""
+    """One unit id on one connection (TCP host, serial port, or RTU frames over TCP)."""
 
     name: str
-    transport: Literal["tcp", "rtu"] = "tcp"
+    transport: Transport = "tcp"
     host: str | None = None
     port: int = Field(502, ge=1, le=65535)
     serial_port: str | None = None
@@ -90,29 +91,82 @@ class ModbusDevice(_Strict):
     interval: Duration = Field(5.0, gt=0)
     timeout: Duration = Field(1.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
+    max_gap: int = Field(0, ge=0, le=65535, description=(
+        "unused registers (or bits) one read may span to serve two points; 0 merges only "
+        "adjacent points, because reading an unmapped register fails on some devices"))
+    max_registers: int = Field(125, ge=1, le=125, description="registers per read")
+    max_bits: int = Field(2000, ge=1, le=2000, description="coils or inputs per read")
     points: list[ModbusPoint] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _transport(self) -> Self:
-        if self.transport == "tcp" and not self.host:
-            raise ValueError(f"device {self.name!r}: transport tcp needs host")
+        if self.transport in ("tcp", "rtu_over_tcp") and not self.host:
+            raise ValueError(f"device {self.name!r}: transport {self.transport} needs host")
         if self.transport == "rtu" and not self.serial_port:
             raise ValueError(f"device {self.name!r}: transport rtu needs serial_port")
         return self
 
+    @model_validator(mode="after")
+    def _points_fit_and_agree(self) -> Self:
+        """A point must fit in one read, and points reading one register read it alike."""
+        for point in self.points:
+            if point.table in ("holding", "input") and point.count > self.max_registers:
+                raise ValueError(
+                    f"point {point.metric} at {point.address} needs {point.count} registers "
+                    f"but device {self.name!r} reads at most {self.max_registers} at once")
+        for table in ("holding", "input"):
+            ranked = sorted(((p.address, p.count, i) for i, p in enumerate(self.points)
+                             if p.table == table))
+            for n, (address, count, i) in enumerate(ranked):
+                for other_address, _, j in ranked[n + 1 :]:
+                    if other_address >= address + count:
+                        break
+                    point, other = self.points[min(i, j)], self.points[max(i, j)]
+                    if (conflict := _disagreement(point, other)) is not None:
+                        raise ValueError(
+                            f"{table} points {point.metric} (address {point.address}) and "
+                            f"{other.metric} (address {other.address}) overlap but disagree "
+                            f"on {conflict}: points that share registers must have the same "
+                            "address, count, type and order (bits may differ)")
+        return self
+
+
+def _disagreement(a: ModbusPoint, b: ModbusPoint) -> str | None:
+    """What two overlapping register points disagree on, or None if they read alike.
+
+    A point that takes one bit of a register (`bit`, or a bool) reads the register
+    whatever its type, so only full-register points compare types.
+    """
+    for name in ("address", "count", "order"):
+        if getattr(a, name) != getattr(b, name):
+            return name
+    if _full_type(a) and _full_type(b) and a.type != b.type:
+        return "type"
+    return None
+
+
+def _full_type(point: ModbusPoint) -> bool:
+    return point.bit is None and point.type != "bool"
+
 
 _SHARED = {
-    "tcp": ("timeout", "retries"),
+    "tcp": ("transport", "timeout", "retries"),
+    "rtu_over_tcp": ("transport", "timeout", "retries"),
     "rtu": ("timeout", "retries", "baudrate", "parity", "stopbits", "bytesize"),
 }
 """Settings of the one client behind a connection: devices sharing it must agree."""
 
 
+def endpoint_of(device: ModbusDevice) -> str:
+    """Where the device's client connects: `host:port` or the serial port."""
+    if device.transport == "rtu":
+        return device.serial_port or ""
+    return f"{device.host}:{device.port}"
+
+
 def connection_of(device: ModbusDevice) -> str:
     """The connection a device is reached through, e.g. `tcp 10.0.0.5:502`."""
-    if device.transport == "tcp":
-        return f"tcp {device.host}:{device.port}"
-    return f"rtu {device.serial_port}"
+    return f"{device.transport} {endpoint_of(device)}"
 
 
 class ModbusConfig(_Strict):
@@ -127,11 +181,11 @@ class ModbusConfig(_Strict):
             if device.name in names:
                 raise ValueError(f"device name {device.name!r} is used twice")
             names.add(device.name)
-            other = first.setdefault(connection_of(device), device)
-            for setting in _SHARED[device.transport]:
+            other = first.setdefault(endpoint_of(device), device)
+            for setting in _SHARED[other.transport]:
                 mine, theirs = getattr(device, setting), getattr(other, setting)
                 if mine != theirs:
                     raise ValueError(
-                        f"device {device.name!r} shares {connection_of(device)} with device "
+                        f"device {device.name!r} shares {connection_of(other)} with device "
                         f"{other.name!r}, so its {setting} must be {theirs}, not {mine}")
         return self

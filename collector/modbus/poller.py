@@ -1,10 +1,15 @@
 """Polls Modbus devices on a fixed schedule and hands their values on as `Reading`s.
 
-One task per device and interval (a point may override its device's interval). Devices
-on one TCP endpoint or one serial port share one pymodbus client, so a gateway or an
-RS-485 bus sees a single connection; pymodbus serializes their requests. Failures stay
-inside their device: a device that does not answer marks all its points bad, an exception
-reply marks only that request's points bad, and every other device keeps its schedule.
+One task per device and interval (a point may override its device's interval), each
+reading its points with the fewest requests `plan` allows. Devices on one TCP endpoint
+or one serial port share one pymodbus client, so a gateway or an RS-485 bus sees a single
+connection; pymodbus serializes their requests.
+
+Failures stay inside their device: a device that does not answer marks all its points
+bad and is then tried less often (backoff), an exception reply marks only that request's
+points bad, and every other device keeps its schedule. A merged request refused with
+ILLEGAL DATA ADDRESS is split for the rest of the run, so one hole in a device's map
+never blanks its neighbours.
 """
 
 from __future__ import annotations
@@ -13,8 +18,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -22,19 +26,17 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from collector.modbus.config import (
-    ModbusConfig,
-    ModbusDevice,
-    ModbusPoint,
-    Table,
-    connection_of,
-)
+from collector.modbus.config import ModbusConfig, ModbusDevice, ModbusPoint, connection_of
 from collector.modbus.decode import decode, decode_text
+from collector.modbus.plan import BIT_TABLES, ReadRequest, by_interval, device_plan, split
 from collector.reading import GOOD, Emit, Quality, Reading, bad
 
 log = logging.getLogger(__name__)
 
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+MAX_BACKOFF = 60.0
+"""Longest wait, in seconds, between two tries of a device that does not answer."""
 
 _READS = {
     "holding": "read_holding_registers",
@@ -44,26 +46,12 @@ _READS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ReadRequest:
-    """One read on the wire and the points its answer serves."""
-
-    table: Table
-    address: int
-    count: int
-    points: tuple[ModbusPoint, ...]
-
-
-def plan_requests(points: Sequence[ModbusPoint]) -> list[ReadRequest]:
-    """The reads that serve `points`: one per point until request merging comes."""
-    return [ReadRequest(p.table, p.address, p.count, (p,)) for p in points]
-
-
 def _client(device: ModbusDevice) -> Client:
     # reconnect_delay=0: pymodbus must not reconnect in the background; the next cycle does.
-    if device.transport == "tcp":
+    if device.transport in ("tcp", "rtu_over_tcp"):
+        framer = FramerType.RTU if device.transport == "rtu_over_tcp" else FramerType.SOCKET
         return AsyncModbusTcpClient(
-            device.host or "", port=device.port, timeout=device.timeout,
+            device.host or "", port=device.port, framer=framer, timeout=device.timeout,
             retries=device.retries, reconnect_delay=0)
     return AsyncModbusSerialClient(
         device.serial_port or "", framer=FramerType.RTU, baudrate=device.baudrate,
@@ -88,21 +76,47 @@ class _Link:
 
 
 class _Health:
-    """Logs a device's outage once at warning, repeats at debug, recovery once at info."""
+    """A device's outage: logged once at warning, repeats at debug, recovery once at info.
 
-    def __init__(self, device: str) -> None:
-        self.device = device
+    It also spaces out the tries of a device that does not answer: after `failures`
+    consecutive failures the wire waits min(interval * 2**failures, MAX_BACKOFF) seconds,
+    so a dead device on a shared bus does not cost every cycle a timeout.
+    """
+
+    def __init__(self, device: ModbusDevice) -> None:
+        self.device = device.name
+        self.interval = float(min(by_interval(device)))  # its most frequent polling
         self.down = False
+        self.failures = 0
+        self.next_try = -math.inf
+        self.error = ""
 
-    def failed(self, error: object) -> None:
+    def wait(self, now: float) -> float:
+        """Seconds until the device may be tried again; 0 when it may be tried now.
+
+        Within half an interval counts as now: the try lands on the tick nearest its
+        due time instead of slipping a whole tick for a millisecond of jitter.
+        """
+        remaining = self.next_try - now
+        return 0.0 if remaining < self.interval / 2 else remaining
+
+    def failed(self, error: object, began: float) -> float:
+        """Record a failed try that began at `began`; returns the wait until the next."""
         log.log(logging.DEBUG if self.down else logging.WARNING,
                 "device %s unavailable: %s", self.device, error)
         self.down = True
+        self.failures += 1
+        self.error = str(error)
+        delay = min(self.interval * 2 ** min(self.failures, 32), MAX_BACKOFF)
+        self.next_try = began + delay
+        return delay
 
     def answered(self) -> None:
         if self.down:
             log.info("device %s recovered", self.device)
         self.down = False
+        self.failures = 0
+        self.next_try = -math.inf
 
 
 def _exception_name(code: int | None) -> str:
@@ -130,11 +144,8 @@ class ModbusCollector:
                     key = connection_of(device)
                     if key not in links:
                         links[key] = _Link(key, _client(device))
-                    health = _Health(device.name)
-                    by_interval: dict[float, list[ModbusPoint]] = {}
-                    for point in device.points:
-                        by_interval.setdefault(point.interval or device.interval, []).append(point)
-                    for interval, points in by_interval.items():
+                    health = _Health(device)
+                    for interval, points in by_interval(device).items():
                         tasks.create_task(
                             self._poll(device, links[key], health, interval, points, emit),
                             name=f"modbus {device.name} every {interval}s")
@@ -145,52 +156,81 @@ class ModbusCollector:
     async def _poll(self, device: ModbusDevice, link: _Link, health: _Health,
                     interval: float, points: list[ModbusPoint], emit: Emit) -> None:
         """Cycle at start + k * interval; a cycle that overruns skips ticks, never bursts."""
-        requests = plan_requests(points)
+        requests = device_plan(device, points)
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         start, tick = loop.time(), 0
         while True:
             try:
                 emit(await self._cycle(device, link, health, requests))
             except Exception:  # a bug in one cycle must not stop this or any other device
                 log.exception("device %s: poll cycle failed", device.name)
+            if task is not None and task.cancelling():
+                # Python 3.11's wait_for (inside pymodbus) can swallow a cancel that lands
+                # as a reply arrives; the task is still marked, so honour it here.
+                raise asyncio.CancelledError
             now = loop.time()
             tick = max(tick + 1, math.floor((now - start) / interval) + 1)
             await asyncio.sleep(start + tick * interval - now)
 
     async def _cycle(self, device: ModbusDevice, link: _Link, health: _Health,
                      requests: list[ReadRequest]) -> list[Reading]:
+        """One reading per point; `requests` may be split in place (see `_serve`)."""
+        began = asyncio.get_running_loop().time()
+        if wait := health.wait(began):
+            return self._unavailable(device, requests, f"{health.error}; next try in {wait:.1f}s")
         readings: list[Reading] = []
         try:
             client = await link.connected()
-            for request in requests:
-                readings += await self._read(client, device, request)
+            for request in list(requests):
+                readings += await self._serve(client, device, request, requests)
         except (ModbusException, OSError) as exc:  # OSError covers TimeoutError
-            health.failed(exc)
-            reason = bad(f"device {device.name} (unit {device.unit_id}) unavailable: {exc}")
-            ts = self._clock()
-            return [self._reading(device, point, math.nan, ts, reason)
-                    for request in requests for point in request.points]
+            delay = health.failed(exc, began)
+            return self._unavailable(device, requests, f"{exc}; next try in {delay:.1f}s")
         health.answered()
         return readings
 
-    async def _read(self, client: Client, device: ModbusDevice,
-                    request: ReadRequest) -> list[Reading]:
-        read = getattr(client, _READS[request.table])
-        response: ModbusPDU = await read(
+    def _unavailable(self, device: ModbusDevice, requests: list[ReadRequest],
+                     why: str) -> list[Reading]:
+        reason = bad(f"device {device.name} (unit {device.unit_id}) unavailable: {why}")
+        ts = self._clock()
+        return [self._reading(device, point, math.nan, ts, reason)
+                for request in requests for point in request.points]
+
+    async def _serve(self, client: Client, device: ModbusDevice, request: ReadRequest,
+                     requests: list[ReadRequest]) -> list[Reading]:
+        """Read one request; on ILLEGAL DATA ADDRESS split it in `requests` and read the parts.
+
+        Merging may read registers the device never mapped, and some devices refuse the
+        whole read for one of them. Splitting (first at the gaps, then per point) keeps
+        the refusal to the points that really are not there.
+        """
+        response: ModbusPDU = await getattr(client, _READS[request.table])(
             request.address, count=request.count, device_id=device.unit_id)
         ts = self._clock()
-        where = f"device {device.name} (unit {device.unit_id}) {request.table} {request.address}"
-        if response.isError():
-            code = getattr(response, "exception_code", None)
-            reason = bad(f"{where}: exception reply {_exception_name(code)}")
-            return [self._reading(device, p, math.nan, ts, reason) for p in request.points]
-        return [self._point(device, request, point, response, ts) for point in request.points]
+        if not response.isError():
+            return [self._point(device, request, point, response, ts)
+                    for point in request.points]
+        code = getattr(response, "exception_code", None)
+        if code == ExcCodes.ILLEGAL_ADDRESS and len(parts := split(request)) > 1:
+            at = requests.index(request)
+            requests[at : at + 1] = parts
+            log.info("device %s (unit %s): %s refused with exception %s; reading it as %d "
+                     "requests from now on: %s", device.name, device.unit_id, request,
+                     _exception_name(code), len(parts), ", ".join(map(str, parts)))
+            readings: list[Reading] = []
+            for part in parts:
+                readings += await self._serve(client, device, part, requests)
+            return readings
+        reason = bad(f"device {device.name} (unit {device.unit_id}) {request.table} "
+                     f"{request.address}: exception reply {_exception_name(code)}")
+        return [self._reading(device, p, math.nan, ts, reason) for p in request.points]
 
     def _point(self, device: ModbusDevice, request: ReadRequest, point: ModbusPoint,
                response: ModbusPDU, ts: float) -> Reading:
         start = point.address - request.address
         try:
-            if request.table in ("coil", "discrete"):
+            if request.table in BIT_TABLES:
                 value = decode(point, bits=response.bits[start : start + 1])
             elif point.type == "ascii":
                 # Text is no float: it travels in extra, with no numeric value.
@@ -209,21 +249,3 @@ class ModbusCollector:
                  quality: Quality = GOOD, extra: dict[str, str] | None = None) -> Reading:
         return Reading(point.asset, point.metric, value, ts, quality, point.unit,
                        f"modbus:{device.name}", extra or {})
-
-
-def explain(config: ModbusConfig) -> str:
-    """The read requests each device makes per cycle, for `patrol check --explain-modbus`."""
-    lines = []
-    for device in config.devices:
-        lines.append(f"{device.name} ({connection_of(device)}, unit {device.unit_id}):")
-        by_interval: dict[float, list[ModbusPoint]] = {}
-        for point in device.points:
-            by_interval.setdefault(point.interval or device.interval, []).append(point)
-        for interval, points in by_interval.items():
-            requests = plan_requests(points)
-            lines.append(f"  every {interval:g}s: {len(requests)} requests")
-            for r in requests:
-                metrics = ", ".join(f"{p.asset}.{p.metric}" for p in r.points)
-                lines.append(f"    {r.table} {r.address}-{r.address + r.count - 1} "
-                             f"({r.count}): {metrics}")
-    return "\n".join(lines)

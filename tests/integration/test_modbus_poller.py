@@ -1,142 +1,42 @@
-"""The poller against a real pymodbus server on loopback."""
+"""The poller against real pymodbus servers on loopback: TCP, RTU over TCP, RTU on a pty."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import math
 import shutil
-import struct
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 from pymodbus import FramerType
-from pymodbus.datastore import (
-    ModbusDeviceContext,
-    ModbusSequentialDataBlock,
-    ModbusServerContext,
-)
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
-from collector.modbus.config import ModbusConfig
+from collector.modbus.config import ModbusConfig, ModbusPoint
+from collector.modbus.decode import encode, encode_text
 from collector.modbus.poller import ModbusCollector
-from collector.reading import Reading
 from tests.conftest import free_port
+from tests.integration.modbus_peers import (
+    INTERVAL,
+    POLLER_LOG,
+    Batches,
+    Request,
+    Requests,
+    by_metric,
+    counter,
+    device,
+    modbus_server,
+    poll_until,
+    pty_pair,
+    run,
+    serial_server,
+    silent_server,
+    unit,
+    words,
+)
 
-INTERVAL = 0.2
-POLLER_LOG = "collector.modbus.poller"
-
-
-def words(fmt: str, value: float) -> list[int]:
-    """Big-endian (ABCD) registers of `value` packed by struct as `fmt`."""
-    data = struct.pack(">" + fmt, value)
-    return list(struct.unpack(f">{len(data) // 2}H", data))
-
-
-def run(main: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run, failing the test if it leaves tasks or threads behind."""
-    threads = set(threading.enumerate())
-
-    async def checked() -> Any:
-        result = await main
-        await asyncio.sleep(0.05)  # let closed transports run their callbacks
-        assert asyncio.all_tasks() == {asyncio.current_task()}
-        return result
-
-    result = asyncio.run(checked())
-    assert set(threading.enumerate()) <= threads
-    return result
-
-
-@asynccontextmanager
-async def modbus_server(
-    port: int, hr: list[int] | None = None, ir: list[int] | None = None,
-    co: list[bool] | None = None, unit: int = 1,
-) -> AsyncIterator[ModbusTcpServer]:
-    """A pymodbus TCP server where protocol address A of each table is list[A]."""
-    blocks = {name: ModbusSequentialDataBlock(1, values)
-              for name, values in (("hr", hr), ("ir", ir), ("co", co)) if values}
-    context = ModbusServerContext(devices={unit: ModbusDeviceContext(**blocks)}, single=False)
-    server = ModbusTcpServer(context, address=("127.0.0.1", port))
-    await server.serve_forever(background=True)
-    try:
-        yield server
-    finally:
-        await server.shutdown()
-
-
-@asynccontextmanager
-async def silent_server(port: int) -> AsyncIterator[None]:
-    """Accepts connections and reads requests, but never answers."""
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await reader.read(256):
-            pass
-        writer.close()
-
-    server = await asyncio.start_server(swallow, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-class Batches:
-    """Records each emit() call, and when it came."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, list[Reading]]] = []
-        self._emitted = asyncio.Event()
-
-    def __call__(self, readings: Sequence[Reading]) -> None:
-        self.calls.append((asyncio.get_running_loop().time(), list(readings)))
-        self._emitted.set()
-
-    async def until(self, condition: Callable[[Batches], bool]) -> None:
-        while not condition(self):
-            self._emitted.clear()
-            await self._emitted.wait()
-
-    def of(self, device: str) -> list[list[Reading]]:
-        return [batch for _, batch in self.calls
-                if batch and batch[0].source == f"modbus:{device}"]
-
-    def times(self, device: str) -> list[float]:
-        return [at for at, batch in self.calls
-                if batch and batch[0].source == f"modbus:{device}"]
-
-
-async def poll_until(
-    collector: ModbusCollector, done: Callable[[Batches], bool],
-    during: Callable[[Batches], Awaitable[None]] | None = None,
-) -> Batches:
-    """Run the collector until `done(batches)`, then cancel it as an agent would."""
-    batches = Batches()
-    task = asyncio.create_task(collector.run(batches))
-    try:
-        async with asyncio.timeout(5):
-            if during:
-                await during(batches)
-            await batches.until(done)
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task  # re-raises anything run() let escape
-    return batches
-
-
-def device(name: str, port: int, points: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
-    return {"name": name, "host": "127.0.0.1", "port": port, "interval": INTERVAL,
-            "timeout": 0.3, "retries": 0, "points": points, **more}
-
-
-def by_metric(batch: list[Reading]) -> dict[str, Reading]:
-    return {reading.metric: reading for reading in batch}
+NEEDS_SOCAT = pytest.mark.skipif(not shutil.which("socat"), reason="needs socat for a pty pair")
 
 
 HOLDING = (
@@ -173,9 +73,8 @@ EXPECTED = {
 
 def test_values_are_decoded_from_a_real_server():
     port = free_port()
-    clock = itertools.count(1000.0)
     config = ModbusConfig.model_validate({"devices": [device("oven", port, POINTS)]})
-    collector = ModbusCollector(config, clock=lambda: next(clock))
+    collector = ModbusCollector(config, clock=counter(1000.0))
 
     async def main() -> Batches:
         async with modbus_server(port, hr=HOLDING, ir=INPUT, co=[False, True]):
@@ -213,9 +112,10 @@ def test_a_dead_device_is_bad_and_the_live_one_keeps_delivering(caplog):
 
     async def main() -> Batches:
         async with modbus_server(live_port, hr=HOLDING):
+            # Backoff tries the dead device on ticks 0, 2, 6...: 7 cycles hold a repeat.
             return await poll_until(
                 ModbusCollector(config),
-                lambda b: len(b.of("live")) >= 3 and len(b.of("dead")) >= 3)
+                lambda b: len(b.of("live")) >= 3 and len(b.of("dead")) >= 7)
 
     with caplog.at_level(logging.DEBUG, logger=POLLER_LOG):
         batches = run(main())
@@ -231,7 +131,7 @@ def test_a_dead_device_is_bad_and_the_live_one_keeps_delivering(caplog):
     ours = [r for r in caplog.records if r.name == POLLER_LOG]
     warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("device dead unavailable: ")
-    assert sum(r.levelno == logging.DEBUG for r in ours) >= 2  # the repeats
+    assert sum(r.levelno == logging.DEBUG for r in ours) >= 1  # the repeats
     assert not any("live" in r.getMessage() for r in ours)
 
 
@@ -311,6 +211,10 @@ def test_a_device_that_comes_back_is_reconnected_and_logged_once(caplog):
     assert warnings[0] == ("device oven unavailable: Modbus Error: [Connection] "
                            f"cannot connect to tcp 127.0.0.1:{port}")
     assert warnings[1].startswith("device oven unavailable: ")
+    # The first failure waits two intervals, and so does the first after the recovery:
+    # a success resets the backoff.
+    for batch in (batches.of("oven")[0], batches.of("oven")[-1]):
+        assert batch[0].quality.reason.endswith(f"; next try in {2 * INTERVAL:.1f}s")
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -325,38 +229,200 @@ def test_devices_on_one_connection_must_agree(change: dict[str, Any], message: s
         ]})
 
 
-@pytest.mark.skipif(not shutil.which("socat"), reason="needs socat for a pty pair")
-def test_rtu_over_a_pty_pair(tmp_path):
-    client_end, server_end = tmp_path / "A", tmp_path / "B"
-    config = ModbusConfig.model_validate({"devices": [{
-        "name": "meter", "transport": "rtu", "serial_port": str(client_end),
-        "baudrate": 19200, "unit_id": 3, "interval": INTERVAL, "timeout": 0.3, "retries": 0,
-        "points": POINTS[:3],
-    }]})
+
+
+# --- every type and order, over every transport ------------------------------------------
+
+ORDERS = ("ABCD", "DCBA", "BADC", "CDAB")
+VALUES: dict[str, float] = {
+    "int16": -12345, "uint16": 54321, "float16": -2.5, "bool": 1,
+    "int32": -123_456_789, "uint32": 3_000_000_000, "float32": 21.5,
+    "int64": -1_234_567_890_123, "uint64": 2**63 + 12345, "float64": -273.15,
+}
+TEXT = "PATROL-7"
+HAND_WRITTEN: list[tuple[str, str, list[int], float]] = [  # not computed by encode()
+    ("float32", "CDAB", [0x0000, 0x3FC0], 1.5),
+    ("int32", "BADC", [0x0201, 0x0403], 0x01020304),
+    ("uint16", "DCBA", [0x3412], 0x1234),
+    ("uint32", "CDAB", [0xBEEF, 0xDEAD], 0xDEADBEEF),
+    ("float64", "DCBA", [0x6666, 0x6666, 0x6612, 0x71C0], -273.15),
+    ("int16", "BADC", [0xFEFF], -2),
+]
+
+
+def type_map() -> tuple[list[dict[str, Any]], list[int], dict[str, float | str]]:
+    """Points of every type in every order, packed end to end from address 0: the points,
+    the registers a device holds for them, and each metric's expected value (or text)."""
+    points: list[dict[str, Any]] = []
+    registers: list[int] = []
+    expected: dict[str, float | str] = {}
+
+    def add(metric: str, type_: str, order: str, regs: list[int], value: float | str,
+            **more: Any) -> None:
+        points.append({"asset": "rig", "metric": metric, "address": len(registers),
+                       "type": type_, "order": order, **more})
+        registers.extend(regs)
+        expected[metric] = value
+
+    for type_, value in VALUES.items():
+        for order in ORDERS:
+            spec = ModbusPoint(asset="rig", metric="m", address=0, type=type_, order=order)
+            add(f"{type_}_{order}", type_, order, encode(spec, value), float(value))
+    for order in ORDERS:
+        spec = ModbusPoint(asset="rig", metric="m", address=0, type="ascii", order=order,
+                           length=len(TEXT))
+        add(f"ascii_{order}", "ascii", order, encode_text(spec, TEXT), TEXT, length=len(TEXT))
+    for n, (type_, order, regs, value) in enumerate(HAND_WRITTEN):
+        add(f"hand{n}_{type_}_{order}", type_, order, regs, float(value))
+    return points, registers, expected
+
+
+@NEEDS_SOCAT
+@pytest.mark.parametrize("transport", ["tcp", "rtu_over_tcp", "rtu"])
+def test_every_type_and_order_over_each_transport(transport: str, tmp_path: Path):
+    """Two units share one connection (a gateway, a bus); reads are cut at max_registers."""
+    points, registers, expected = type_map()
+    assert len(registers) > 100  # so max_registers 40 really cuts the map into reads
+    units = {3: unit(hr=registers), 4: unit(hr=[4242])}
+    port = free_port()
+    link: dict[str, Any] = (
+        {"serial_port": str(tmp_path / "A"), "baudrate": 19200} if transport == "rtu"
+        else {"host": "127.0.0.1", "port": port})
+    common = {"transport": transport, "interval": INTERVAL, "timeout": 0.5, "retries": 0,
+              **link}
+    config = ModbusConfig.model_validate({"devices": [
+        {"name": "rig", "unit_id": 3, "max_registers": 40, "points": points, **common},
+        {"name": "other", "unit_id": 4, **common,
+         "points": [{"asset": "rig2", "metric": "count", "address": 0}]},
+    ]})
+    requests = Requests()
 
     async def main() -> Batches:
-        socat = await asyncio.create_subprocess_exec(
-            "socat", f"pty,raw,echo=0,link={client_end}", f"pty,raw,echo=0,link={server_end}",
-            stderr=asyncio.subprocess.DEVNULL)
-        try:
-            async with asyncio.timeout(5):
-                while not (client_end.exists() and server_end.exists()):  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)  # a file appearing sets no event
-            context = ModbusServerContext(devices={3: ModbusDeviceContext(
-                hr=ModbusSequentialDataBlock(1, HOLDING))}, single=False)
-            server = ModbusSerialServer(
-                context, framer=FramerType.RTU, port=str(server_end), baudrate=19200)
-            await server.serve_forever(background=True)
-            try:
-                return await poll_until(
-                    ModbusCollector(config), lambda b: len(b.of("meter")) >= 2)
-            finally:
-                await server.shutdown()
-        finally:
-            socat.terminate()
-            await socat.wait()
+        def done(b: Batches) -> bool:
+            return len(b.of("rig")) >= 2 and len(b.of("other")) >= 2
+
+        if transport == "rtu":
+            async with pty_pair(tmp_path) as (_, server_end), \
+                    serial_server(server_end, units, requests=requests):
+                return await poll_until(ModbusCollector(config), done)
+        framer = FramerType.RTU if transport == "rtu_over_tcp" else FramerType.SOCKET
+        async with modbus_server(port, units=units, framer=framer, requests=requests):
+            return await poll_until(ModbusCollector(config), done)
 
     batches = run(main())
-    for batch in batches.of("meter"):
-        assert [(r.metric, r.value) for r in batch if r.good] == [
-            ("temp", 21.5), ("drift", -3.25), ("offset", -42.0)]
+    for batch in batches.of("rig"):
+        readings = by_metric(batch)
+        assert set(readings) == set(expected)
+        for metric, value in expected.items():
+            reading = readings[metric]
+            assert reading.quality.good, (metric, reading.quality)
+            if isinstance(value, str):
+                assert reading.extra == {"text": value}, metric
+            else:
+                assert reading.value == value, metric
+    for batch in batches.of("other"):
+        assert [(r.metric, r.value) for r in batch] == [("count", 4242.0)]
+    reads = sorted({r for r in requests.seen if r.unit == 3})
+    assert {a for r in reads for a in range(r.address, r.address + r.count)} == set(
+        range(len(registers)))
+    assert all(r.count <= 40 for r in reads)
+    assert len(reads) <= math.ceil(len(registers) / 40) + 1, reads
+
+
+# --- request planning on the wire --------------------------------------------------------
+
+
+def test_points_are_merged_into_the_planned_requests():
+    port = free_port()
+    points = [
+        {"asset": "a", "metric": "t", "address": 0, "type": "float32"},
+        {"asset": "a", "metric": "u", "address": 2},
+        {"asset": "a", "metric": "v", "address": 5},          # 2 unused registers before
+        {"asset": "a", "metric": "w", "address": 5, "bit": 3},  # shares register 5
+        {"asset": "a", "metric": "x", "address": 20, "type": "float32"},
+        {"asset": "a", "metric": "i", "table": "input", "address": 0},
+        {"asset": "a", "metric": "c1", "table": "coil", "address": 1, "type": "bool"},
+        {"asset": "a", "metric": "c3", "table": "coil", "address": 3, "type": "bool"},
+    ]
+    config = ModbusConfig.model_validate({"devices": [
+        device("plc", port, points, max_gap=2)]})
+    requests = Requests()
+
+    async def main() -> Batches:
+        async with modbus_server(port, hr=[7] * 30, ir=[8], co=[True] * 5,
+                                 requests=requests):
+            return await poll_until(ModbusCollector(config), lambda b: len(b.of("plc")) >= 3)
+
+    batches = run(main())
+    planned = [Request(1, 3, 0, 6), Request(1, 3, 20, 2), Request(1, 4, 0, 1),
+               Request(1, 1, 1, 3)]
+    assert requests.seen == planned * len(batches.of("plc"))  # 4 reads a cycle, not 8
+    for batch in batches.of("plc"):
+        assert all(r.good for r in batch) and len(batch) == len(points)
+
+
+def test_a_refused_merged_read_is_split_so_holes_blank_only_themselves(caplog):
+    port = free_port()
+    mapped = {0: [0x41AC, 0x0000, 11], 10: [12], 20: [20, 21], 23: [23]}  # 22 is a hole
+    points = [
+        {"asset": "a", "metric": "t", "address": 0, "type": "float32"},
+        {"asset": "a", "metric": "u", "address": 2},
+        {"asset": "a", "metric": "v", "address": 10},
+        {"asset": "a", "metric": "p", "address": 20},
+        {"asset": "a", "metric": "q", "address": 21},
+        {"asset": "a", "metric": "ghost", "address": 22},
+        {"asset": "a", "metric": "r", "address": 23},
+    ]
+    config = ModbusConfig.model_validate({"devices": [
+        device("plc", port, points, max_gap=8)]})
+    requests = Requests()
+
+    async def main() -> Batches:
+        async with modbus_server(port, hr=mapped, requests=requests):
+            return await poll_until(ModbusCollector(config), lambda b: len(b.of("plc")) >= 3)
+
+    with caplog.at_level(logging.DEBUG, logger=POLLER_LOG):
+        batches = run(main())
+    for batch in batches.of("plc"):
+        values = {r.metric: r.value for r in batch if r.good}
+        assert values == {"t": 21.5, "u": 11, "v": 12, "p": 20, "q": 21, "r": 23}
+        ghost = by_metric(batch)["ghost"]
+        assert not ghost.good
+        for part in ("device plc", "unit 1", "holding 22", "2 (ILLEGAL_ADDRESS)"):
+            assert part in ghost.quality.reason, ghost.quality.reason
+    first = [Request(1, 3, 0, 11), Request(1, 3, 0, 3), Request(1, 3, 10, 1),
+             Request(1, 3, 20, 4), *(Request(1, 3, a, 1) for a in (20, 21, 22, 23))]
+    later = [Request(1, 3, 0, 3), Request(1, 3, 10, 1),
+             *(Request(1, 3, a, 1) for a in (20, 21, 22, 23))]
+    assert requests.seen == first + later * (len(batches.of("plc")) - 1)  # split once, for good
+    infos = [r.getMessage() for r in caplog.records
+             if r.name == POLLER_LOG and r.levelno == logging.INFO]
+    assert infos == [
+        "device plc (unit 1): holding 0-10 (11 registers, 7 unused) refused with exception "
+        "2 (ILLEGAL_ADDRESS); reading it as 2 requests from now on: "
+        "holding 0-2 (3 registers), holding 10 (1 register)",
+        "device plc (unit 1): holding 20-23 (4 registers) refused with exception 2 "
+        "(ILLEGAL_ADDRESS); reading it as 4 requests from now on: holding 20 (1 register), "
+        "holding 21 (1 register), holding 22 (1 register), holding 23 (1 register)",
+    ]
+
+
+def test_a_device_that_does_not_answer_is_tried_less_and_less_often():
+    port = free_port()
+    config = ModbusConfig.model_validate({"devices": [
+        device("mute", port, POINTS[:1], interval=0.05, timeout=0.03)]})
+    received: list[bytes] = []
+
+    async def main() -> Batches:
+        async with silent_server(port, received):
+            return await poll_until(ModbusCollector(config), lambda b: len(b.of("mute")) >= 16)
+
+    batches = run(main())
+    tries = len(b"".join(received)) // 12  # one 12-byte Modbus/TCP read request a try
+    # Without backoff 16 cycles would be 16 tries; with it ticks 0, 2, 6 and 14.
+    assert 2 <= tries <= 6, tries
+    for batch in batches.of("mute"):
+        (reading,) = batch  # every cycle still reports the point, as bad
+        assert not reading.good
+        assert "device mute (unit 1) unavailable: " in reading.quality.reason
+        assert "; next try in " in reading.quality.reason
