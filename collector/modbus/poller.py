@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from collector.modbus.config import ModbusConfig, ModbusDevice, ModbusPoint, connection_of
@@ -180,15 +180,33 @@ class ModbusCollector:
         if wait := health.wait(began):
             return self._unavailable(device, requests, f"{health.error}; next try in {wait:.1f}s")
         readings: list[Reading] = []
+        silent, answered = 0, False  # requests in a row the device did not answer
         try:
             client = await link.connected()
             for request in list(requests):
-                readings += await self._serve(client, device, request, requests)
+                try:
+                    readings += await self._serve(client, device, request, requests)
+                    silent, answered = 0, True
+                except ModbusIOException as exc:
+                    # One unanswered request costs only its own points; two in a row, or
+                    # a cycle with no answer at all, mean the device is gone.
+                    silent += 1
+                    if silent > 1 or not client.connected or (
+                            request is requests[-1] and not answered):
+                        raise
+                    readings += self._unanswered(device, request, exc)
         except (ModbusException, OSError) as exc:  # OSError covers TimeoutError
             delay = health.failed(exc, began)
             return self._unavailable(device, requests, f"{exc}; next try in {delay:.1f}s")
         health.answered()
         return readings
+
+    def _unanswered(self, device: ModbusDevice, request: ReadRequest,
+                    exc: Exception) -> list[Reading]:
+        reason = bad(f"device {device.name} (unit {device.unit_id}) {request.table} "
+                     f"{request.address}: no answer ({exc})")
+        ts = self._clock()
+        return [self._reading(device, point, math.nan, ts, reason) for point in request.points]
 
     def _unavailable(self, device: ModbusDevice, requests: list[ReadRequest],
                      why: str) -> list[Reading]:

@@ -157,6 +157,35 @@ async def silent_server(port: int, received: list[bytes] | None = None
         await server.wait_closed()
 
 
+@asynccontextmanager
+async def deaf_to(port: int, upstream: int, address: int) -> AsyncIterator[None]:
+    """A Modbus TCP proxy to `upstream` that never answers reads starting at `address`:
+    a device that ignores one request but answers the others."""
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        try:
+            while header := await reader.readexactly(7):
+                body = await reader.readexactly(int.from_bytes(header[4:6], "big") - 1)
+                if int.from_bytes(body[1:3], "big") == address:
+                    continue  # swallowed: the client times out on this one
+                up_writer.write(header + body)
+                answer = await up_reader.readexactly(7)
+                answer += await up_reader.readexactly(int.from_bytes(answer[4:6], "big") - 1)
+                writer.write(answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            up_writer.close()
+            writer.close()
+
+    server = await asyncio.start_server(relay, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 class Batches:
     """Records each emit() call, and when it came."""
 

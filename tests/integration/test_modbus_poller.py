@@ -25,6 +25,7 @@ from tests.integration.modbus_peers import (
     Requests,
     by_metric,
     counter,
+    deaf_to,
     device,
     modbus_server,
     poll_until,
@@ -181,6 +182,26 @@ def test_a_silent_device_times_out_without_holding_up_the_others():
         for reading in batch:
             assert not reading.good
             assert "device mute (unit 1) unavailable" in reading.quality.reason
+
+
+def test_one_unanswered_request_costs_only_its_own_points():
+    server_port, proxy_port = free_port(), free_port()
+    points = [POINTS[0], POINTS[2], POINTS[3]]  # address 0, then 4-5 (one merged request)
+    config = ModbusConfig.model_validate({"devices": [
+        device("oven", proxy_port, points, timeout=0.2)]})
+
+    async def main() -> Batches:
+        async with modbus_server(server_port, hr=HOLDING), \
+                deaf_to(proxy_port, server_port, address=0):
+            return await poll_until(ModbusCollector(config),
+                                    lambda b: len(b.of("oven")) >= 3)
+
+    for batch in run(main()).of("oven"):
+        readings = by_metric(batch)
+        assert not readings["temp"].good
+        assert "oven (unit 1) holding 0: no answer" in readings["temp"].quality.reason
+        assert readings["offset"].good and readings["offset"].value == -42
+        assert readings["scaled"].good
 
 
 def test_a_device_that_comes_back_is_reconnected_and_logged_once(caplog):
