@@ -59,6 +59,8 @@ TRIM_MARGIN = 0.05
 """When over `max_size`, trim to this fraction below it, so trimming is not per batch."""
 
 T = TypeVar("T")
+Row = tuple[int, int, float, float | None, str | None]
+"""A stored reading as `rows` returns it: id, series id, ts, value (None: NaN), bad reason."""
 
 
 class BufferFull(Exception):
@@ -174,6 +176,16 @@ class Buffer:
             value = math.nan if value is None else value
             out.append(Stored(row_id, Reading(asset, metric, value, ts, quality, unit, source)))
         return out
+
+    def rows(self, limit: int, after: int = 0) -> list[Row]:
+        """Up to `limit` raw rows (id, series, ts, value, bad) after row `after`, in order."""
+        return self._guard(lambda: self._db.execute(
+            "SELECT id, series, ts, value, bad FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit)).fetchall())
+
+    def series(self, series_id: int) -> tuple[str, str, str, str]:
+        """(asset, metric, unit, source) of a series id of `rows`."""
+        return self._series_by_id[series_id]
 
     def delete(self, ids: Sequence[int]) -> None:
         """Forget readings the TSDB acknowledged (ids of one batch, in order)."""
