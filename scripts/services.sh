@@ -7,7 +7,7 @@ set -euo pipefail
 # (a second mosquitto for broker restarts, victoria-metrics, influxdb) only need installing.
 # socat makes pty pairs for Modbus RTU; mbpoll is an independent Modbus master that
 # cross-checks our register decoding.
-PACKAGES=(mosquitto mosquitto-clients postgresql socat mbpoll)
+PACKAGES=(mosquitto mosquitto-clients postgresql socat mbpoll victoria-metrics influxdb)
 PACKAGES+=(${PATROL_EXTRA_PACKAGES:-})
 
 say() { echo "services: $*"; }
