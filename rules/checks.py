@@ -10,13 +10,12 @@ what is measured (a value, a rate, an aggregate, a consumption).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections import deque
 from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 from zoneinfo import ZoneInfo
-
-import numpy as np
 
 from rules.standard import (
     BudgetCheck,
@@ -69,6 +68,14 @@ class Checker:
         """(judgement, when it became so); NONE when time alone changes nothing."""
         return Judgement.NONE, now
 
+    timed = False
+    """True when time alone can change the judgement (tick must be called)."""
+
+    def outside(self, ts: float, value: float) -> None:
+        """A reading outside the standard's schedule: not judged, but a baseline may move
+        (the sensor is alive; a counter's night-time consumption is not the day's)."""
+        return None
+
     def limit(self) -> dict[str, Any]:
         return _limits(self.low, self.high)
 
@@ -108,15 +115,30 @@ class RateChecker(Checker):
         super().__init__(standard)
         self.high, self.per = check.max, check.per
         self.history: deque[tuple[float, float]] = deque()
+        # monotonic deques: the window's lowest and highest values in O(1) per reading
+        self._low: deque[tuple[float, float]] = deque()
+        self._high: deque[tuple[float, float]] = deque()
         self.reference = math.nan
 
     def observe(self, ts: float, value: float) -> Judgement:
-        history = self.history
+        history, low, high = self.history, self._low, self._high
         history.append((ts, value))
-        while history[0][0] < ts - self.per:
+        while low and low[-1][1] >= value:
+            low.pop()
+        low.append((ts, value))
+        while high and high[-1][1] <= value:
+            high.pop()
+        high.append((ts, value))
+        start = ts - self.per
+        while history[0][0] < start:
             history.popleft()
-        ref = max(history, key=lambda item: abs(value - item[1]))[1]
-        self.reference, self.value = ref, abs(value - ref)
+        while low[0][0] < start:
+            low.popleft()
+        while high[0][0] < start:
+            high.popleft()
+        down, up = value - low[0][1], high[0][1] - value
+        self.reference = low[0][1] if down >= up else high[0][1]
+        self.value = max(down, up)
         return _judge(self.value, None, self.high, self.deadband)
 
     def limit(self) -> dict[str, Any]:
@@ -129,11 +151,17 @@ class RateChecker(Checker):
         return list(self.history)
 
     def restore(self, state: Any) -> None:
-        self.history = deque((float(ts), float(v)) for ts, v in state)
+        saved, self.history = list(state), deque()
+        self._low.clear()
+        self._high.clear()
+        for ts, value in saved:  # replaying rebuilds the deques, the value and reference
+            self.observe(float(ts), float(value))
 
 
 class StaleChecker(Checker):
     """Violated when no good reading came for `after`, by reading time and wall clock."""
+
+    timed = True
 
     def __init__(self, standard: Standard, check: StaleCheck, started: float) -> None:
         super().__init__(standard)
@@ -141,9 +169,14 @@ class StaleChecker(Checker):
         self.last = started  # a sensor silent since start-up goes stale too
 
     def observe(self, ts: float, value: float) -> Judgement:
-        self.last = max(self.last, ts)
+        if ts <= self.last:
+            return Judgement.NONE  # a replayed or late reading says nothing about now
+        self.last = ts
         self.value = 0.0
         return Judgement.COMPLIANT
+
+    def outside(self, ts: float, value: float) -> None:
+        self.last = max(self.last, ts)
 
     def tick(self, now: float) -> tuple[Judgement, float]:
         self.value = now - self.last
@@ -167,6 +200,8 @@ class StaleChecker(Checker):
 class WindowChecker(Checker):
     """An aggregate over the readings of the last `over` seconds, against limits."""
 
+    timed = True
+
     def __init__(self, standard: Standard, check: WindowCheck) -> None:
         super().__init__(standard)
         self.low, self.high = check.min, check.max
@@ -174,11 +209,15 @@ class WindowChecker(Checker):
         self.times: deque[float] = deque()
         self.values: deque[float] = deque()
         self.total = 0.0
+        # min, max and p95 read a sorted copy kept up to date by bisection
+        self.ordered: list[float] | None = [] if check.agg in ("min", "max", "p95") else None
 
     def observe(self, ts: float, value: float) -> Judgement:
         self.times.append(ts)
         self.values.append(value)
         self.total += value
+        if self.ordered is not None:
+            insort(self.ordered, value)
         self._expire(ts)
         return self._judge_window()
 
@@ -189,10 +228,13 @@ class WindowChecker(Checker):
         return self._judge_window(), now
 
     def _expire(self, now: float) -> None:
-        times, values = self.times, self.values
+        times, values, ordered = self.times, self.values, self.ordered
         while times and times[0] <= now - self.over:
             times.popleft()
-            self.total -= values.popleft()
+            gone = values.popleft()
+            self.total -= gone
+            if ordered is not None:
+                del ordered[bisect_left(ordered, gone)]
         if not times:
             self.total = 0.0  # no float drift carried across an empty window
 
@@ -210,13 +252,18 @@ class WindowChecker(Checker):
             return self.total
         if agg == "mean":
             return self.total / len(values)
-        if agg == "min":
-            return min(values)
-        if agg == "max":
-            return max(values)
         if agg == "delta":
             return values[-1] - values[0]
-        return float(np.percentile(np.fromiter(values, float, len(values)), 95))
+        ordered = self.ordered or []
+        if agg == "min":
+            return ordered[0]
+        if agg == "max":
+            return ordered[-1]
+        # p95 with linear interpolation between closest ranks (numpy's default method)
+        rank = 0.95 * (len(ordered) - 1)
+        below = int(rank)
+        above = min(below + 1, len(ordered) - 1)
+        return ordered[below] + (ordered[above] - ordered[below]) * (rank - below)
 
     def limit(self) -> dict[str, Any]:
         return {**_limits(self.low, self.high), "agg": self.agg, "over": self.over}
@@ -234,6 +281,8 @@ class WindowChecker(Checker):
     def restore(self, state: Any) -> None:
         self.times, self.values = deque(state[0]), deque(state[1])
         self.total = math.fsum(self.values)
+        if self.ordered is not None:
+            self.ordered = sorted(self.values)
 
 
 class BudgetChecker(Checker):
@@ -244,12 +293,19 @@ class BudgetChecker(Checker):
     and 25 hours are a day each.
     """
 
+    timed = True
+
     def __init__(self, standard: Standard, check: BudgetCheck, zone: ZoneInfo) -> None:
         super().__init__(standard)
         self.high, self.period, self.zone = check.max, check.period, zone
         self.current: float | None = None  # start of the current period (epoch seconds)
+        self.ends = -math.inf  # start of the next period: a cheap test for every tick
         self.previous: float | None = None  # the counter's last value
         self.value = 0.0
+
+    def outside(self, ts: float, value: float) -> None:
+        self._roll(ts)
+        self.previous = value
 
     def period_start(self, ts: float) -> float:
         local = datetime.fromtimestamp(ts, self.zone).replace(hour=0, minute=0, second=0,
@@ -261,20 +317,28 @@ class BudgetChecker(Checker):
         # re-localise: midnight's UTC offset may differ from ts's (DST)
         return local.replace(tzinfo=None).replace(tzinfo=self.zone).timestamp()
 
-    def observe(self, ts: float, value: float) -> Judgement:
+    def _roll(self, ts: float) -> bool:
+        """Start a new period when `ts` is past the current one; True when it did."""
+        if self.current is not None and self.current <= ts < self.ends:
+            return False
         start = self.period_start(ts)
-        if self.current != start:
-            self.current, self.value = start, 0.0
+        if start == self.current:
+            return False
+        self.current, self.value = start, 0.0
+        self.ends = self.period_start(start + 32 * 86400 if self.period == "month" else
+                                      start + (8 if self.period == "week" else 1.5) * 86400)
+        return True
+
+    def observe(self, ts: float, value: float) -> Judgement:
+        self._roll(ts)
         if self.previous is not None:
             self.value += value - self.previous if value >= self.previous else value
         self.previous = value
         return _judge(self.value, None, self.high, self.deadband)
 
     def tick(self, now: float) -> tuple[Judgement, float]:
-        start = self.period_start(now)
-        if self.current is not None and start != self.current:
-            self.current, self.value = start, 0.0
-            return Judgement.COMPLIANT, start
+        if self.current is not None and now >= self.ends and self._roll(now):
+            return Judgement.COMPLIANT, self.current
         return Judgement.NONE, now
 
     def limit(self) -> dict[str, Any]:
@@ -287,11 +351,16 @@ class BudgetChecker(Checker):
         return [self.current, self.previous, self.value]
 
     def restore(self, state: Any) -> None:
-        self.current, self.previous, self.value = state
+        current, self.previous, value = state
+        if current is not None:
+            self._roll(current)
+        self.value = value
 
 
 class TransitionsChecker(Checker):
     """More than `max` changes to the value `to` within `per` (short cycling, trips)."""
+
+    timed = True
 
     def __init__(self, standard: Standard, check: TransitionsCheck) -> None:
         super().__init__(standard)
@@ -309,6 +378,9 @@ class TransitionsChecker(Checker):
         if self.changes and self.changes[0] <= now - self.per:
             return self._count(now), now
         return Judgement.NONE, now
+
+    def outside(self, ts: float, value: float) -> None:
+        self.previous = value
 
     def _count(self, now: float) -> Judgement:
         while self.changes and self.changes[0] <= now - self.per:

@@ -36,7 +36,9 @@ from rules.schedule import Schedule
 from rules.standard import Asset, Standard
 
 EVIDENCE_READINGS = 50
-STATE_VERSION = 1
+ACCOUNT_EVERY = 10.0
+"""Seconds between compliance-time bookkeeping of every pair (snapshots add it up)."""
+STATE_VERSION = 2
 OK, PENDING, VIOLATING, RECOVERING = "ok", "pending", "violating", "recovering"
 COMPLIANCE_STATES = ("ok", "violating", "no_data", "inactive")
 
@@ -62,6 +64,8 @@ class Track:
     readings: int = 0  # good readings judged since the last snapshot
     compliance: str = "no_data"
     compliance_since: float = 0.0
+    active_since: float = 0.0  # the schedule's active stretch seen last (tick or reading)
+    active_until: float = 0.0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPLIANCE_STATES,
                                                                              0.0))
 
@@ -90,6 +94,8 @@ class Engine:
         self._latest: dict[str, dict[str, float]] = {}  # for expr: asset -> metric -> value
         self._expr_metrics: set[tuple[str, str]] = set()
         self._snapshot_at = started
+        self._account_due = started
+        self._armed: set[Track] = set()  # a delay running, or chattering
         for standard in standards:
             expr = Expr(standard.expr) if standard.expr else None
             schedule = Schedule(standard.active).bind(self.zone) if standard.active else None
@@ -104,6 +110,8 @@ class Engine:
                     self._by_metric.setdefault((asset.id, metric), []).append(track)
                     if expr is not None:
                         self._expr_metrics.add((asset.id, metric))
+
+        self._watched = {t for t in self._tracks if t.checker.timed or t.schedule is not None}
 
     @property
     def pairs(self) -> int:
@@ -122,14 +130,14 @@ class Engine:
                 continue
             key = (reading.asset, reading.metric)
             ts = reading.ts
-            previous = last_ts.get(key)
-            if previous is not None and ts < previous:
-                self.out_of_order += 1
-                continue
-            last_ts[key] = ts
             tracks = by_metric.get(key)
             if tracks is None:
                 continue
+            previous = last_ts.get(key)
+            if previous is not None and ts < previous:  # late: an episode is not rewritten
+                self.out_of_order += 1
+                continue
+            last_ts[key] = ts
             if key in self._expr_metrics:
                 self._latest.setdefault(reading.asset, {})[reading.metric] = value
             for track in tracks:
@@ -142,21 +150,30 @@ class Engine:
                     judged = track.expr(values)
                     if judged != judged:
                         continue
-                if track.schedule is not None and not track.schedule.active(ts):
-                    self._outside_schedule(track)
+                if track.schedule is not None and not self._in_schedule(track, ts):
+                    track.checker.outside(ts, judged)
                     continue
                 track.last_good = ts
                 track.readings += 1
                 track.recent.append((ts, judged))
                 self._step(track, track.checker.observe(ts, judged), ts, events)
+                self._arm(track)
         return events
 
     def tick(self, now: float) -> list[Event]:
-        """Let time pass: fire delays that ran out, judge time-driven checks."""
+        """Let time pass: fire delays that ran out, judge time-driven checks.
+
+        Only pairs that time can change are visited (time-driven checks, running delays,
+        chattering, schedules); compliance time is added up every ACCOUNT_EVERY seconds.
+        """
         events: list[Event] = []
-        for track in self._tracks:
-            if track.schedule is not None and not track.schedule.active(now):
-                self._outside_schedule(track)
+        account = now >= self._account_due
+        if account:
+            self._account_due = now + ACCOUNT_EVERY
+        tracks = self._tracks if account else (self._watched | self._armed)
+        for track in tracks:
+            if track.schedule is not None and not self._in_schedule(track, now):
+                pass
             else:
                 judgement, at = track.checker.tick(now)
                 if judgement is not Judgement.NONE:
@@ -170,8 +187,31 @@ class Engine:
                 if track.chattering and (not track.flips
                                          or track.flips[-1] <= now - standard.chattering.per):
                     self._end_chattering(track, now, events)
-            self._account(track, now)
+                self._arm(track)
+            if account:
+                self._account(track, now)
         return events
+
+    def _in_schedule(self, track: Track, ts: float) -> bool:
+        """Whether `ts` is inside the track's schedule; leaving it, or coming back after an
+        inactive stretch nobody saw, resets running delays (nothing raises or ages)."""
+        schedule = track.schedule
+        if schedule is None:
+            return True
+        if track.active_since <= ts < track.active_until:
+            return True
+        self._outside_schedule(track)
+        if not schedule.active(ts):
+            return False
+        track.active_since, track.active_until = ts, schedule.active_until(ts)
+        return True
+
+    def _arm(self, track: Track) -> None:
+        """Keep the set of pairs with a running delay or chattering up to date."""
+        if track.status in (PENDING, RECOVERING) or track.chattering:
+            self._armed.add(track)
+        else:
+            self._armed.discard(track)
 
     def snapshot(self, now: float) -> Snapshot:
         """Compliance of every pair now, and seconds in each state since the last snapshot."""
@@ -220,6 +260,7 @@ class Engine:
             track.status = OK
         elif track.status == RECOVERING:
             track.status = VIOLATING
+        self._arm(track)
 
     def _start(self, track: Track, at: float, events: list[Event]) -> None:
         track.status = VIOLATING
@@ -246,7 +287,7 @@ class Engine:
 
     def _end_chattering(self, track: Track, now: float, events: list[Event]) -> None:
         track.chattering = False
-        if track.status == OK and track.reported:
+        if track.status in (OK, PENDING) and track.reported:  # a pending run is not raised
             track.reported = False
             events.append(self._event("violation_cleared", track, now, track.since))
 
@@ -287,7 +328,8 @@ class Engine:
         for t in self._tracks:
             tracks[t.key] = [t.status, t.since, t.recover_since, t.reported, t.chattering,
                              list(t.flips), list(t.recent), t.last_good, t.compliance,
-                             t.compliance_since, t.seconds, t.checker.state()]
+                             t.compliance_since, t.seconds, t.checker.state(),
+                             _finite(t.checker.value)]
         return {
             "v": STATE_VERSION,
             "tracks": tracks,
@@ -314,11 +356,13 @@ class Engine:
                 continue
             (track.status, track.since, track.recover_since, track.reported,
              track.chattering, flips, recent, track.last_good, track.compliance,
-             track.compliance_since, seconds, checker_state) = row
+             track.compliance_since, seconds, checker_state, value) = row
             track.flips = deque(flips)
             track.recent = deque((tuple(r) for r in recent), maxlen=EVIDENCE_READINGS)
             track.seconds = {**dict.fromkeys(COMPLIANCE_STATES, 0.0), **seconds}
             track.checker.restore(checker_state)
+            track.checker.value = math.nan if value is None else value
+            self._arm(track)
             restored += 1
         return restored
 
@@ -328,3 +372,7 @@ class Engine:
         new = Engine(self.site_id, assets, standards, timezone=self.zone.key, started=now)
         new.restore(self.state())
         return new
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -8,6 +8,7 @@ ones it has already applied.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -66,10 +67,11 @@ class Event:
             "episode_start": iso(self.episode_start),
             "at": iso(self.at),
             "evidence": {
-                "value": self.value,
+                "value": _json_number(self.value),
                 "limit": self.limit,
                 "readings": [[iso(ts), value] for ts, value in self.readings],
-                **({"stats": self.stats} if self.stats else {}),
+                **({"stats": {k: _json_number(v) for k, v in self.stats.items()}}
+                   if self.stats else {}),
             },
             "standard": self.standard,
             "asset": self.asset,
@@ -94,3 +96,10 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "site_id": self.site_id,
                 "since": iso(self.since), "at": iso(self.at), "items": self.items}
+
+
+def _json_number(value: Any) -> Any:
+    """NaN and infinities are not JSON: they travel as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -64,6 +64,18 @@ class Schedule:
         bound.zone = zone
         return bound
 
+    def active_until(self, ts: float) -> float:
+        """When the active period containing `ts` ends (inf if it never does within 8
+        days); `ts` itself when inactive. Minute steps: schedules have minute resolution."""
+        if not self.active(ts):
+            return ts
+        step = 60 - ts % 60  # to the next minute boundary, then by minutes
+        for minute in range(8 * 24 * 60):
+            moment = ts + step + minute * 60
+            if not self.active(moment):
+                return moment
+        return float("inf")
+
     def active(self, ts: float) -> bool:
         local = datetime.fromtimestamp(ts, self.zone)
         day, minute = local.weekday(), local.hour * 60 + local.minute
