@@ -314,7 +314,7 @@ def test_engine_matches_reference(case: tuple[Standard, list[Item]]) -> None:
 
 
 # With an on-delay, chattering can end while a new violation is pending, which the engine
-# gets wrong (tests/rules/cases/bug_chattering_ends_while_pending); without one, the
+# gets wrong (tests/rules/cases/chattering_ends_while_pending_clears); without one, the
 # reference and the engine must agree on chattering too.
 TIGHT = {"for": st.just("0s"), "clear_after": TIMING["clear_after"],
          "deadband": TIMING["deadband"]}
