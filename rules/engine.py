@@ -170,7 +170,8 @@ class Engine:
         account = now >= self._account_due
         if account:
             self._account_due = now + ACCOUNT_EVERY
-        tracks = self._tracks if account else (self._watched | self._armed)
+        armed = self._armed
+        tracks = self._tracks if account else (self._watched | armed)
         for track in tracks:
             if track.schedule is not None and not self._in_schedule(track, now):
                 pass
@@ -178,6 +179,10 @@ class Engine:
                 judgement, at = track.checker.tick(now)
                 if judgement is not Judgement.NONE:
                     self._step(track, judgement, at, events)
+                elif track not in armed:
+                    if account:
+                        self._account(track, now)
+                    continue  # nothing running, nothing new: the common case
                 standard = track.standard
                 if track.status == PENDING and now - track.since >= standard.for_:
                     self._start(track, now, events)
