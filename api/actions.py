@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.schemas import ActionBody, ManualNonconformance
-from api.service import get_nc, open_nc, record, to_public
+from api.service import changes_between, get_nc, open_nc, public_fields, record
 from api.store import Nonconformance, format_nc_id
 from api.workflow import ACTIONS, IllegalAction, check
 
@@ -43,7 +42,7 @@ def perform(session: Session, pk: int, name: str, body: ActionBody, principal: P
     for field in spec.required:
         if getattr(body, field) is None:
             raise Refused(422, f"{name} needs {field}")
-    before = _public(nc)
+    before = public_fields(nc)
     from_state = nc.state
     handler = _HANDLERS.get(name)
     if handler is not None:
@@ -51,8 +50,7 @@ def perform(session: Session, pk: int, name: str, body: ActionBody, principal: P
     nc.state = spec.target(nc.state, body.result)
     if nc.state in ("closed", "cancelled"):
         nc.open_slot = None
-    after = _public(nc)
-    changes = {key: [before[key], after[key]] for key in after if before[key] != after[key]}
+    changes = changes_between(before, nc)
     record(session, nc, (principal.name, principal.role), name, from_state, now, changes,
            note=body.note or body.reason, feed_type=_FEED_TYPES.get(name, name))
     return nc
@@ -65,7 +63,7 @@ def _rectify(session: Session, nc: Nonconformance, body: ActionBody, principal: 
     nc.rectification = {"action": body.action, "root_cause": body.root_cause,
                         "by": principal.name, "at": now.isoformat()}
     nc.rectified_at, nc.rectified_by = now, principal.token_id
-    nc.verification = None
+    nc.verification, nc.verify_progress = None, None
 
 
 def _verify(session: Session, nc: Nonconformance, body: ActionBody, principal: Principal,
@@ -140,9 +138,3 @@ def create_manual(session: Session, body: ManualNonconformance, principal: Princ
     record(session, nc, (principal.name, principal.role), "raised", None, now,
            note=body.description)
     return nc
-
-
-def _public(nc: Nonconformance) -> dict[str, Any]:
-    data = to_public(nc).model_dump(mode="json")
-    data.pop("overdue")
-    return data

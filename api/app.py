@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
@@ -57,6 +61,12 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks):
         app.include_router(module.router, prefix="/api/v1")
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422, made safe for inputs JSON cannot carry back (NaN)."""
+        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))},
+                            status_code=422)
+
     @app.exception_handler(OperationalError)
     async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database error on %s %s: %s", request.method, request.url.path,
@@ -65,3 +75,14 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                             headers={"Retry-After": "5"})
 
     return app
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (which Python's json reads) become null on the way out."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

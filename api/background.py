@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.ingest import reopen_unverified
 from api.service import SYSTEM_ACTOR, record
 from api.store import Nonconformance
-from api.workflow import OPEN_STATES
+from api.workflow import UNRECTIFIED
 
 log = logging.getLogger("patrol.api.jobs")
 
@@ -30,7 +30,7 @@ def mark_overdue(factory: sessionmaker[Session], now: datetime | None = None) ->
     with factory() as session:
         late = list(session.scalars(
             select(Nonconformance).where(
-                Nonconformance.state.in_(OPEN_STATES), Nonconformance.due_at < now,
+                Nonconformance.state.in_(UNRECTIFIED), Nonconformance.due_at < now,
                 Nonconformance.overdue_notified.is_(False))
             .order_by(Nonconformance.due_at).limit(BATCH)
             .with_for_update(skip_locked=True)))

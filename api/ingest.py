@@ -22,7 +22,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from api.schemas import EventIn, SnapshotIn
-from api.service import COMPLIANCE_STATES, SYSTEM_ACTOR, Actor, open_nc, record
+from api.service import (
+    COMPLIANCE_STATES,
+    SYSTEM_ACTOR,
+    Actor,
+    changes_between,
+    open_nc,
+    public_fields,
+    record,
+)
 from api.store import AppliedEvent, Base, Compliance, ComplianceDay, Nonconformance, format_nc_id
 
 RECURRENCE_WINDOW = timedelta(days=90)
@@ -75,14 +83,14 @@ def _raise(session: Session, event: EventIn, nc: Nonconformance | None, actor: A
     at = event.at.astimezone(UTC)
     condition = "chattering" if event.type == "chattering" else "violating"
     if nc is not None:
-        before = {"occurrences": nc.occurrences, "condition": nc.condition}
+        before = public_fields(nc)
         nc.occurrences += 1
         nc.condition, nc.cleared_at = condition, None
-        changes = {k: [v, getattr(nc, k)] for k, v in before.items()}
         if nc.state == "pending_verification" and nc.rectified_at and at > nc.rectified_at:
-            _reopen_by_sensor(session, nc, at, event.evidence, event.id, changes)
+            _reopen_by_sensor(session, nc, at, event.evidence, event.id, before)
         else:
-            record(session, nc, actor, "occurrence", nc.state, at, changes, event_id=event.id)
+            record(session, nc, actor, "occurrence", nc.state, at,
+                   changes_between(before, nc), event_id=event.id)
         return nc
     info = event.standard
     earlier = _recently_closed(session, event, recurrence)
@@ -116,31 +124,29 @@ def _recently_closed(session: Session, event: EventIn, window: timedelta) -> lis
 
 def _clear(session: Session, event: EventIn, nc: Nonconformance, actor: Actor) -> None:
     at = event.at.astimezone(UTC)
-    changes: dict[str, Any] = {"condition": [nc.condition, "normal"]}
+    before, state = public_fields(nc), nc.state
     nc.condition, nc.cleared_at = "normal", at
-    before = nc.state
     if event.standard.on_recovery == "close" and nc.state != "pending_verification":
         nc.state, nc.open_slot, nc.closed_at = "closed", None, at
-        changes["state"] = [before, "closed"]
-        record(session, nc, actor, "cleared", before, at, changes,
+        record(session, nc, actor, "cleared", state, at, changes_between(before, nc),
                note="condition recovered (on_recovery: close)", event_id=event.id,
                feed_type="closed")
         return
-    record(session, nc, actor, "cleared", before, at, changes, event_id=event.id)
+    record(session, nc, actor, "cleared", state, at, changes_between(before, nc),
+           event_id=event.id)
 
 
 def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,
                       evidence: dict[str, Any], event_id: str | None,
-                      changes: dict[str, Any], note: str = "the violation recurred during "
+                      before: dict[str, Any], note: str = "the violation recurred during "
                       "verification") -> None:
     nc.state = "open"
     nc.reopen_count += 1
     nc.verification = {"method": "sensor", "result": "fail", "at": at.isoformat(),
                        "evidence": evidence}
-    changes.update(state=["pending_verification", "open"],
-                   reopen_count=[nc.reopen_count - 1, nc.reopen_count])
-    record(session, nc, SYSTEM_ACTOR, "reopened", "pending_verification", at, changes,
-           note=note, event_id=event_id)
+    nc.verify_progress = None
+    record(session, nc, SYSTEM_ACTOR, "reopened", "pending_verification", at,
+           changes_between(before, nc), note=note, event_id=event_id)
 
 
 def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
@@ -176,41 +182,45 @@ def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
                       seconds: dict[str, float], readings: int) -> None:
     info = nc.standard_info or {}
     verify_for = info.get("verify_for")
+    gap_limit = info.get("no_data_after") or DEFAULT_NO_DATA_AFTER
     if not verify_for or nc.rectified_at is None or nc.condition != "normal":
         return  # a person verifies; or the condition has not cleared yet
     start = max(nc.rectified_at, nc.cleared_at or nc.rectified_at)
     since, at = event.since.astimezone(UTC), event.at.astimezone(UTC)
     if at <= start:
         return
-    progress = dict(nc.verification or {})
-    if progress.get("result") != "pending":
-        progress = {"method": "sensor", "result": "pending", "from": start.isoformat(),
-                    "covered": 0.0, "samples": 0, "gap": 0.0}
+    # progress is bookkeeping, not part of the NC's public record: no history per snapshot
+    progress = dict(nc.verify_progress or {})
+    if not progress:
+        progress = {"from": start.isoformat(), "covered": 0.0, "samples": 0, "gap": 0.0}
     share = 1.0 if since >= start else (at - start) / max(at - since, timedelta(seconds=1))
     ok = seconds.get("ok", 0.0) * share
-    gap = progress["gap"] + (seconds.get("no_data", 0.0) + seconds.get("inactive", 0.0)) * share
-    if seconds.get("violating", 0.0) > 0 or gap > info.get("no_data_after", DEFAULT_NO_DATA_AFTER):
+    # time outside the standard's schedule is neither compliant nor a gap in the data
+    gap = progress["gap"] + seconds.get("no_data", 0.0) * share
+    if seconds.get("violating", 0.0) > 0 or gap > gap_limit:
         progress.update(covered=0.0, samples=0, gap=0.0, **{"from": at.isoformat()})
     else:
         progress.update(covered=progress["covered"] + ok,
                         samples=progress["samples"] + round(readings * share),
                         gap=0.0 if ok > 0 else gap)
     if progress["covered"] >= verify_for:
+        before = public_fields(nc)
         nc.verification = {"method": "sensor", "result": "pass",
                            "window": {"from": progress["from"], "to": at.isoformat()},
                            "samples": progress["samples"], "verify_for": verify_for}
         nc.state, nc.open_slot, nc.closed_at = "closed", None, at
+        nc.verify_progress = None
         record(session, nc, SYSTEM_ACTOR, "verified", "pending_verification", at,
-               {"state": ["pending_verification", "closed"]},
+               changes_between(before, nc),
                note=f"compliant readings covered verify_for ({verify_for:g}s)",
                event_id=event.id, feed_type="closed")
     else:
-        nc.verification = progress
+        nc.verify_progress = progress
 
 
 def reopen_unverified(session: Session, nc: Nonconformance, now: datetime) -> None:
     """verify_for passed after a rectification and the condition never cleared."""
-    _reopen_by_sensor(session, nc, now, nc.evidence or {}, None, {},
+    _reopen_by_sensor(session, nc, now, nc.evidence or {}, None, public_fields(nc),
                       note="still violating verify_for after the rectification")
 
 

@@ -5,7 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_INT = 2**31 - 1
+"""Counters and versions fit a 32-bit INTEGER column on every database."""
+MAX_SECONDS = 10 * 366 * 86400.0
+"""Durations past ten years are mistakes, and would overflow date arithmetic."""
+
+
+def _plausible(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("a time needs a time zone, e.g. 2026-11-25T08:00:00Z")
+    if not 1970 <= moment.year <= 2200:
+        raise ValueError("a time must lie between the years 1970 and 2200")
+    return moment
+
+
+Moment = Annotated[datetime, AfterValidator(_plausible)]
+"""An aware time within reason: event times feed date arithmetic and the database."""
 
 
 class StandardInfo(BaseModel):
@@ -18,10 +35,10 @@ class StandardInfo(BaseModel):
     category: str | None = None
     severity: Literal["minor", "major", "critical"] = "major"
     department: str | None = None
-    rectify_within: float | None = Field(None, gt=0, description="seconds")
-    verify_for: float | None = Field(None, gt=0, description="seconds")
+    rectify_within: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
+    verify_for: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
     on_recovery: Literal["keep_open", "close"] = "keep_open"
-    no_data_after: float | None = Field(None, gt=0, description="seconds")
+    no_data_after: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
 
 
 class EventIn(BaseModel):
@@ -34,10 +51,10 @@ class EventIn(BaseModel):
     site_id: str = Field(min_length=1, max_length=64)
     asset_id: str = Field(min_length=1, max_length=128)
     standard_id: str = Field(min_length=1, max_length=128)
-    standard_version: int = Field(1, ge=1)
+    standard_version: int = Field(1, ge=1, le=MAX_INT)
     metric: str | None = Field(None, max_length=128)
-    episode_start: datetime
-    at: datetime
+    episode_start: Moment
+    at: Moment
     evidence: dict[str, Any] = Field(default_factory=dict)
     standard: StandardInfo
     asset: dict[str, Any] = Field(default_factory=dict)
@@ -51,10 +68,13 @@ class ComplianceItem(BaseModel):
 
     asset_id: str = Field(min_length=1, max_length=128)
     standard_id: str = Field(min_length=1, max_length=128)
-    standard_version: int = Field(1, ge=1)
+    standard_version: int = Field(1, ge=1, le=MAX_INT)
     state: ComplianceState
-    seconds: dict[ComplianceState, float] = Field(default_factory=dict)
-    readings: int = Field(0, ge=0, description="good readings judged since the last snapshot")
+    seconds: dict[ComplianceState, Annotated[float, Field(ge=0, le=MAX_SECONDS,
+                                                          allow_inf_nan=False)]] = Field(
+        default_factory=dict)
+    readings: int = Field(0, ge=0, le=MAX_INT,
+                          description="good readings judged since the last snapshot")
 
 
 class SnapshotIn(BaseModel):
@@ -65,8 +85,8 @@ class SnapshotIn(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     type: Literal["compliance_snapshot"]
     site_id: str = Field(min_length=1, max_length=64)
-    since: datetime
-    at: datetime
+    since: Moment
+    at: Moment
     items: list[ComplianceItem] = Field(max_length=200_000)
 
 
@@ -156,7 +176,7 @@ class ActionBody(BaseModel):
     reason: str | None = Field(None, min_length=1, max_length=10_000)
     assignee: str | None = Field(None, min_length=1, max_length=128)
     department: str | None = Field(None, min_length=1, max_length=128)
-    due_at: datetime | None = None
+    due_at: Moment | None = None
 
 
 class ManualNonconformance(BaseModel):
@@ -169,7 +189,7 @@ class ManualNonconformance(BaseModel):
     severity: Literal["minor", "major", "critical"]
     department: str | None = Field(None, max_length=128)
     description: str | None = Field(None, max_length=10_000)
-    due_at: datetime | None = None
+    due_at: Moment | None = None
     site_id: str | None = Field(None, min_length=1, max_length=64)
     clause: str = Field("", max_length=500)
     category: Literal["equipment", "environment", "energy", "safety"] | None = None

@@ -25,7 +25,7 @@ from api.store import (
     Nonconformance,
     format_nc_id,
 )
-from api.workflow import OPEN_STATES
+from api.workflow import UNRECTIFIED
 
 SYSTEM_ACTOR = ("patrol", "system")
 COMPLIANCE_STATES = ("ok", "violating", "no_data", "inactive")
@@ -51,7 +51,7 @@ class BadCursor(ValueError):
 
 
 def is_overdue(nc: Nonconformance, now: datetime) -> bool:
-    return nc.due_at is not None and nc.state in OPEN_STATES and nc.due_at < now
+    return nc.due_at is not None and nc.state in UNRECTIFIED and nc.due_at < now
 
 
 def to_public(nc: Nonconformance, now: datetime | None = None) -> NonconformancePublic:
@@ -70,6 +70,19 @@ def to_public(nc: Nonconformance, now: datetime | None = None) -> Nonconformance
 
 
 FEED_LOCK = 72438
+
+
+def public_fields(nc: Nonconformance) -> dict[str, Any]:
+    """The NC as its JSON shows it, less the computed `overdue`: what history compares."""
+    data = to_public(nc).model_dump(mode="json")
+    data.pop("overdue")
+    return data
+
+
+def changes_between(before: dict[str, Any], nc: Nonconformance) -> dict[str, list[Any]]:
+    """{field: [old, new]} for every public field that changed since `before`."""
+    after = public_fields(nc)
+    return {key: [before[key], after[key]] for key in after if before[key] != after[key]}
 
 
 def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
@@ -133,7 +146,7 @@ def list_ncs(session: Session, filters: Filters, *, limit: int, cursor: str | No
         if value is not None:
             query = query.where(getattr(Nonconformance, name) == value)
     if filters.overdue is not None:
-        late = and_(Nonconformance.due_at < now, Nonconformance.state.in_(OPEN_STATES))
+        late = and_(Nonconformance.due_at < now, Nonconformance.state.in_(UNRECTIFIED))
         on_time = or_(~late, Nonconformance.due_at.is_(None))
         query = query.where(late if filters.overdue else on_time)
     if cursor:

@@ -95,6 +95,7 @@ class Nonconformance(Base):
     standard_info: Mapped[dict[str, Any] | None]
     rectified_at: Mapped[datetime | None]
     rectified_by: Mapped[int | None]  # token id: independent verification
+    verify_progress: Mapped[dict[str, Any] | None]  # by sensor, while pending: not public
     overdue_notified: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(default=1)

@@ -57,9 +57,15 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_` secret; `=` padding optional, as in the reference
+    implementation. binascii.Error when it is not base64."""
+    return base64.b64decode(secret.removeprefix("whsec_") + "==")
+
+
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """`v1,<signature>` over `id.timestamp.body` (Standard Webhooks)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
+    key = secret_key(secret)
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
@@ -77,6 +83,8 @@ def check_url(url: str, *, allow_private: bool = False) -> None:
         raise UnsafeUrl(f"{parts.hostname!r} does not resolve: {exc.strerror or exc}") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped  # ::ffff:169.254.169.254 connects over IPv4
         if address.is_link_local or address in METADATA:
             raise UnsafeUrl(f"{parts.hostname!r} resolves to {address}, a link-local or "
                             "metadata address (allow with server.webhooks_allow_private)")

@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OPEN_STATES = ("open", "acknowledged", "rectifying", "pending_verification")
+UNRECTIFIED = ("open", "acknowledged", "rectifying")
+"""States in which the due date (detected + rectify_within) can pass: once rectified on
+time, an NC waiting for its verification is not overdue."""
 STATES = (*OPEN_STATES, "closed", "cancelled")
 
 

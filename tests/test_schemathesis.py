@@ -17,7 +17,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
@@ -87,35 +87,6 @@ def patrol(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Patrol]:
     under_test.db.close()
 
 
-def known_bug(case: Any) -> bool:
-    """Requests that hit the bugs pinned by strict xfails (test_verification.py and below):
-    integers past 32 bits where the store keeps 32 (64 on SQLite), and durations or times
-    whose sum passes year 9999."""
-    params = case.path_parameters or {}
-    if any(isinstance(params.get(key), int) and abs(params[key]) >= 2**31
-           for key in ("hook_id", "delivery_id")):
-        return True
-    body = case.body
-    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-        return False
-    for event in body["events"]:
-        if not isinstance(event, dict):
-            continue
-        versions = [event.get("standard_version")]
-        versions += [item.get("standard_version") for item in event.get("items") or []
-                     if isinstance(item, dict)]
-        if any(isinstance(v, int | float) and abs(v) >= 2**31 for v in versions):
-            return True
-        standard = event.get("standard")
-        durations = [standard.get(key) for key in ("rectify_within", "verify_for")] \
-            if isinstance(standard, dict) else []
-        if any(isinstance(d, int | float) and d > 1e9 for d in durations):
-            return True
-        if any(str(event.get(key, "")).startswith(("99", "000")) for key in ("at", "since")):
-            return True
-    return False
-
-
 def _aim(case: Any) -> None:
     """Point most generated NC ids at seeded NCs, and keep long polls short."""
     params = case.path_parameters or {}
@@ -140,7 +111,6 @@ def test_every_operation_answers_by_its_schema(patrol: Patrol, method: str,
     @settings(max_examples=25, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
-        assume(not known_bug(case))
         _aim(case)
         case.call_and_validate(app=patrol.app, headers=bearer(patrol.token), checks=CHECKS)
 
@@ -163,10 +133,6 @@ def raw_client(patrol: Patrol) -> Iterator[TestClient]:
         yield client
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: GET/DELETE /api/v1/webhooks/{hook_id} take any int; 2**63 does not fit SQLite's "
-    "INTEGER (OverflowError) and 2**31 does not fit PostgreSQL's integer column: 500 "
-    "instead of 404 or 422 (api/routes/webhooks.py)"))
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 def test_a_webhook_id_beyond_the_column_is_not_a_server_error(raw_client: TestClient,
                                                              method: str) -> None:

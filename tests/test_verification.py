@@ -31,11 +31,6 @@ MINUTE = timedelta(minutes=1)
 DAY = timedelta(days=1)
 WATCHED = {"no_data_after": 900.0}
 """What rules.standard.Standard.summary() always sends; STANDARD of test_api leaves it out."""
-BUG_NO_DATA_AFTER = pytest.mark.xfail(strict=True, reason=(
-    "BUG: an event whose standard has no no_data_after (optional in StandardInfo) stores "
-    "standard_info['no_data_after'] = None; api/ingest.py _verify_by_sensor then compares "
-    "`gap > info.get('no_data_after', DEFAULT)` with None: TypeError, POST /api/v1/events "
-    "answers 500 for every compliance snapshot while the NC is pending_verification"))
 HISTORY_KEYS = {"at", "actor", "role", "action", "from_state", "to_state", "changes", "note"}
 
 
@@ -382,8 +377,8 @@ def test_a_late_event_of_an_episode_before_the_rectification_does_not_reopen(
 @pytest.mark.parametrize(("gap", "no_data_after", "closed"), [
     (300.0, 600.0, True),
     (900.0, 600.0, False),
-    pytest.param(800.0, None, True, marks=BUG_NO_DATA_AFTER),  # default limit: 15 min
-    pytest.param(1000.0, None, False, marks=BUG_NO_DATA_AFTER),
+    pytest.param(800.0, None, True),  # default limit: 15 min
+    pytest.param(1000.0, None, False),
 ], ids=["short-gap", "long-gap", "short-gap-default", "long-gap-default"])
 def test_a_data_gap_longer_than_no_data_after_restarts_the_coverage(
         api: Api, gap: float, no_data_after: float | None, closed: bool) -> None:
@@ -409,12 +404,6 @@ def test_consecutive_no_data_snapshots_add_up_to_one_gap(api: Api) -> None:
     assert api.nc("NC-000001")["state"] == "pending_verification"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (SPEC 5 says a gap is no data longer than the stale limit): api/ingest.py "
-    "_verify_by_sensor adds `inactive` seconds (outside the standard's `active` schedule) "
-    "to the data gap, so a night off-schedule resets the coverage and a scheduled "
-    "standard whose verify_for is longer than one active window never closes by sensor "
-    "(and the stalled job leaves it pending for ever: its condition is normal)"))
 def test_time_outside_the_schedule_is_not_a_data_gap(api: Api) -> None:
     t = fixed_and_cleared(api, verify_for=4 * 3600.0)
     night = 14 * HOUR
@@ -452,7 +441,6 @@ def test_a_person_may_verify_before_the_sensors_do(api: Api) -> None:
     assert api.nc("NC-000001") == nc
 
 
-@BUG_NO_DATA_AFTER
 def test_a_standard_without_no_data_after_is_verified_with_the_default_limit(
         db: Database) -> None:
     with TestClient(create_app(db), raise_server_exceptions=False) as client:
@@ -723,12 +711,6 @@ def _missing_changes(api: Api, step: Callable[[], object]) -> list[str]:
     return [f"{entry['action']}: {key}" for key in sorted(changed - set(entry["changes"]))]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: history entries written by api/ingest.py list only some changed fields: "
-    "'cleared' omits cleared_at (and closed_at when on_recovery closes), 'occurrence' "
-    "omits cleared_at, 'reopened' by sensor omits verification and cleared_at, "
-    "'verified' by sensor omits closed_at and verification; actions (api/actions.py) "
-    "list every field"))
 @pytest.mark.parametrize("on_recovery", ["keep_open", "close"])
 def test_automatic_changes_list_every_changed_field(api: Api, on_recovery: str) -> None:
     info = {**WATCHED, "on_recovery": on_recovery}
@@ -751,10 +733,6 @@ def test_automatic_changes_list_every_changed_field(api: Api, on_recovery: str) 
     assert missing == [], missing
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: while pending_verification every compliance snapshot rewrites the NC's "
-    "`verification` (progress: result pending, covered, samples, gap) with no history "
-    "entry (nor feed event); SPEC 5: every change is kept in the history"))
 def test_every_change_of_an_nc_has_a_history_entry(api: Api) -> None:
     t = fixed_and_cleared(api)
     before, trail = api.nc("NC-000001"), history(api, "NC-000001")
@@ -815,11 +793,6 @@ def raw_api(db: Database) -> Iterator[Api]:
 def test_a_huge_standard_version_is_not_a_server_error(
         raw_api: Api, db: Database, request: pytest.FixtureRequest, where: str,
         version: int) -> None:
-    if version >= 2**63 or db.engine.dialect.name == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: EventIn.standard_version and ComplianceItem.standard_version are "
-            "unbounded ints, stored in INTEGER columns: past 2**31-1 on PostgreSQL "
-            "(DataError) or 2**63-1 on SQLite (OverflowError) POST /api/v1/events is 500")))
     if where == "event":
         body = engine_event()
         body["standard_version"] = version
@@ -828,10 +801,6 @@ def test_a_huge_standard_version_is_not_a_server_error(
     assert raw_api.post_events(body).status_code < 500
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: api/ingest.py computes datetimes from event times and standard durations "
-    "without bounds: rectify_within past timedelta's range, or a due date / recurrence "
-    "window (at - 90 d) past year 1..9999, raise OverflowError: POST /api/v1/events 500"))
 @pytest.mark.parametrize("change", [
     {"standard": {"rectify_within": 1e17}},
     {"at": "9999-12-31T23:00:00Z", "standard": {"rectify_within": 86400.0}},
@@ -844,10 +813,6 @@ def test_times_out_of_range_are_not_a_server_error(raw_api: Api,
     assert raw_api.post_events(body).status_code < 500
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: ComplianceItem.seconds takes any float: negative seconds are stored (compliance "
-    "totals and verification coverage go below zero) and NaN (which Python's json "
-    "accepts) makes POST /api/v1/events 500 on SQLite and PostgreSQL; should be 422"))
 @pytest.mark.parametrize("seconds", [-5000.0, float("nan")], ids=["negative", "nan"])
 def test_compliance_seconds_must_be_finite_and_not_negative(raw_api: Api,
                                                             seconds: float) -> None:
@@ -859,16 +824,12 @@ def test_compliance_seconds_must_be_finite_and_not_negative(raw_api: Api,
     assert response.status_code == 422, response.text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: api/background.py reopen_stalled_verifications computes rectified_at + "
-    "verify_for for every stalled NC in one transaction; one NC whose verify_for "
-    "(accepted by StandardInfo, any float > 0) passes year 9999 raises OverflowError, and "
-    "no NC is ever reopened again: the job fails the same way every pass"))
-def test_one_nc_with_an_absurd_verify_for_does_not_stop_the_stalled_scan(
-        api: Api, db: Database) -> None:
-    api.apply(engine_event(asset="CH-1", start=NOW - 3 * HOUR, verify_for=1e12),
-              engine_event(asset="CH-2", start=NOW - 3 * HOUR))
-    rectify(api, "NC-000001")
-    t = rectify(api, "NC-000002")
+def test_an_absurd_verify_for_is_refused_so_it_cannot_stop_the_stalled_scan(
+        raw_api: Api, api: Api, db: Database) -> None:
+    refused = raw_api.post_events(engine_event(asset="CH-1", start=NOW - 3 * HOUR,
+                                               verify_for=1e12))
+    assert refused.status_code == 422 and "verify_for" in refused.text
+    api.apply(engine_event(asset="CH-2", start=NOW - 3 * HOUR))
+    t = rectify(api, "NC-000001")
     assert reopen_stalled_verifications(db.write, t + 2 * HOUR) == 1
-    assert api.nc("NC-000002")["state"] == "open"
+    assert api.nc("NC-000001")["state"] == "open"

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import binascii
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, select
 
 from api.auth import Principal
 from api.deps import SessionDep, get_db, require
 from api.store import Database, Delivery, FeedEvent, Webhook
-from api.webhooks import UnsafeUrl, check_url, describe, new_secret
+from api.webhooks import UnsafeUrl, check_url, describe, new_secret, secret_key
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 Admin = Annotated[Principal, Depends(require("admin"))]
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 FeedType = Literal["raised", "occurrence", "cleared", "acknowledged", "started", "assigned",
                    "rectified", "verified", "reopened", "closed", "cancelled", "overdue"]
@@ -28,6 +30,17 @@ class WebhookCreate(BaseModel):
     secret: str | None = Field(None, pattern=r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$",
                                description="generated when absent")
     site_id: str | None = Field(None, max_length=64)
+
+    @field_validator("secret")
+    @classmethod
+    def _base64(cls, secret: str | None) -> str | None:
+        """A secret that does not decode would fail every delivery at signing."""
+        if secret is not None:
+            try:
+                secret_key(secret)
+            except binascii.Error:
+                raise ValueError("the secret after whsec_ is not base64") from None
+        return secret
 
 
 class WebhookPublic(BaseModel):
@@ -90,12 +103,12 @@ def list_webhooks(session: SessionDep, _admin: Admin) -> list[dict[str, Any]]:
 
 
 @router.get("/{hook_id}", response_model=WebhookPublic)
-def get_webhook(hook_id: int, session: SessionDep, _admin: Admin) -> dict[str, Any]:
+def get_webhook(hook_id: Id, session: SessionDep, _admin: Admin) -> dict[str, Any]:
     return describe(_hook(session, hook_id))
 
 
 @router.delete("/{hook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(hook_id: int, _admin: Admin,
+def delete_webhook(hook_id: Id, _admin: Admin,
                    db: Annotated[Database, Depends(get_db)]) -> Response:
     with db.write() as session:
         hook = _hook(session, hook_id)
@@ -105,7 +118,7 @@ def delete_webhook(hook_id: int, _admin: Admin,
 
 
 @router.get("/{hook_id}/deliveries", response_model=list[DeliveryPublic])
-def list_deliveries(hook_id: int, session: SessionDep, _admin: Admin,
+def list_deliveries(hook_id: Id, session: SessionDep, _admin: Admin,
                     status_filter: Annotated[Literal["pending", "delivered", "dead"] | None,
                                              Query(alias="status")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Delivery]:
@@ -118,7 +131,7 @@ def list_deliveries(hook_id: int, session: SessionDep, _admin: Admin,
 
 @router.post("/{hook_id}/deliveries/{delivery_id}/redeliver", response_model=DeliveryPublic,
              status_code=status.HTTP_202_ACCEPTED)
-def redeliver(hook_id: int, delivery_id: int, _admin: Admin,
+def redeliver(hook_id: Id, delivery_id: Id, _admin: Admin,
               db: Annotated[Database, Depends(get_db)]) -> Delivery:
     with db.write() as session:
         _hook(session, hook_id)
