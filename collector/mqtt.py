@@ -1,8 +1,16 @@
 """MQTT collector: subscribes with paho-mqtt and maps each message to readings.
 
-paho runs its network loop in its own thread (`loop_start`). Its callbacks only log and
-hand raw data to the asyncio loop with `call_soon_threadsafe`; mapping, stats and `emit`
-all happen on the loop's thread, so nothing here needs a lock.
+paho runs its network loop in its own thread (`loop_start`). `on_message` only appends the
+raw message to an inbox and, when the inbox was idle, schedules one drain on the asyncio
+loop (`DRAIN_DELAY` later); the drain maps everything queued and emits it in one call, so
+thread hand-offs are per batch, not per message. Mapping, stats and `emit` all happen on
+the loop's thread.
+
+QoS 1 messages are acknowledged by hand (`manual_ack=True`): a message's PUBACK goes out
+only when the pipeline calls the drain's `on_stored`, so a message the agent had not yet
+stored when it stopped (or the broker restarted) is delivered again. PUBACKs leave in the
+order the messages arrived (MQTT 3.1.1 4.6) and never on a later connection than the one
+that brought the message (see `collector.mqtt_acks`).
 
 Overlapping subscriptions: every subscription whose pattern matches a message maps it.
 An MQTT 3.1.1 broker delivers such a message once; an MQTT 5 broker may deliver one copy
@@ -15,8 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import sys
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,35 +38,66 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from collector.mqtt_acks import Acks
 from collector.mqtt_config import MqttConfig
 from collector.payload import PayloadError, PayloadMapper, compile_subscriptions
-from collector.reading import Emit
+from collector.reading import Emit, Reading
 from collector.secrets import read_secret
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
 
 
-class _NotConnectedIsDebug(logging.Filter):
-    """paho logs ERROR "Client is not connected" on each retry and on a stop while offline.
+class _PahoErrors(logging.Filter):
+    """Keeps paho's per-retry ERRORs at DEBUG: our own logs say it once, with the detail.
 
-    Our own connect-failure and disconnect logs already say so, once; keep paho's at DEBUG.
+    "Client is not connected" comes on each retry and on a stop while offline. "failed to
+    receive on socket: ..." says why a connection dropped (a TLS alert, a reset): it is
+    kept, per paho network thread, for our disconnect log to quote.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and str(record.msg).startswith("Client is not conn"):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return paho_log.isEnabledFor(logging.DEBUG)
-        return True
+        if record.levelno != logging.ERROR:
+            return True
+        text = str(record.msg)
+        if text.startswith("failed to receive on socket"):
+            self.local.error = str(record.args[0]) if record.args else text
+        elif not text.startswith("Client is not conn"):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return paho_log.isEnabledFor(logging.DEBUG)
+
+    def take_error(self) -> str | None:
+        """The last socket error seen on this (paho's) thread, once."""
+        error, self.local.error = getattr(self.local, "error", None), None
+        return error
 
 
-paho_log.addFilter(_NotConnectedIsDebug())
+_paho_errors = _PahoErrors()
+paho_log.addFilter(_paho_errors)
 
 WARN_EVERY = 60.0
 """Seconds between WARNING logs of bad payloads for one subscription; repeats go to DEBUG."""
 
+DRAIN_DELAY = 0.001
+"""Seconds from a message reaching an idle inbox to its drain, so a burst is mapped and
+emitted in one batch: about a fifth less CPU per message under load, and 1 ms of latency
+is nothing next to a sensor's period."""
+
+DRAIN_MAX = 2000
+"""Messages mapped per drain before the loop gets a turn (the pipeline, other collectors)."""
+
 _SAMPLE_BYTES = 100
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5: a persistent session like 3.1.1's
+# CONNACK codes that mean the credentials: 3.1.1 (4, 5) and MQTT 5 (134, 135).
+_AUTH_REFUSED = {4, 5, 134, 135}
+
+# topic, payload, arrival, MQTT 5 subscription ids, QoS 1 packet id (0: QoS 0), connection
+_Message = tuple[str, bytes, float, list[int] | None, int, int]
 
 
 @dataclass(slots=True)
@@ -75,6 +118,10 @@ class MqttStats:
     disconnects: int = 0
     connect_failures: int = 0
     unmatched: int = 0
+    acked: int = 0
+    """QoS 1 messages acknowledged to the broker (after their readings were stored)."""
+    acks_dropped: int = 0
+    """Stored after their connection was gone: not acked; the broker delivers them again."""
     connected: bool = False
     subscribed: bool = False
     """True once the broker acknowledged every subscription of the current connection."""
@@ -152,6 +199,9 @@ class MqttCollector:
             # Blocking on purpose: the network thread must be gone before the loop closes.
             client.disconnect()
             client.loop_stop()
+            self._acks.closed()  # from now on an on_stored acks nothing
+            while self._inbox:  # QoS 0 would be lost; QoS 1 comes again, unacked (at least once)
+                self._drain()
             self.stats.connected = self.stats.subscribed = False
             log.info("mqtt: stopped")
 
@@ -163,6 +213,7 @@ class MqttCollector:
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else not self.persistent,
+            manual_ack=True,
         )
         client.enable_logger(paho_log)
         client.reconnect_delay_set(1, 60)
@@ -177,6 +228,12 @@ class MqttCollector:
             )
         elif cfg.ca_file or cfg.cert_file or cfg.key_file:
             log.warning("mqtt: %s is not mqtts:// so ca/cert/key files are ignored", cfg.url)
+        self._acks = acks = Acks(client, self.stats)
+        self._loop, self._emit = loop, emit
+        # paho's thread appends, the loop's thread drains; fresh for each run.
+        self._inbox: deque[_Message] = deque()
+        self._drain_scheduled = False
+        inbox, clock = self._inbox, self._clock
 
         def later(callback: Callable[..., None], *args: Any) -> None:
             # RuntimeError: the loop closed under us during shutdown.
@@ -184,17 +241,21 @@ class MqttCollector:
                 loop.call_soon_threadsafe(callback, *args)
 
         pending: dict[int | None, list[str]] = {}  # SUBSCRIBE mid -> filters; paho thread only
+        answered = [False]  # did the broker answer this connection's CONNECT? paho thread only
+
+        def on_pre_connect(client: mqtt.Client, userdata: Any) -> None:
+            acks.closed()  # paho has just cleared its outgoing queue: no ack may slip in
+            answered[0] = False
 
         def on_connect(
             client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
             reason_code: ReasonCode, properties: Properties | None,
         ) -> None:
+            answered[0] = True
             if reason_code.is_failure:
-                log.warning(
-                    "mqtt: %s:%d refused the connection: %s (%d); retrying",
-                    cfg.host, cfg.port, reason_code, reason_code.value,
-                )
+                later(self._refused, str(reason_code), reason_code.value)
                 return
+            acks.opened()
             log.info(
                 "mqtt: connected to %s:%d (session present: %s); subscribing to %s",
                 cfg.host, cfg.port, flags.session_present,
@@ -213,13 +274,16 @@ class MqttCollector:
                 later(self._subscribed)
 
         def on_connect_fail(client: mqtt.Client, userdata: Any) -> None:
-            later(self._connect_failed)
+            # paho calls this inside its `except OSError`: the exception says why.
+            later(self._connect_failed, sys.exc_info()[1])
 
         def on_disconnect(
             client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
             reason_code: ReasonCode, properties: Properties | None,
         ) -> None:
-            later(self._disconnected, str(reason_code), reason_code.value)
+            acks.closed()
+            error = _paho_errors.take_error()
+            later(self._disconnected, str(reason_code), reason_code.value, error, answered[0])
 
         def on_subscribe(
             client: mqtt.Client, userdata: Any, mid: int,
@@ -232,11 +296,18 @@ class MqttCollector:
                 later(self._subscribed)
 
         def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-            ids = getattr(msg.properties, "SubscriptionIdentifier", None)
-            later(self._message, msg.topic, msg.payload, self._clock(), ids, emit)
+            ids = getattr(msg.properties, "SubscriptionIdentifier", None) if v5 else None
+            inbox.append((msg.topic, msg.payload, clock(), ids,
+                          msg.mid if msg.qos else 0, acks.connection))
+            # The drain clears the flag before it reads the inbox, so a message appended
+            # while it runs is either drained by it or schedules the next one.
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                later(loop.call_later, DRAIN_DELAY, self._drain)
 
         client.on_connect = on_connect
         client.on_connect_fail = on_connect_fail
+        client.on_pre_connect = on_pre_connect
         client.on_disconnect = on_disconnect
         client.on_subscribe = on_subscribe
         client.on_message = on_message
@@ -244,48 +315,89 @@ class MqttCollector:
 
     # --- on the event loop's thread ---------------------------------------------------
 
+    def _drain(self) -> None:
+        """Map what the inbox holds and emit it at once; QoS 1 acks wait for `on_stored`."""
+        self._drain_scheduled = False
+        inbox = self._inbox
+        readings: list[Reading] = []
+        ids: list[tuple[int, int]] = []
+        for _ in range(min(len(inbox), DRAIN_MAX)):
+            topic, payload, arrival, sub_ids, mid, connection = inbox.popleft()
+            self._map(topic, payload, arrival, sub_ids, readings)
+            if mid:
+                ids.append((connection, mid))
+        if readings:
+            self._emit(readings, self._acks.hold(ids) if ids else None)
+        elif ids:
+            self._acks.nothing_to_store(ids)
+        if inbox and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
     def _connected(self) -> None:
         self.stats.connects += 1
         self.stats.connected = True
         self._connect_failures = 0
 
-    def _connect_failed(self) -> None:
+    def _connect_failed(self, error: BaseException | str | None) -> None:
         self.stats.connect_failures += 1
         self._connect_failures += 1
         level = logging.WARNING if self._connect_failures == 1 else logging.DEBUG
+        hint = ""
+        if isinstance(error, ssl.SSLCertVerificationError):
+            hint = " (is ca_file the CA that signed the broker's certificate?)"
+        elif "CERTIFICATE_REQUIRED" in str(error):
+            hint = " (the broker wants a client certificate: set cert_file and key_file)"
         log.log(
-            level, "mqtt: cannot reach %s:%d (attempt %d); retrying every 1-60 s",
-            self._config.host, self._config.port, self._connect_failures,
+            level, "mqtt: cannot reach %s:%d: %s%s (attempt %d); retrying every 1-60 s",
+            self._config.host, self._config.port, error or "connection failed", hint,
+            self._connect_failures,
         )
 
-    def _disconnected(self, reason: str, code: int) -> None:
+    def _refused(self, reason: str, code: int) -> None:
+        self.stats.connect_failures += 1
+        self._connect_failures += 1
+        level = logging.WARNING if self._connect_failures == 1 else logging.DEBUG
+        hint = ""
+        if code in _AUTH_REFUSED:
+            cfg = self._config
+            source = (f"password_env {cfg.password_env}" if cfg.password_env else
+                      f"password_file {cfg.password_file}" if cfg.password_file else "no password")
+            hint = f"; check username {cfg.username!r} and the password ({source})"
+        log.log(level, "mqtt: %s:%d refused the connection: %s (%d)%s; retrying",
+                self._config.host, self._config.port, reason, code, hint)
+
+    def _disconnected(self, reason: str, code: int, error: str | None, answered: bool) -> None:
         if not self.stats.connected:
-            return  # a refused CONNECT, already logged
+            if not answered and code != 0:  # closed before CONNACK: a TLS refusal, say
+                self._connect_failed(f"closed before the broker answered: {error or reason}")
+            return  # else a refused CONNECT (logged by _refused) or our own stop
         self.stats.disconnects += 1
         self.stats.connected = self.stats.subscribed = False
         level = logging.INFO if code == 0 else logging.WARNING
-        log.log(level, "mqtt: disconnected from %s:%d: %s (%d); reconnecting",
-                self._config.host, self._config.port, reason, code)
+        log.log(level, "mqtt: disconnected from %s:%d: %s (%d)%s; reconnecting",
+                self._config.host, self._config.port, reason, code,
+                f": {error}" if error else "")
 
     def _subscribed(self) -> None:
         self.stats.subscribed = True
 
-    def _message(
-        self, topic: str, payload: bytes, arrival: float, ids: list[int] | None, emit: Emit
-    ) -> None:
+    def _map(self, topic: str, payload: bytes, arrival: float, ids: list[int] | None,
+             out: list[Reading]) -> None:
         routes = self._routes
         if ids:  # MQTT 5: only the subscriptions behind the filters this copy came through
             n = len(self._filter_routes)
             routes = [r for i in ids if 0 < i <= n for r in self._filter_routes[i - 1]]
         matched = False
         for route in routes:
-            if route.mapper.match(topic) is None:
+            found = route.mapper.match(topic)
+            if found is None:
                 continue
             matched = True
             stats = route.stats
             stats.messages += 1
             try:
-                readings, problems = route.mapper.map(topic, payload, arrival)
+                readings, problems = route.mapper.map(topic, payload, arrival, found=found)
             except PayloadError as exc:
                 stats.bad_payloads += 1
                 self._warn(route, "bad payload", topic, exc.reason, payload)
@@ -295,7 +407,7 @@ class MqttCollector:
                 reason = "; ".join(p.reason for p in problems)
                 self._warn(route, "some metrics did not map", topic, reason, payload)
             stats.readings += len(readings)
-            emit(readings)
+            out.extend(readings)
         if not matched:
             self.stats.unmatched += 1
             log.debug("mqtt: no subscription matches %s", topic)

@@ -165,6 +165,10 @@ def _finite(value: float, what: str) -> float:
 
 def coerce_value(value: object) -> float:
     """A JSON value as a float: numbers, booleans, ON/OFF, true/false, open/closed, "21.5"."""
+    if type(value) is float:  # the common case first: a JSON number with a fraction
+        if math.isfinite(value):
+            return value
+        raise PayloadError(f"value is {value} (NaN and Infinity are refused)")
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
@@ -223,9 +227,12 @@ def _reject_constant(name: str) -> float:
     raise PayloadError(f"JSON contains {name} (NaN and Infinity are refused)")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once, not per message
+
+
 def _parse_json(text: str) -> object:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
@@ -264,6 +271,7 @@ class PayloadMapper:
         self._metrics = tuple((name, JsonPath.compile(p)) for name, p in sub.metrics.items())
         self._timestamp = JsonPath.compile(sub.timestamp) if sub.timestamp else None
         self._units = dict(sub.units)
+        self._number = sub.format == "number"
 
     @property
     def subscribe_topic(self) -> str:
@@ -278,11 +286,16 @@ class PayloadMapper:
         asset, metric = found
         return asset or self.subscription.asset or "", metric or self.subscription.metric
 
-    def map(self, topic: str, payload: bytes, arrival_ts: float) -> Mapped:
-        """Readings from one message; PayloadError when the message as a whole is refused."""
-        found = self.match(topic)
+    def map(self, topic: str, payload: bytes, arrival_ts: float, *,
+            found: tuple[str, str | None] | None = None) -> Mapped:
+        """Readings from one message; PayloadError when the message as a whole is refused.
+
+        `found` is `match(topic)` when the caller has it already (the collector does).
+        """
         if found is None:
-            raise PayloadError(f"topic {topic!r} does not match {self.topic.pattern!r}")
+            found = self.match(topic)
+            if found is None:
+                raise PayloadError(f"topic {topic!r} does not match {self.topic.pattern!r}")
         asset, topic_metric = found
         if not asset or topic_metric == "":
             raise PayloadError(f"topic {topic!r} has an empty {{asset}} or {{metric}} level")
@@ -295,17 +308,23 @@ class PayloadMapper:
         except UnicodeDecodeError as exc:
             raise PayloadError(f"payload is not UTF-8 (byte {exc.start})") from None
         source = f"mqtt:{topic}"
-        if self.subscription.format == "number":
+        units = self._units
+        if self._number:
             metric = topic_metric or ""
             value = coerce_value(text)
-            return Mapped([self._reading(asset, metric, value, arrival_ts, source)], [])
+            reading = Reading(asset, metric, value, arrival_ts, unit=units.get(metric, ""),
+                              source=source)
+            return Mapped([reading], [])
 
         doc = _parse_json(text)
         ts = parse_timestamp(self._timestamp.get(doc)) if self._timestamp else arrival_ts
         if not self._metrics:
+            metric = topic_metric or ""
             value = coerce_value(_WHOLE.get(doc))
-            return Mapped([self._reading(asset, topic_metric or "", value, ts, source)], [])
+            reading = Reading(asset, metric, value, ts, unit=units.get(metric, ""), source=source)
+            return Mapped([reading], [])
 
+        # The hot loop of the collector: a few thousand messages a second, several metrics each.
         readings: list[Reading] = []
         problems: list[PayloadError] = []
         for name, path in self._metrics:
@@ -315,13 +334,12 @@ class PayloadMapper:
             except PayloadError as exc:
                 problems.append(PayloadError(f"{metric}: {exc.reason}"))
                 continue
-            readings.append(self._reading(asset, metric, value, ts, source))
+            readings.append(
+                Reading(asset, metric, value, ts, unit=units.get(metric, ""), source=source)
+            )
         if not readings:
             raise PayloadError("; ".join(p.reason for p in problems))
         return Mapped(readings, problems)
-
-    def _reading(self, asset: str, metric: str, value: float, ts: float, source: str) -> Reading:
-        return Reading(asset, metric, value, ts, unit=self._units.get(metric, ""), source=source)
 
 
 def compile_subscriptions(

@@ -405,3 +405,11 @@ def test_any_finite_float_round_trips_in_json(value: float) -> None:
     m = mapper(topic="r/{asset}", metrics={"x": "$.data[0]['the value']"})
     payload = json.dumps({"data": [{"the value": value}]}).encode()
     assert m.map("r/a", payload, ARRIVAL).readings[0].value == value
+
+
+def test_map_with_the_match_already_made_is_the_same() -> None:
+    m = mapper(topic="z/{asset}", metrics={"t": "$.t"})
+    found = m.match("z/a")
+    assert found == ("a", None)
+    payload = b'{"t": 1.5}'
+    assert m.map("z/a", payload, ARRIVAL, found=found) == m.map("z/a", payload, ARRIVAL)

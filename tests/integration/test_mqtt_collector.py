@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -21,7 +21,7 @@ import pytest
 
 from collector.mqtt import MqttCollector
 from collector.mqtt_config import MqttConfig, Subscription
-from collector.reading import Reading
+from collector.reading import Emit, Reading
 from tests.conftest import free_port
 
 HOST, PORT = "127.0.0.1", 1883
@@ -85,6 +85,17 @@ async def until(condition: Callable[[], bool], what: str, within: float = 10) ->
         await asyncio.sleep(0.02)
 
 
+def storing(into: list[Reading]) -> Emit:
+    """An emit that keeps the readings and reports them stored at once."""
+
+    def emit(readings: Sequence[Reading], on_stored: Callable[[], None] | None = None) -> None:
+        into.extend(readings)
+        if on_stored is not None:
+            on_stored()
+
+    return emit
+
+
 def run_collector(
     collector: MqttCollector,
     scenario: Callable[[list[Reading]], Awaitable[None]],
@@ -94,7 +105,7 @@ def run_collector(
     readings: list[Reading] = []
 
     async def main() -> None:
-        task = asyncio.create_task(collector.run(readings.extend))
+        task = asyncio.create_task(collector.run(storing(readings)))
         try:
             await until(lambda: collector.stats.subscribed, "every SUBACK")
             await scenario(readings)
@@ -268,7 +279,7 @@ def test_unreachable_broker_keeps_retrying_and_stops_cleanly(
     collector = MqttCollector(config)
 
     async def main() -> None:
-        task = asyncio.create_task(collector.run(lambda readings: None))
+        task = asyncio.create_task(collector.run(storing([])))
         await until(lambda: collector.stats.connect_failures >= 2, "a second connection failure")
         assert not task.done()
         task.cancel()
