@@ -16,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.background import run_jobs
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
@@ -68,9 +69,10 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                             status_code=422)
 
     @app.exception_handler(OperationalError)
-    async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(PoolTimeout)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database error on %s %s: %s", request.method, request.url.path,
-                    exc.orig)
+                    getattr(exc, "orig", None) or exc)
         return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
                             headers={"Retry-After": "5"})
 

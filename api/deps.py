@@ -28,13 +28,15 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_principal(
-    session: SessionDep,
+    db: Annotated[Database, Depends(get_db)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
-    principal = authenticate(session, credentials.credentials)
+    # its own short session: a request holds at most one pooled connection at a time
+    with db.session() as session:
+        principal = authenticate(session, credentials.credentials)
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -197,7 +197,14 @@ def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
     ok = seconds.get("ok", 0.0) * share
     # time outside the standard's schedule is neither compliant nor a gap in the data
     gap = progress["gap"] + seconds.get("no_data", 0.0) * share
-    if seconds.get("violating", 0.0) > 0 or gap > gap_limit:
+    if seconds.get("violating", 0.0) > 0:
+        # out of limits again (even within the standard's on-delay): the fix did not hold
+        before = public_fields(nc)
+        _reopen_by_sensor(session, nc, at, {"snapshot": {
+            "since": since.isoformat(), "at": at.isoformat(), "seconds": seconds}},
+            event.id, before, note="readings violated the standard during verification")
+        return
+    if gap > gap_limit:
         progress.update(covered=0.0, samples=0, gap=0.0, **{"from": at.isoformat()})
     else:
         progress.update(covered=progress["covered"] + ok,

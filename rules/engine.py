@@ -239,6 +239,13 @@ class Engine:
 
     def _step(self, track: Track, judgement: Judgement, ts: float,
               events: list[Event]) -> None:
+        before = track.status
+        self._move(track, judgement, ts, events)
+        if track.status != before:  # compliance time is exact at every change of state
+            self._account(track, ts)
+
+    def _move(self, track: Track, judgement: Judgement, ts: float,
+              events: list[Event]) -> None:
         status, standard = track.status, track.standard
         if status == OK:
             if judgement is Judgement.VIOLATING:
@@ -303,7 +310,7 @@ class Engine:
             track.compliance_since = now
         if track.schedule is not None and not track.schedule.active(now):
             track.compliance = "inactive"
-        elif track.status in (VIOLATING, RECOVERING):
+        elif track.status != OK:  # out of limits, raised or still in its on-delay
             track.compliance = "violating"
         elif track.last_good is None or now - track.last_good > track.standard.no_data_after:
             track.compliance = "no_data"
