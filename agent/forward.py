@@ -44,6 +44,8 @@ class Forwarder:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any sink failure: keep events, retry later
+                if not self.failures:
+                    backoff = 0.5  # a new outage, after some batches went through
                 self.failures += 1
                 level = logging.WARNING if self.failures == 1 else logging.DEBUG
                 log.log(level, "cannot deliver NC events yet (%s); retrying in %.1fs",
@@ -51,9 +53,7 @@ class Forwarder:
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            if self.failures:
-                log.info("NC events flowing again after %d failed attempts", self.failures)
-                self.failures = 0
+            self._flowing()
             backoff = 0.5
             if not delivered:
                 with contextlib.suppress(TimeoutError):
@@ -71,7 +71,14 @@ class Forwarder:
             self.buffer.ack_events(rows[-1][0])
             total += len(rows)
             self.delivered += len(rows)
+            self._flowing()
         return total
+
+    def _flowing(self) -> None:
+        """A batch went through: log the recovery once, so the next outage warns again."""
+        if self.failures:
+            log.info("NC events flowing again after %d failed attempts", self.failures)
+            self.failures = 0
 
     async def _one_by_one(self, rows: list[tuple[int, dict[str, Any]]]) -> int:
         """A batch was refused: find the events the API refuses and set them aside."""
