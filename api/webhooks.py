@@ -133,10 +133,13 @@ def claim(session: Session, now: datetime) -> list[Claimed]:
             Delivery.status == "pending", Delivery.next_attempt_at <= now,
             (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now), ~blocked)
         .order_by(Delivery.id).limit(BATCH).with_for_update(skip_locked=True)))
+    hooks = {hook.id: hook for hook in session.scalars(
+        select(Webhook).where(Webhook.id.in_({d.webhook_id for d in rows})))} if rows else {}
+    events = {event.seq: event for event in session.scalars(
+        select(FeedEvent).where(FeedEvent.seq.in_({d.seq for d in rows})))} if rows else {}
     claimed = []
     for delivery in rows:
-        hook = session.get(Webhook, delivery.webhook_id)
-        event = session.get(FeedEvent, delivery.seq)
+        hook, event = hooks.get(delivery.webhook_id), events.get(delivery.seq)
         if hook is None or event is None or hook.disabled_at is not None:
             delivery.status, delivery.last_error = "dead", "webhook disabled or deleted"
             continue
@@ -161,11 +164,33 @@ class Outcome:
     retry_after: float | None = None
 
 
-async def send(client: httpx.AsyncClient, claimed: Claimed, *, allow_private: bool
-               ) -> Outcome:
+class UrlChecks:
+    """`check_url` answers kept for a minute: a receiver's address is looked up once a
+    minute, not once per delivery (and a changed DNS answer is seen within a minute)."""
+
+    def __init__(self, allow_private: bool, ttl: float = 60.0) -> None:
+        self.allow_private = allow_private
+        self.ttl = ttl
+        self._answers: dict[str, tuple[float, str | None]] = {}
+
+    async def check(self, url: str) -> None:
+        now = asyncio.get_running_loop().time()
+        cached = self._answers.get(url)
+        if cached is None or cached[0] < now:
+            try:
+                await asyncio.to_thread(check_url, url, allow_private=self.allow_private)
+                cached = (now + self.ttl, None)
+            except UnsafeUrl as exc:
+                cached = (now + self.ttl, str(exc))
+            self._answers[url] = cached
+        if cached[1] is not None:
+            raise UnsafeUrl(cached[1])
+
+
+async def send(client: httpx.AsyncClient, claimed: Claimed, checks: UrlChecks) -> Outcome:
     timestamp = int(datetime.now(UTC).timestamp())
     try:
-        await asyncio.to_thread(check_url, claimed.url, allow_private=allow_private)
+        await checks.check(claimed.url)
         response = await client.post(claimed.url, content=claimed.body, headers={
             "content-type": "application/json", "webhook-id": claimed.message_id,
             "webhook-timestamp": str(timestamp),
@@ -183,7 +208,8 @@ async def send(client: httpx.AsyncClient, claimed: Claimed, *, allow_private: bo
 
 
 def settle(session: Session, delivery_id: int, outcome: Outcome, now: datetime) -> None:
-    """Record an attempt's outcome: delivered, retried later, disabled, or given up."""
+    """Record an attempt's outcome (caller commits): delivered, retried later, disabled,
+    or given up."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         return
@@ -205,7 +231,6 @@ def settle(session: Session, delivery_id: int, outcome: Outcome, now: datetime) 
     else:
         delivery.next_attempt_at = now + timedelta(seconds=backoff(delivery.attempts,
                                                                    outcome.retry_after))
-    session.commit()
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
@@ -217,22 +242,26 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
 
 
 async def dispatch(factory: sessionmaker[Session], *, allow_private: bool = False,
-                   every: float = 0.5, concurrency: int = 16) -> None:
-    """Fan out and deliver until cancelled."""
+                   every: float = 0.5, concurrency: int = 32) -> None:
+    """Fan out and deliver until cancelled: claim a batch, send it concurrently, record
+    every outcome of the batch in one transaction."""
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
+    checks = UrlChecks(allow_private)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False,
+                                 limits=limits) as client:
 
-        async def deliver(claimed: Claimed) -> None:
+        async def deliver(claimed: Claimed) -> tuple[int, Outcome]:
             async with limit:
-                outcome = await send(client, claimed, allow_private=allow_private)
-            await asyncio.to_thread(_settle, factory, claimed.delivery_id, outcome)
+                return claimed.delivery_id, await send(client, claimed, checks)
 
         while True:
             try:
                 await asyncio.to_thread(_fan_out, factory)
                 claimed = await asyncio.to_thread(_claim, factory)
                 if claimed:
-                    await asyncio.gather(*(deliver(c) for c in claimed))
+                    outcomes = await asyncio.gather(*(deliver(c) for c in claimed))
+                    await asyncio.to_thread(_settle_all, factory, outcomes)
                     continue
             except Exception:
                 log.exception("webhook dispatch failed; retrying")
@@ -249,9 +278,12 @@ def _claim(factory: sessionmaker[Session]) -> list[Claimed]:
         return claim(session, datetime.now(UTC))
 
 
-def _settle(factory: sessionmaker[Session], delivery_id: int, outcome: Outcome) -> None:
+def _settle_all(factory: sessionmaker[Session], outcomes: list[tuple[int, Outcome]]) -> None:
     with factory() as session:
-        settle(session, delivery_id, outcome, datetime.now(UTC))
+        now = datetime.now(UTC)
+        for delivery_id, outcome in outcomes:
+            settle(session, delivery_id, outcome, now)
+        session.commit()
 
 
 def describe(hook: Webhook) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from api.auth import Principal, create_token
 from api.schemas import ActionBody
 from api.service import SYSTEM_ACTOR, feed_after, record
 from api.store import Database, Delivery, FeedEvent, Nonconformance, Webhook
-from api.webhooks import _claim, _fan_out, _settle, new_secret, send
+from api.webhooks import UrlChecks, _claim, _fan_out, _settle_all, new_secret, send
 
 TARGET = 1000.0  # webhook deliveries per second with 4 endpoints
 STEPS = [("acknowledge", ActionBody()), ("assign", ActionBody(assignee="li.wei")),
@@ -264,11 +264,12 @@ def breakdown(db: Database, endpoints: int, last: int) -> dict[str, float]:
         async def run() -> int:
             nonlocal count
             async with httpx.AsyncClient(timeout=10) as client:
-                limit = asyncio.Semaphore(16)
+                limit = asyncio.Semaphore(32)
+                checks = UrlChecks(allow_private=False)
 
                 async def one(claimed: Any) -> Any:
                     async with limit:
-                        return await send(client, claimed, allow_private=False)
+                        return await send(client, claimed, checks)
 
                 while True:
                     t0 = time.perf_counter()
@@ -280,9 +281,8 @@ def breakdown(db: Database, endpoints: int, last: int) -> dict[str, float]:
                         return count
                     outcomes = await asyncio.gather(*(one(c) for c in claimed))
                     t3 = time.perf_counter()
-                    await asyncio.gather(*(asyncio.to_thread(_settle, db.write, c.delivery_id,
-                                                             o)
-                                           for c, o in zip(claimed, outcomes, strict=True)))
+                    await asyncio.to_thread(_settle_all, db.write, [
+                        (c.delivery_id, o) for c, o in zip(claimed, outcomes, strict=True)])
                     t4 = time.perf_counter()
                     for step, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3),
                                              strict=True):
