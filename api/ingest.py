@@ -197,7 +197,10 @@ def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
     ok = seconds.get("ok", 0.0) * share
     # time outside the standard's schedule is neither compliant nor a gap in the data
     gap = progress["gap"] + seconds.get("no_data", 0.0) * share
-    if seconds.get("violating", 0.0) > 0:
+    # A snapshot that began before the verification started may hold violating time from
+    # before the fix (or the clear): only time that cannot fit before the start counts.
+    before_start = max(0.0, (start - since).total_seconds())
+    if seconds.get("violating", 0.0) > before_start:
         # out of limits again (even within the standard's on-delay): the fix did not hold
         before = public_fields(nc)
         _reopen_by_sensor(session, nc, at, {"snapshot": {
