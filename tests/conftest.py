@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,15 +26,12 @@ def port() -> int:
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The same tests on SQLite (a file) and PostgreSQL (a fresh schema per test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'patrol.sqlite'}"
-        return
+@contextmanager
+def postgres_schema(prefix: str = "t") -> Iterator[str]:
+    """A fresh schema on the local PostgreSQL as a database URL; dropped afterwards."""
     import psycopg
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
@@ -41,6 +39,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     finally:
         with psycopg.connect(POSTGRES, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema, as a database URL a site.yaml can hold."""
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same tests on SQLite (a file) and PostgreSQL (a fresh schema per test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'patrol.sqlite'}"
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -51,13 +66,5 @@ def module_database_url(request: pytest.FixtureRequest,
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('patrol') / 'patrol.sqlite'}"
         return
-    import psycopg
-
-    schema = f"m_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with postgres_schema("m") as url:
+        yield url

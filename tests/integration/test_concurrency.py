@@ -15,7 +15,6 @@ import itertools
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import pytest
 from api.auth import create_token
 from api.store import Database
 from rules.events import Event
-from tests.conftest import POSTGRES, free_port
+from tests.conftest import free_port
 from tests.integration.conftest import PatrolProcess
 
 TOKENS = {"agent": "agent", "eng-a": "engineer", "eng-b": "engineer", "qa": "quality",
@@ -40,17 +39,6 @@ STANDARD = {"title": "Supply air temperature 14-18 degC", "clause": "BMS 3.1",
             "rectify_within": 60.0, "on_recovery": "keep_open"}
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema on the local PostgreSQL, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @dataclass

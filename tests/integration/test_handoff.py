@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from api.auth import create_token
 from api.store import Database
 from collector.modbus.config import ModbusPoint
 from rules.events import Event
-from tests.conftest import POSTGRES, free_port
+from tests.conftest import free_port
 from tests.integration.conftest import Api, ModbusServerThread, PatrolProcess
 from tests.integration.webhook_receiver import (  # noqa: F401 (fixture)
     Answer,
@@ -46,19 +45,6 @@ STANDARD = {"title": "Chilled water supply temperature 6-8 degC", "severity": "m
             "department": "engineering", "rectify_within": 86400.0}
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema, as a database URL a site.yaml can hold."""
-    import psycopg
-
-    schema = f"h_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
