@@ -75,6 +75,17 @@ class ModbusServerThread:
 
 
 @pytest.fixture
+def no_threads_left() -> Iterator[None]:
+    """Fails a test that leaves a thread behind (a paho loop, a server) after 5 s."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while (left := set(threading.enumerate()) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"threads left behind: {sorted(t.name for t in left)}"
+
+
+@pytest.fixture
 def modbus_server() -> Iterator[ModbusServerThread]:
     server = ModbusServerThread().start()
     yield server

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -39,14 +38,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_threads_left() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while (left := set(threading.enumerate()) - before) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not left, f"threads left behind: {sorted(t.name for t in left)}"
+pytestmark = pytest.mark.usefixtures("no_threads_left")
 
 
 @pytest.fixture

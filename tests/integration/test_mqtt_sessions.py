@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections import Counter
@@ -28,19 +27,10 @@ from tests.integration.mosquitto import Mosquitto, Publisher, TlsFiles, mosquitt
 pytestmark = [
     pytest.mark.timeout(90),
     pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed"),
+    pytest.mark.usefixtures("no_threads_left"),
 ]
 
 TOPIC = "patrol-test/{asset}/{metric}"
-
-
-@pytest.fixture(autouse=True)
-def no_threads_left() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while (left := set(threading.enumerate()) - before) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not left, f"threads left behind: {sorted(t.name for t in left)}"
 
 
 @pytest.fixture
