@@ -37,7 +37,7 @@ async def run_writer(writer: TsdbWriter) -> None:
         pass
 
 
-def through_writer(directory: Path, n: int) -> tuple[float, float]:
+def through_writer(directory: Path, n: int, batch: int) -> tuple[float, float]:
     """(seconds, samples VictoriaMetrics took) for n readings through our writer."""
     buffer = Buffer(directory / "buffer.sqlite")
     readings = make_readings(n)
@@ -50,7 +50,7 @@ def through_writer(directory: Path, n: int) -> tuple[float, float]:
     print(f"  for scale: Buffer.oldest builds {n / (time.perf_counter() - started):,.0f} "
           "readings/s")
     with VictoriaMetrics(directory / "vm-writer") as vm:
-        config = InfluxConfig(url=vm.url, bucket="patrol")
+        config = InfluxConfig(url=vm.url, bucket="patrol", batch_size=batch)
         send, close = make_sender(config)
         writer = TsdbWriter(buffer, config, LineSerializer("patrol", SITE, ASSETS), send)
         started = time.perf_counter()
@@ -80,6 +80,7 @@ def with_curl(directory: Path, name: str, body: Path, gzipped: bool) -> tuple[fl
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.tsdb_write", description=__doc__)
     parser.add_argument("--readings", type=int, default=500_000)
+    parser.add_argument("--batch", type=int, default=5000, help="influxdb.batch_size")
     args = parser.parse_args()
     n = args.readings
     with tempfile.TemporaryDirectory(prefix="patrol-bench-") as tmp:
@@ -102,8 +103,8 @@ def main() -> None:
         del text
         print(f"  for scale: LineSerializer writes {n / serialize:,.0f} lines/s, gzip level 9 "
               f"packs {n / squeeze:,.0f} lines/s")
-        writer_s, writer_rows = through_writer(directory, n)
-        rows = [("our writer (v2, gzip, 5,000/batch)", writer_s, writer_rows)]
+        writer_s, writer_rows = through_writer(directory, n, args.batch)
+        rows = [(f"our writer (v2, gzip, {args.batch:,}/batch)", writer_s, writer_rows)]
         for name, body, gzipped in (("curl plain", plain, False), ("curl gzip", packed, True)):
             seconds, taken = with_curl(directory, name.replace(" ", "-"), body, gzipped)
             rows.append((f"ceiling: {name}, one request", seconds, taken))
