@@ -74,6 +74,10 @@ async def run_site(site: Site, *, mode: str, stop: asyncio.Event,
             raise OSError(f"cannot listen on {listen.listen}: {exc.strerror or exc}") from None
         database, server = _api_server(site)
         api_url = f"http://{listen.listen}"
+        if site.config.notify is not None and site.config.notify.channels:
+            log.warning("notify: %d channels configured, but this version does not send "
+                        "notifications yet; use webhooks or the feed",
+                        len(site.config.notify.channels))
     async with _agent(site, database, enabled=mode in ("run", "agent")) as agent_tasks:
         serve = (asyncio.create_task(server.serve(sockets=sockets), name="api")
                  if server else None)
