@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                    config=False)
     demo.add_argument("--dir", type=Path, help="working directory (default: a new temp dir)")
     demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    demo.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT",
+                      help="MQTT broker to use if it answers; else an embedded one starts")
     simulate = command("simulate", _simulate, "the plant-room simulator alone",
                        config=False)
     simulate.add_argument("-c", "--config", type=Path, help="sim.yaml (default: built in)")
@@ -209,7 +211,11 @@ def _schema(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(workdir=args.dir, port=args.port)
+    host, _, port = args.broker.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"--broker {args.broker!r} is not HOST:PORT", file=sys.stderr)
+        return EXIT_INVALID
+    return run_demo(workdir=args.dir, port=args.port, broker=(host, int(port)))
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -96,27 +96,28 @@ def write_site(workdir: Path, *, modbus_port: int, mqtt_url: str, api_port: int,
     return workdir / "site.yaml"
 
 
-def run_demo(workdir: Path | None = None, port: int = 0) -> int:
+def run_demo(workdir: Path | None = None, port: int = 0,
+             broker: tuple[str, int] = DEFAULT_BROKER) -> int:
     temporary = workdir is None
     directory = Path(tempfile.mkdtemp(prefix="patrol-demo-")) if workdir is None else workdir
     try:
-        asyncio.run(_demo(directory, port or free_port()))
+        asyncio.run(_demo(directory, port or free_port(), broker))
     finally:
         if temporary:
             shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
-async def _demo(workdir: Path, api_port: int) -> None:
+async def _demo(workdir: Path, api_port: int, broker: tuple[str, int]) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
     async with contextlib.AsyncExitStack() as stack:
-        if await asyncio.to_thread(broker_answers, *DEFAULT_BROKER):
-            mqtt_url = "mqtt://{}:{}".format(*DEFAULT_BROKER)
+        if await asyncio.to_thread(broker_answers, *broker):
+            mqtt_url = "mqtt://{}:{}".format(*broker)
         else:
             broker_port = await stack.enter_async_context(embedded_broker())
             mqtt_url = f"mqtt://127.0.0.1:{broker_port}"
-            log.info("no broker on 127.0.0.1:1883: started an embedded one on port %d",
+            log.info("no broker on %s:%d: started an embedded one on port %d", *broker,
                      broker_port)
         prefix = f"patrol-demo-{secrets.token_hex(3)}"
         sim_config = SimConfig(modbus=SimModbus(port=0),

@@ -7,13 +7,19 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port
 from tests.integration.conftest import Api, PatrolProcess
 
 
-def test_demo_raises_the_chiller_nc_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["machine", "embedded"])
+def test_demo_raises_the_chiller_nc_and_stops_on_ctrl_c(tmp_path: Path, broker: str) -> None:
+    """With the machine's Mosquitto, and with no broker at all (the embedded one starts)."""
     port = free_port()
-    process = PatrolProcess("demo", "--dir", tmp_path / "demo", "--port", port, cwd=tmp_path)
+    where = "127.0.0.1:1883" if broker == "machine" else f"127.0.0.1:{free_port()}"
+    process = PatrolProcess("demo", "--dir", tmp_path / "demo", "--port", port,
+                            "--broker", where, cwd=tmp_path)
     try:
         output = process.wait_for_output("try:", timeout=30)
         curl = re.search(r"curl -s -H 'Authorization: Bearer (\S+)' (\S+)/nonconformances",
@@ -32,3 +38,4 @@ def test_demo_raises_the_chiller_nc_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         code = process.stop(signal.SIGINT)
     assert code == 0, process.output
     assert "Traceback" not in process.output
+    assert ("started an embedded one" in process.output) == (broker == "embedded")
