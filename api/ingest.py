@@ -35,6 +35,9 @@ from api.store import AppliedEvent, Base, Compliance, ComplianceDay, Nonconforma
 
 RECURRENCE_WINDOW = timedelta(days=90)
 DEFAULT_NO_DATA_AFTER = 900.0
+SLACK = 0.05
+"""Seconds of violating time a snapshot may hold beyond the verification start before it
+counts: event times are exact to the millisecond only, a real blip lasts a reading."""
 
 
 def apply_events(factory: sessionmaker[Session], events: Sequence[EventIn | SnapshotIn],
@@ -199,8 +202,9 @@ def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
     gap = progress["gap"] + seconds.get("no_data", 0.0) * share
     # A snapshot that began before the verification started may hold violating time from
     # before the fix (or the clear): only time that cannot fit before the start counts.
+    # (times travel at millisecond resolution: SLACK keeps rounding from reopening a fix)
     before_start = max(0.0, (start - since).total_seconds())
-    if seconds.get("violating", 0.0) > before_start:
+    if seconds.get("violating", 0.0) > before_start + SLACK:
         # out of limits again (even within the standard's on-delay): the fix did not hold
         before = public_fields(nc)
         _reopen_by_sensor(session, nc, at, {"snapshot": {
