@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.schemas import ActionBody, ManualNonconformance
-from api.service import changes_between, get_nc, open_nc, public_fields, record
+from api.service import get_nc, open_nc, public_fields, record
 from api.store import Nonconformance, format_nc_id
 from api.workflow import ACTIONS, IllegalAction, check
 
@@ -50,9 +50,8 @@ def perform(session: Session, pk: int, name: str, body: ActionBody, principal: P
     nc.state = spec.target(nc.state, body.result)
     if nc.state in ("closed", "cancelled"):
         nc.open_slot = None
-    changes = changes_between(before, nc)
-    record(session, nc, (principal.name, principal.role), name, from_state, now, changes,
-           note=body.note or body.reason, feed_type=_FEED_TYPES.get(name, name))
+    record(session, nc, (principal.name, principal.role), name, from_state, now,
+           note=body.note or body.reason, feed_type=_FEED_TYPES.get(name, name), before=before)
     return nc
 
 

@@ -26,7 +26,6 @@ from api.service import (
     COMPLIANCE_STATES,
     SYSTEM_ACTOR,
     Actor,
-    changes_between,
     open_nc,
     public_fields,
     record,
@@ -92,8 +91,8 @@ def _raise(session: Session, event: EventIn, nc: Nonconformance | None, actor: A
         if nc.state == "pending_verification" and nc.rectified_at and at > nc.rectified_at:
             _reopen_by_sensor(session, nc, at, event.evidence, event.id, before)
         else:
-            record(session, nc, actor, "occurrence", nc.state, at,
-                   changes_between(before, nc), event_id=event.id)
+            record(session, nc, actor, "occurrence", nc.state, at, event_id=event.id,
+                   before=before)
         return nc
     info = event.standard
     earlier = _recently_closed(session, event, recurrence)
@@ -131,12 +130,11 @@ def _clear(session: Session, event: EventIn, nc: Nonconformance, actor: Actor) -
     nc.condition, nc.cleared_at = "normal", at
     if event.standard.on_recovery == "close" and nc.state != "pending_verification":
         nc.state, nc.open_slot, nc.closed_at = "closed", None, at
-        record(session, nc, actor, "cleared", state, at, changes_between(before, nc),
+        record(session, nc, actor, "cleared", state, at,
                note="condition recovered (on_recovery: close)", event_id=event.id,
-               feed_type="closed")
+               feed_type="closed", before=before)
         return
-    record(session, nc, actor, "cleared", state, at, changes_between(before, nc),
-           event_id=event.id)
+    record(session, nc, actor, "cleared", state, at, event_id=event.id, before=before)
 
 
 def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,
@@ -148,8 +146,8 @@ def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,
     nc.verification = {"method": "sensor", "result": "fail", "at": at.isoformat(),
                        "evidence": evidence}
     nc.verify_progress = None
-    record(session, nc, SYSTEM_ACTOR, "reopened", "pending_verification", at,
-           changes_between(before, nc), note=note, event_id=event_id)
+    record(session, nc, SYSTEM_ACTOR, "reopened", "pending_verification", at, note=note,
+           event_id=event_id, before=before)
 
 
 def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
@@ -225,9 +223,8 @@ def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
         nc.state, nc.open_slot, nc.closed_at = "closed", None, at
         nc.verify_progress = None
         record(session, nc, SYSTEM_ACTOR, "verified", "pending_verification", at,
-               changes_between(before, nc),
                note=f"compliant readings covered verify_for ({verify_for:g}s)",
-               event_id=event.id, feed_type="closed")
+               event_id=event.id, feed_type="closed", before=before)
     else:
         nc.verify_progress = progress
 

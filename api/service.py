@@ -79,19 +79,19 @@ def public_fields(nc: Nonconformance) -> dict[str, Any]:
     return data
 
 
-def changes_between(before: dict[str, Any], nc: Nonconformance) -> dict[str, list[Any]]:
-    """{field: [old, new]} for every public field that changed since `before`."""
-    after = public_fields(nc)
-    return {key: [before[key], after[key]] for key in after if before[key] != after[key]}
-
-
 def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
            from_state: str | None, at: datetime, changes: dict[str, Any] | None = None,
            note: str | None = None, event_id: str | None = None,
-           feed_type: str | None = None, feed: bool = True) -> None:
+           feed_type: str | None = None, feed: bool = True,
+           before: dict[str, Any] | None = None) -> None:
     """Append the history entry and (unless `feed` is False) the feed event of one change,
-    in the caller's transaction."""
+    in the caller's transaction. With `before` (its `public_fields` before the change),
+    the history lists every public field that changed, old and new."""
     session.flush()  # the NC has its pk and its new values
+    public = to_public(nc, at).model_dump(mode="json")  # once: history diff and feed
+    if before is not None:
+        changes = {key: [before[key], value] for key, value in public.items()
+                   if key != "overdue" and before[key] != value}
     session.add(HistoryEntry(nc_pk=nc.pk, at=at.astimezone(UTC), actor=actor[0],
                              role=actor[1], action=action, from_state=from_state,
                              to_state=nc.state, changes=changes or {}, note=note,
@@ -102,7 +102,6 @@ def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
         # Feed rows must commit in seq order, or a reader at seq 11 could skip a seq 10
         # still in flight: writers of the feed take turns until they commit.
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
-    public = to_public(nc, at).model_dump(mode="json")
     session.add(FeedEvent(type=feed_type or action, at=at.astimezone(UTC),
                           site_id=nc.site_id, nc_pk=nc.pk, nc=public))
 
