@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from api.store import Database
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (loopback)."""
@@ -56,6 +58,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     with postgres_schema() as url:
         yield url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """The API's store on `database_url`, migrated; closed after the test."""
+    database = Database(database_url)
+    yield database
+    database.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -116,13 +116,6 @@ class Api:
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def client(db: Database) -> Iterator[TestClient]:
     with TestClient(create_app(db)) as test_client:
         yield test_client

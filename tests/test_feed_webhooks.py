@@ -162,13 +162,6 @@ class Patrol:
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def patrol(db: Database) -> Iterator[Patrol]:
     with TestClient(create_app(db, jobs=True)) as client:
         yield Patrol(client, db)
