@@ -27,7 +27,7 @@ from pymodbus.server import ModbusTcpServer
 
 from agent.configfile import load_yaml, validate
 from collector.modbus.config import ModbusPoint
-from collector.modbus.decode import encode
+from collector.modbus.decode import encode_value
 from collector.mqtt_config import MqttConfig
 from collector.units import Duration
 
@@ -100,13 +100,6 @@ class PlantRoom:
         }
 
 
-def _registers(point: ModbusPoint, value: float) -> list[int]:
-    raw = (value - point.offset) / point.scale
-    if point.bit is not None:
-        return [int(raw) << point.bit]
-    return encode(point, raw if point.type.startswith("float") else round(raw))
-
-
 async def simulate(config: SimConfig, stop: asyncio.Event,
                    ready: asyncio.Future[int] | None = None) -> None:
     """Serve Modbus and publish MQTT until `stop`; `ready` gets the Modbus port."""
@@ -149,7 +142,7 @@ async def _update(server: ModbusTcpServer, plant: PlantRoom,
     values = plant.step(time.time())
     for unit, point in ((CHILLER_UNIT, SUPPLY), (CHILLER_UNIT, RETURN),
                         (CHILLER_UNIT, STATUS), (METER_UNIT, ENERGY), (METER_UNIT, POWER)):
-        registers = _registers(point, values[point.metric])
+        registers = encode_value(point, values[point.metric])
         await server.context.async_setValues(unit, _FUNCTION[point.table], point.address,
                                              registers)
     return values

@@ -18,6 +18,7 @@ from collector.modbus.decode import (
     decode_text,
     encode,
     encode_text,
+    encode_value,
     raw_value,
 )
 
@@ -299,3 +300,14 @@ def test_scale_and_offset_follow_the_raw_value(case, scale: float, offset: float
     p = point(type=type_, order=order, scale=scale, offset=offset)
     result = decode(p, struct_registers(type_, order, value))
     assert same(result, float(value * scale + offset))
+
+
+@pytest.mark.parametrize(("fields", "value"), [
+    ({"type": "float32", "order": "CDAB"}, 7.25),
+    ({"type": "uint32", "scale": 0.1}, 1234.5),
+    ({"type": "int16", "scale": 0.1, "offset": -40}, -12.3),
+    ({"type": "uint16", "bit": 3}, 1.0),
+])
+def test_encode_value_is_what_decode_reads_back(fields: dict, value: float) -> None:
+    point = ModbusPoint(asset="a", metric="m", address=0, **fields)
+    assert decode(point, registers=encode_value(point, value)) == pytest.approx(value)

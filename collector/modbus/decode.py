@@ -115,6 +115,15 @@ def decode_text(point: ModbusPoint, registers: list[int]) -> str:
     return data.decode("ascii", errors="replace").rstrip("\x00 ")
 
 
+def encode_value(point: ModbusPoint, value: float) -> list[int]:
+    """Registers holding `value` in engineering units (scale, offset and bit undone):
+    what a simulator or a test server writes for `decode` to read back `value`."""
+    raw = (value - point.offset) / point.scale
+    if point.bit is not None:
+        return [int(raw) << point.bit]
+    return encode(point, raw if point.type.startswith("float") else round(raw))
+
+
 def encode_text(point: ModbusPoint, text: str) -> list[int]:
     """Registers holding `text` for an ascii point, NUL-padded: decode_text's inverse."""
     if point.type != "ascii":

@@ -25,7 +25,7 @@ from pymodbus.datastore import (
 from pymodbus.server import ModbusTcpServer
 
 from collector.modbus.config import ModbusPoint
-from collector.modbus.decode import encode
+from collector.modbus.decode import encode_value
 from tests.conftest import free_port
 
 MOSQUITTO = ("127.0.0.1", 1883)
@@ -57,8 +57,7 @@ class ModbusServerThread:
 
     def set(self, point: ModbusPoint, value: float, unit: int = 1) -> None:
         """Write `value` (engineering units) where `point` reads it."""
-        raw = (value - point.offset) / point.scale
-        registers = encode(point, raw if point.type.startswith("float") else round(raw))
+        registers = encode_value(point, value)
         code = {"holding": 3, "input": 4}[point.table]
         assert self._server is not None
         self._call(self._server.context.async_setValues(unit, code, point.address, registers))
