@@ -6,6 +6,9 @@ SQLite file (WAL), written by one thread.
   to a source survives a power cut.
 - Series (asset, metric, unit, source) are stored once and referenced by id, so a reading
   costs about 30 bytes on disk.
+- A finite value is stored as its shortest exact decimal text (Python's repr, line
+  protocol's float rule), so the TSDB writer has SQLite assemble whole batches of line
+  protocol in C (`line_batch`): SQLite's own float-to-text keeps only 15 digits.
 - Bounded by `max_size`: past it the oldest readings are dropped, counted and logged;
   the newest are always kept. Events and dead letters are never dropped.
 - A disk that fills up first costs the oldest readings (their pages are reused); only when
@@ -31,15 +34,19 @@ from collector.reading import GOOD, Reading, bad
 
 log = logging.getLogger("patrol.buffer")
 
-_SCHEMA = """
+_READINGS = """
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY,
+    series INTEGER NOT NULL, ts REAL NOT NULL,
+    value,  -- no type, so no affinity: text (finite, exact), real (+-inf), NULL (NaN)
+    bad TEXT
+)"""
+
+_SCHEMA = _READINGS + """;
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
     asset TEXT NOT NULL, metric TEXT NOT NULL, unit TEXT NOT NULL, source TEXT NOT NULL,
     UNIQUE (asset, metric, unit, source)
-);
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY,
-    series INTEGER NOT NULL, ts REAL NOT NULL, value REAL, bad TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -58,6 +65,32 @@ CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, body TEXT NOT NULL);
 TRIM_MARGIN = 0.05
 """When over `max_size`, trim to this fraction below it, so trimming is not per batch."""
 
+SCHEMA_VERSION = 2
+"""PRAGMA user_version; 0/1 held readings.value as REAL (migrated on open)."""
+
+_HEADS = "CREATE TEMP TABLE IF NOT EXISTS heads (series INTEGER PRIMARY KEY, head TEXT NOT NULL)"
+
+_LINES = r"""
+SELECT count(*), count(line), min(id), max(id), CAST(group_concat(line, char(10)) AS BLOB)
+FROM (
+    SELECT r.id AS id, CASE
+        WHEN r.bad IS NULL AND typeof(r.value) = 'text'  -- the usual reading
+        THEN h.head || 'quality=1i,value=' || r.value || ' '
+             || CAST(round(r.ts * 1000) AS INTEGER)  -- not format(): %s stops at a NUL
+        ELSE h.head
+            || CASE WHEN r.bad IS NULL THEN 'quality=1i'
+                    ELSE 'quality=0i,reason="'
+                         || replace(replace(r.bad, '\', '\\'), '"', '\"') || '"' END
+            || CASE WHEN typeof(r.value) = 'text' THEN ',value=' || r.value ELSE '' END
+            || ' ' || CAST(round(r.ts * 1000) AS INTEGER)
+        END AS line
+    FROM readings AS r LEFT JOIN temp.heads AS h ON h.series = r.series
+    WHERE r.id > ? ORDER BY r.id LIMIT ?)
+"""
+"""One batch of line protocol built by SQLite, as UTF-8 bytes: fields in key order as
+influxdb-client writes them, the time rounded half away from zero (`to_ms`). group_concat
+follows the order of the subquery's rows (a LIMIT subquery is not flattened)."""
+
 T = TypeVar("T")
 Row = tuple[int, int, float, float | None, str | None]
 """A stored reading as `rows` returns it: id, series id, ts, value (None: NaN), bad reason."""
@@ -65,6 +98,36 @@ Row = tuple[int, int, float, float | None, str | None]
 
 class BufferFull(Exception):
     """Nothing could be dropped to make room: the disk itself is full."""
+
+
+@dataclass(frozen=True, slots=True)
+class LineBatch:
+    """The oldest readings after some row, as one text of line protocol."""
+
+    first: int
+    last: int
+    count: int
+    """Readings in it: every stored row with first <= id <= last."""
+    body: bytes
+    """Their lines, UTF-8, one per reading, joined by newlines."""
+
+
+Head = Callable[[tuple[str, str, str, str]], str]
+"""(asset, metric, unit, source) -> the start of its lines: measurement, tags and a space."""
+
+
+def stored_value(value: float) -> str | float | None:
+    """How a reading's value is stored: exact text, +-inf as a real, NaN as NULL."""
+    text = repr(float(value))  # float(): a numpy scalar's repr is not a number
+    if text.endswith(".0"):
+        return text[:-2]
+    if text[-1] in "nf":  # nan, inf, -inf (a number's repr ends in a digit)
+        return None if text == "nan" else float(value)
+    return text
+
+
+def loaded_value(value: str | float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +149,8 @@ class Buffer:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._series: dict[tuple[str, str, str, str], int] = {}
         self._series_by_id: dict[int, tuple[str, str, str, str]] = {}
+        self._head: Head | None = None
+        self._heads_known: set[int] = set()
         self._db = self._open()
 
     # --- writing ----------------------------------------------------------------------
@@ -137,7 +202,7 @@ class Buffer:
                 if state is not None:
                     self._db.execute("INSERT INTO state (name, body) VALUES (?, ?) ON CONFLICT "
                                      "(name) DO UPDATE SET body = excluded.body", state)
-                rows = [(self._series_id(r), r.ts, None if math.isnan(r.value) else r.value,
+                rows = [(self._series_id(r), r.ts, stored_value(r.value),
                          None if r.quality.good else r.quality.reason) for r in readings]
                 self._db.executemany(
                     "INSERT INTO readings (series, ts, value, bad) VALUES (?, ?, ?, ?)", rows)
@@ -173,19 +238,55 @@ class Buffer:
         for row_id, series, ts, value, reason in rows:
             asset, metric, unit, source = self._series_by_id[series]
             quality = GOOD if reason is None else bad(reason)
-            value = math.nan if value is None else value
-            out.append(Stored(row_id, Reading(asset, metric, value, ts, quality, unit, source)))
+            out.append(Stored(row_id, Reading(asset, metric, loaded_value(value), ts, quality,
+                                              unit, source)))
         return out
 
     def rows(self, limit: int, after: int = 0) -> list[Row]:
         """Up to `limit` raw rows (id, series, ts, value, bad) after row `after`, in order."""
-        return self._guard(lambda: self._db.execute(
+        rows = self._guard(lambda: self._db.execute(
             "SELECT id, series, ts, value, bad FROM readings WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit)).fetchall())
+        return [(i, s, ts, None if v is None else float(v), b) for i, s, ts, v, b in rows]
+
+    def line_batch(self, limit: int, after: int, head: Head) -> LineBatch | None:
+        """Up to `limit` of the oldest readings after row `after` as line protocol, built
+        inside SQLite: the TSDB writer's hot path, no Python object per reading."""
+
+        def run() -> tuple[int, int, int | None, int | None, bytes | None]:
+            self._sync_heads(head)
+            return self._db.execute(_LINES, (after, limit)).fetchone()
+
+        count, lines, first, last, body = self._guard(run)
+        if not count:
+            return None
+        if lines != count:  # a series without a head: cannot happen, never send a gap
+            raise RuntimeError(f"{self.path}: {count - lines} readings have no series head")
+        return LineBatch(first, last, count, body)
+
+    def _sync_heads(self, head: Head) -> None:
+        if head != self._head:
+            self._db.execute("DELETE FROM temp.heads")
+            self._heads_known.clear()
+            self._head = head
+        if len(self._heads_known) < len(self._series_by_id):
+            new = [(sid, head(key)) for sid, key in self._series_by_id.items()
+                   if sid not in self._heads_known]
+            self._db.executemany("INSERT INTO temp.heads (series, head) VALUES (?, ?)", new)
+            self._heads_known.update(sid for sid, _ in new)
 
     def series(self, series_id: int) -> tuple[str, str, str, str]:
         """(asset, metric, unit, source) of a series id of `rows`."""
         return self._series_by_id[series_id]
+
+    def delete_range(self, first: int, last: int) -> None:
+        """Forget a `LineBatch` the TSDB acknowledged."""
+
+        def run() -> None:
+            with self._transaction():
+                self._db.execute("DELETE FROM readings WHERE id BETWEEN ? AND ?", (first, last))
+
+        self._guard(run)
 
     def delete(self, ids: Sequence[int]) -> None:
         """Forget readings the TSDB acknowledged (ids of one batch, in order)."""
@@ -276,10 +377,13 @@ class Buffer:
         self._db.close()
 
     def _enforce_size(self) -> None:
-        used = self.used_bytes()
-        if used > self.max_size:
+        # Rows differ in size (a value's text, a reason), so dropping a fraction of the rows
+        # may free a little less than that fraction of the pages: measure again.
+        while (used := self.used_bytes()) > self.max_size:
             excess = (used - self.max_size * (1 - TRIM_MARGIN)) / used
-            self._drop_oldest(excess, f"the buffer passed its max_size of {self.max_size} bytes")
+            if not self._drop_oldest(excess, f"the buffer passed its max_size of "
+                                             f"{self.max_size} bytes"):
+                return  # only events and dead letters left: those are never dropped
 
     def _drop_oldest(self, fraction: float, why: str) -> int:
         first, last = self._db.execute("SELECT min(id), max(id) FROM readings").fetchone()
@@ -318,6 +422,10 @@ class Buffer:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
             db.executescript(_SCHEMA)
+            _migrate(db)
+            db.execute(_HEADS)
+            self._head = None
+            self._heads_known.clear()
             self._series.clear()
             self._series_by_id.clear()
             for series, *key in db.execute("SELECT id, asset, metric, unit, source FROM series"):
@@ -362,6 +470,32 @@ class Buffer:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a buffer written by an older Patrol to SCHEMA_VERSION, keeping every reading."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    columns = {row[1]: row[2] for row in db.execute("PRAGMA table_info(readings)")}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if columns.get("value") == "REAL":  # version 1: values as reals, NaN as NULL
+            db.execute("ALTER TABLE readings RENAME TO readings_v1")
+            db.execute(_READINGS)
+            old = db.execute("SELECT id, series, ts, value, bad FROM readings_v1 ORDER BY id")
+            while chunk := old.fetchmany(10_000):
+                db.executemany(
+                    "INSERT INTO readings (id, series, ts, value, bad) VALUES (?, ?, ?, ?, ?)",
+                    [(i, s, ts, None if v is None else stored_value(v), b)
+                     for i, s, ts, v, b in chunk])
+            db.execute("DROP TABLE readings_v1")
+            log.info("buffer: converted the stored readings to schema version %d",
+                     SCHEMA_VERSION)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _is_full(exc: sqlite3.Error) -> bool:

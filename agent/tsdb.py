@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -38,7 +39,7 @@ from influxdb_client.client.write.point import (  # the library's own line seria
 from influxdb_client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.buffer import Buffer, Row
+from agent.buffer import Buffer, LineBatch, Row
 from collector.reading import Reading
 from collector.secrets import read_secret
 from collector.units import ConfigPath, Duration, retry_after_seconds
@@ -47,6 +48,9 @@ log = logging.getLogger("patrol.tsdb")
 
 MAX_BACKOFF = 60.0
 AUTH_RETRY = 60.0
+IN_FLIGHT = 2
+"""Batches travelling at once: while the server ingests one, the next is built and
+compressed. Each is deleted from the buffer only when its own answer is 2xx."""
 
 
 class InfluxConfig(BaseModel):
@@ -83,8 +87,14 @@ class Answer:
         return self.status is not None and 200 <= self.status < 300
 
 
-Send = Callable[[list[str]], Answer]
-"""Write lines of line protocol; blocking (runs in a worker thread)."""
+Send = Callable[[bytes], Answer]
+"""Write a body of line protocol (UTF-8, lines joined by newlines); blocking (runs in a
+worker thread, where its gzip runs without the GIL)."""
+
+
+def to_ms(ts: float) -> int:
+    """Milliseconds, rounded half away from zero as SQLite's round() does in `line_batch`."""
+    return int(ts * 1000 + (0.5 if ts >= 0 else -0.5))
 
 
 class LineSerializer:
@@ -96,29 +106,25 @@ class LineSerializer:
         self._site = site_id
         self._assets = assets  # id -> (type, location)
         self._prefix: dict[tuple[str, str, str], str] = {}
-        self._by_series: dict[int, str] = {}
 
     def line(self, reading: Reading) -> str:
         prefix = self._prefix_of(reading.asset, reading.metric, reading.source)
         reason = None if reading.quality.good else reading.quality.reason
         return _line(prefix, reading.ts, reading.value, reason)
 
+    def head(self, series: tuple[str, str, str, str]) -> str:
+        """The start of every line of a buffer series (asset, metric, unit, source): what
+        `Buffer.line_batch` puts before the fields."""
+        asset, metric, _unit, source = series
+        return self._prefix_of(asset, metric, source)
+
     def lines(self, rows: Sequence[Row], series: Callable[[int], tuple[str, str, str, str]]
               ) -> list[str]:
-        """Lines straight from buffer rows: the writer's hot path, no Reading objects."""
-        prefixes = self._by_series
+        """Lines from buffer rows, one per row: for finding the lines a server refuses."""
         out = []
         for _id, series_id, ts, value, reason in rows:
-            prefix = prefixes.get(series_id)
-            if prefix is None:
-                asset, metric, _unit, source = series(series_id)
-                prefix = prefixes[series_id] = self._prefix_of(asset, metric, source)
-            if reason is None and value is not None and -_BIG < value < _BIG:
-                text = repr(value)  # influxdb-client's float rule, see _append_fields
-                out.append(f"{prefix}quality=1i,value={text[:-2] if text.endswith('.0') else text}"
-                           f" {round(ts * 1000)}")
-            else:
-                out.append(_line(prefix, ts, math.nan if value is None else value, reason))
+            prefix = self.head(series(series_id))
+            out.append(_line(prefix, ts, math.nan if value is None else value, reason))
         return out
 
     def _prefix_of(self, asset: str, metric: str, source: str) -> str:
@@ -133,15 +139,12 @@ class LineSerializer:
         return prefix
 
 
-_BIG = float("inf")
-
-
 def _line(prefix: str, ts: float, value: float, reason: str | None) -> str:
     if reason is None:
         fields = _append_fields({"value": value, "quality": 1}, {})
     else:
         fields = _append_fields({"value": value, "quality": 0, "reason": reason}, {})
-    return f"{prefix}{fields} {round(ts * 1000)}"
+    return f"{prefix}{fields} {to_ms(ts)}"
 
 
 class TsdbWriter:
@@ -160,7 +163,7 @@ class TsdbWriter:
         self.dead_lettered = 0
         self._failures = 0
         self._auth_failed = False
-        self._next: tuple[list[Row], list[str]] | None = None
+        self._in_flight: deque[tuple[LineBatch, asyncio.Future[Answer]]] = deque()
 
     async def run(self) -> None:
         while True:
@@ -168,34 +171,42 @@ class TsdbWriter:
                 await self.sleep(self.config.flush_interval)
 
     async def flush_once(self) -> bool:
-        """Send one batch; True when there may be more to send right away."""
-        if self._next is not None:
-            (batch, lines), self._next = self._next, None
-        else:
-            batch = self.buffer.rows(self.batch_size)
-            if not batch:
-                return False
-            lines = self.serializer.lines(batch, self.buffer.series)
-        sending = asyncio.create_task(asyncio.to_thread(self.send, lines))
-        prepared = None
-        if len(batch) == self.batch_size:  # serialize the next batch while this one travels
-            following = self.buffer.rows(self.batch_size, after=batch[-1][0])
-            if following:
-                prepared = (following, self.serializer.lines(following, self.buffer.series))
+        """Settle the oldest batch in flight (sending more first, up to IN_FLIGHT); True
+        when there may be more to send right away."""
+        loop = asyncio.get_running_loop()
+        after = self._in_flight[-1][0].last if self._in_flight else 0
+        while len(self._in_flight) < IN_FLIGHT:
+            batch = self._read(after)
+            if batch is None:
+                break
+            # run_in_executor starts the send now; a to_thread task would start only at
+            # the next await, after the next batch is built, and nothing would overlap
+            self._in_flight.append((batch, loop.run_in_executor(None, self.send, batch.body)))
+            if batch.count < self.batch_size:
+                break
+            after = batch.last
+        if not self._in_flight:
+            return False
+        batch, sending = self._in_flight.popleft()
         answer = await sending
         if answer.ok:
-            self._next = prepared
-            self.buffer.delete([row[0] for row in batch])
-            self.written += len(batch)
+            self.buffer.delete_range(batch.first, batch.last)
+            self.written += batch.count
             self._recovered()
-            return len(batch) == self.batch_size
-        await self._handle(answer, batch, lines)
+            return bool(self._in_flight) or batch.count == self.batch_size
+        # A failed batch is read again once nothing is in flight (reads start after the
+        # last batch in flight): the ones after it are settled first, by their own answers.
+        await self._handle(answer, batch)
         return True
 
-    async def _handle(self, answer: Answer, batch: list[Row], lines: list[str]) -> None:
+    def _read(self, after: int) -> LineBatch | None:
+        return self.buffer.line_batch(self.batch_size, after, self.serializer.head)
+
+    async def _handle(self, answer: Answer, batch: LineBatch) -> None:
         status = answer.status
         if status in (400, 422):
-            await self._bisect(batch, lines, answer)
+            rows = self.buffer.rows(batch.count, after=batch.first - 1)
+            await self._bisect(rows, self.serializer.lines(rows, self.buffer.series), answer)
             self._recovered()
         elif status in (401, 403):
             if not self._auth_failed:
@@ -204,10 +215,11 @@ class TsdbWriter:
                           answer.message, AUTH_RETRY)
             self._auth_failed = True
             await self.sleep(AUTH_RETRY)
-        elif status == 413 and self.batch_size > 1:
-            self.batch_size = max(1, self.batch_size // 2)
-            log.warning("%s: batch too large; batch size now %d", self.config.url,
-                        self.batch_size)
+        elif status == 413 and batch.count > 1:
+            if batch.count // 2 < self.batch_size:  # the one behind it may have been too
+                self.batch_size = batch.count // 2
+                log.warning("%s: batch too large; batch size now %d", self.config.url,
+                            self.batch_size)
         else:
             self._failures += 1
             wait = retry_after_seconds(answer.retry_after) if status in (429, 503) else None
@@ -218,7 +230,7 @@ class TsdbWriter:
             level = logging.WARNING if self._failures == 1 else logging.DEBUG
             log.log(level, "cannot write to %s (%s); %d readings wait in the buffer; "
                     "next try in %.1fs", self.config.url, _describe(answer),
-                    len(batch), wait)
+                    batch.count, wait)
             await self.sleep(wait)
 
     async def _bisect(self, batch: list[Row], lines: list[str], answer: Answer) -> None:
@@ -231,7 +243,7 @@ class TsdbWriter:
             return
         half = len(batch) // 2
         for part, part_lines in ((batch[:half], lines[:half]), (batch[half:], lines[half:])):
-            part_answer = await asyncio.to_thread(self.send, part_lines)
+            part_answer = await asyncio.to_thread(self.send, "\n".join(part_lines).encode())
             if part_answer.ok:
                 self.buffer.delete([row[0] for row in part])
                 self.written += len(part)
@@ -266,8 +278,8 @@ def v2_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
     # well as the client's level 9 at several times the speed.
     service = WriteService(client.api_client)
 
-    def send(lines: list[str]) -> Answer:
-        body = gzip.compress("\n".join(lines).encode(), compresslevel=1)
+    def send(lines: bytes) -> Answer:
+        body = gzip.compress(lines, compresslevel=1)
         try:
             service.post_write(org=config.org, bucket=config.bucket, body=body,
                                precision=WritePrecision.MS, content_encoding="gzip",
@@ -300,8 +312,8 @@ def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
     if token:
         headers["Authorization"] = f"Token {token}"
 
-    def send(lines: list[str]) -> Answer:
-        body = gzip.compress("\n".join(lines).encode(), compresslevel=1)
+    def send(lines: bytes) -> Answer:
+        body = gzip.compress(lines, compresslevel=1)
         try:
             response = pool.request("POST", url, body=body, headers=headers)
         except (urllib3.exceptions.HTTPError, OSError) as exc:

@@ -2,7 +2,7 @@
 beside the server's own ceiling, in the same run.
 
 - writer: N readings from a filled Buffer through TsdbWriter and the v2 sender
-  (influxdb-client, gzip, batches of 5,000) until the buffer is empty.
+  (influxdb-client, gzip, batches of 5,000, two in flight) until the buffer is empty.
 - ceiling: the same line protocol in one file, posted in one request with
   `curl --data-binary @file`, plain and gzipped (compressed beforehand, not timed).
   `vmctl` cannot import line protocol from a file (it migrates from a running InfluxDB,
@@ -44,15 +44,16 @@ def through_writer(directory: Path, n: int, batch: int) -> tuple[float, float]:
     for first in range(0, n, 5000):
         buffer.put(readings[first:first + 5000])
     del readings
-    started = time.perf_counter()
-    for _ in range(max(1, n // 5000)):
-        buffer.oldest(5000)  # what each flush reads, without the delete
-    print(f"  for scale: Buffer.oldest builds {n / (time.perf_counter() - started):,.0f} "
-          "readings/s")
+    serializer = LineSerializer("patrol", SITE, ASSETS)
+    started, after = time.perf_counter(), 0
+    while lines := buffer.line_batch(5000, after, serializer.head):  # what flushes read
+        after = lines.last
+    print(f"  for scale: Buffer.line_batch builds {n / (time.perf_counter() - started):,.0f} "
+          "readings/s of line protocol")
     with VictoriaMetrics(directory / "vm-writer") as vm:
         config = InfluxConfig(url=vm.url, bucket="patrol", batch_size=batch)
         send, close = make_sender(config)
-        writer = TsdbWriter(buffer, config, LineSerializer("patrol", SITE, ASSETS), send)
+        writer = TsdbWriter(buffer, config, serializer, send)
         started = time.perf_counter()
         asyncio.run(run_writer(writer))
         seconds = time.perf_counter() - started

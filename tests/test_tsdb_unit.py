@@ -29,6 +29,7 @@ from agent.tsdb import (
     LineSerializer,
     TsdbWriter,
     retry_after_seconds,
+    to_ms,
 )
 from collector.reading import GOOD, Reading, bad
 
@@ -52,7 +53,7 @@ def library_line(measurement: str, site: str, asset_type: str, location: str,
     point.field("value", reading.value).field("quality", 1 if reading.quality.good else 0)
     if not reading.quality.good:
         point.field("reason", reading.quality.reason)
-    return point.time(round(reading.ts * 1000), WritePrecision.MS).to_line_protocol()
+    return point.time(to_ms(reading.ts), WritePrecision.MS).to_line_protocol()
 
 
 @given(measurement=names.filter(lambda s: s and not s.startswith("#")), site=names,
@@ -78,18 +79,21 @@ text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)  # UTF-8 
     quality=st.one_of(st.just(GOOD), text.map(bad)), source=text), min_size=1, max_size=20))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_lines_from_buffer_rows_are_the_library_lines(readings: list[Reading]) -> None:
-    """The writer's fast path (rows, cached prefixes) writes what Point writes."""
+    """Both ways out of the buffer write what Point writes: the batch SQLite builds (the
+    writer's hot path) and the per-row lines (for finding refused points)."""
     serializer = LineSerializer("patrol", "plant-1", {})
     with tempfile.TemporaryDirectory() as folder:
         buffer = Buffer(Path(folder) / "b.sqlite")
         try:
             buffer.put(readings)
             lines = serializer.lines(buffer.rows(100), buffer.series)
+            batch = buffer.line_batch(100, 0, serializer.head)
         finally:
             buffer.close()
-    for r in readings:
-        r.value += 0.0  # SQLite stores -0.0 as 0.0; InfluxDB holds them equal anyway
-    assert lines == [library_line("patrol", "plant-1", "", "", r) for r in readings]
+    expected = [library_line("patrol", "plant-1", "", "", r) for r in readings]
+    assert lines == expected
+    assert batch is not None and batch.count == len(readings)
+    assert batch.body == "\n".join(expected).encode()
 
 
 def test_line_layout() -> None:
@@ -118,7 +122,8 @@ class ScriptedServer:
         self.requests: list[list[str]] = []
         self.accepted: list[str] = []
 
-    def __call__(self, lines: list[str]) -> Answer:
+    def __call__(self, body: bytes) -> Answer:
+        lines = body.decode().split("\n")
         self.requests.append(lines)
         answer = self.script.pop(0) if self.script else self._judge(lines)
         if answer.ok:
@@ -299,8 +304,8 @@ def test_413_halves_the_batch_size(buffer: Buffer) -> None:
     server = ScriptedServer(otherwise=lambda lines: Answer(413 if len(lines) > 700 else 204))
     writer, sleep = writer_for(buffer, server, batch_size=5000)
     drain(writer)
-    assert writer.batch_size == 625  # 5000 -> 2500 -> 1250 -> 625
-    assert [len(r) for r in server.requests[:4]] == [3000, 2500, 1250, 625]
+    assert writer.batch_size == 375  # half the refused batch: 3000 -> 1500 -> 750 -> 375
+    assert [len(r) for r in server.requests[:5]] == [3000, 1500, 1500, 750, 750]  # 2 in flight
     assert buffer.count()["readings"] == 0 and sleep.waits == []
     assert sorted(server.accepted) == sorted(SERIALIZER.line(r) for r in make_readings(3000))
 
@@ -312,3 +317,48 @@ def test_2xx_deletes_only_what_was_sent(buffer: Buffer) -> None:
     flush(writer, 1)
     assert buffer.count()["readings"] == 150
     assert [s.reading.value for s in buffer.oldest(1)] == [100.0]
+
+
+def test_a_buffer_from_the_previous_version_is_converted_keeping_every_reading(
+        tmp_path: Path) -> None:
+    """Version 1 held values as REAL (SQLite would write them with 15 digits): opening it
+    converts them to exact text, so the batch SQLite builds is still what Point writes."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript("""
+        CREATE TABLE series (id INTEGER PRIMARY KEY, asset TEXT NOT NULL, metric TEXT NOT NULL,
+            unit TEXT NOT NULL, source TEXT NOT NULL, UNIQUE (asset, metric, unit, source));
+        CREATE TABLE readings (id INTEGER PRIMARY KEY, series INTEGER NOT NULL,
+            ts REAL NOT NULL, value REAL, bad TEXT);
+        INSERT INTO series VALUES (1, 'ahu-1', 'supply_temp', 'degC', 'modbus');
+    """)
+    values = [21.299999237060547, 0.1, None, 1e20, -3.0, 127.69235484252135]
+    old.executemany("INSERT INTO readings (id, series, ts, value, bad) VALUES (?, 1, ?, ?, ?)",
+                    [(10 + i, 1_700_000_000 + i, v, None if v is not None else "timeout")
+                     for i, v in enumerate(values)])
+    old.close()
+
+    buffer = Buffer(path)
+    try:
+        stored = buffer.oldest(100)
+        serializer = LineSerializer("patrol", "plant-1", {})
+        batch = buffer.line_batch(100, 0, serializer.head)
+        buffer.put([Reading("ahu-1", "supply_temp", 5.5, 1_700_000_100, unit="degC",
+                            source="modbus")])
+        assert [s.id for s in buffer.oldest(100)][-1] == 16  # ids continue after the old ones
+    finally:
+        buffer.close()
+    assert [s.id for s in stored] == list(range(10, 16))
+    assert [s.reading.value for s in stored if not math.isnan(s.reading.value)] == [
+        v for v in values if v is not None]
+    assert batch is not None and (batch.first, batch.last, batch.count) == (10, 15, 6)
+    assert batch.body.decode().split("\n") == [
+        library_line("patrol", "plant-1", "", "", s.reading) for s in stored]
+    again = Buffer(path)  # now version 2: opens as it is
+    try:
+        reopened = again.line_batch(100, 0, serializer.head)
+        assert reopened is not None and reopened.count == 7
+    finally:
+        again.close()

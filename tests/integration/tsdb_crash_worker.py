@@ -51,10 +51,10 @@ async def main(path: Path, url: str, start_ms: int, total: int) -> None:
     config = InfluxConfig(url=url, bucket="patrol", batch_size=2000, flush_interval=0.05)
     real_send, close = make_sender(config)
 
-    def send(lines: list[str]) -> Answer:
-        answer = real_send(lines)
+    def send(body: bytes) -> Answer:
+        answer = real_send(body)
         if answer.ok:
-            print("acked", len(lines), flush=True)
+            print("acked", body.count(b"\n") + 1, flush=True)
             time.sleep(ACK_HOLD)  # the writer's thread: the buffer delete waits for this
         return answer
 
