@@ -32,6 +32,7 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import uvicorn
 from sqlalchemy import func, select, update
@@ -263,7 +264,7 @@ def breakdown(db: Database, endpoints: int, last: int) -> dict[str, float]:
 
         async def run() -> int:
             nonlocal count
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with aiohttp.ClientSession() as client:
                 limit = asyncio.Semaphore(32)
                 checks = UrlChecks(allow_private=False)
 
