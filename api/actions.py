@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -25,8 +26,9 @@ class Refused(Exception):
 
 def perform(session: Session, pk: int, name: str, body: ActionBody, principal: Principal,
             *, allow_self_verify: bool = False, now: datetime | None = None
-            ) -> Nonconformance:
-    """Apply one action in the caller's transaction, or raise Refused (nothing changed)."""
+            ) -> dict[str, Any]:
+    """Apply one action in the caller's transaction, or raise Refused (nothing changed).
+    Returns the NC's public JSON form after the action."""
     now = now or datetime.now(UTC)
     spec = ACTIONS[name]
     if not principal.may(*spec.roles):
@@ -50,9 +52,9 @@ def perform(session: Session, pk: int, name: str, body: ActionBody, principal: P
     nc.state = spec.target(nc.state, body.result)
     if nc.state in ("closed", "cancelled"):
         nc.open_slot = None
-    record(session, nc, (principal.name, principal.role), name, from_state, now,
-           note=body.note or body.reason, feed_type=_FEED_TYPES.get(name, name), before=before)
-    return nc
+    return record(session, nc, (principal.name, principal.role), name, from_state, now,
+                  note=body.note or body.reason, feed_type=_FEED_TYPES.get(name, name),
+                  before=before)
 
 
 def _rectify(session: Session, nc: Nonconformance, body: ActionBody, principal: Principal,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, authenticate
@@ -15,7 +16,11 @@ from api.store import Database
 _bearer = HTTPBearer(auto_error=False, description="a token from `patrol token create`")
 
 
-def get_db(request: Request) -> Database:
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` one in its
+# thread pool, a hop that costs about as much CPU as the work of a small request.
+
+
+async def get_db(request: Request) -> Database:
     return request.app.state.db
 
 
@@ -27,20 +32,33 @@ def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(
-    db: Annotated[Database, Depends(get_db)],
+async def bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+) -> str:
+    """The request's bearer token, unchecked: 401 here when there is none at all."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
-    # its own short session: a request holds at most one pooled connection at a time
-    with db.session() as session:
-        principal = authenticate(session, credentials.credentials)
+    return credentials.credentials
+
+
+BearerToken = Annotated[str, Depends(bearer_token)]
+
+
+def principal_of(db: Session | Connection, token: str) -> Principal:
+    """The token's principal, looked up on the caller's connection; 401 when the token
+    is not a live one."""
+    principal = authenticate(db, token)
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked token",
                             headers={"WWW-Authenticate": "Bearer"})
     return principal
+
+
+def get_principal(db: Annotated[Database, Depends(get_db)], token: BearerToken) -> Principal:
+    # its own short connection: a request holds at most one pooled connection at a time
+    with db.engine.connect() as connection:
+        return principal_of(connection, token)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -49,7 +67,7 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 def require(*roles: str) -> Callable[[Principal], Principal]:
     """A dependency admitting only tokens whose role implies one of `roles`."""
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if not principal.may(*roles):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"role {principal.role!r} may not do this; needs "

@@ -83,12 +83,14 @@ def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
            from_state: str | None, at: datetime, changes: dict[str, Any] | None = None,
            note: str | None = None, event_id: str | None = None,
            feed_type: str | None = None, feed: bool = True,
-           before: dict[str, Any] | None = None) -> None:
+           before: dict[str, Any] | None = None) -> dict[str, Any]:
     """Append the history entry and (unless `feed` is False) the feed event of one change,
     in the caller's transaction. With `before` (its `public_fields` before the change),
-    the history lists every public field that changed, old and new."""
-    session.flush()  # the NC has its pk and its new values
-    public = to_public(nc, at).model_dump(mode="json")  # once: history diff and feed
+    the history lists every public field that changed, old and new. Returns the NC's
+    public JSON form after the change (what an action answers with)."""
+    if nc.pk is None:
+        session.flush()  # a new NC: its pk (the commit flushes the rest in one go)
+    public = to_public(nc, at).model_dump(mode="json")  # once: history diff, feed, answer
     if before is not None:
         changes = {key: [before[key], value] for key, value in public.items()
                    if key != "overdue" and before[key] != value}
@@ -97,13 +99,14 @@ def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
                              to_state=nc.state, changes=changes or {}, note=note,
                              event_id=event_id))
     if not feed:
-        return
+        return public
     if session.get_bind().dialect.name == "postgresql":
         # Feed rows must commit in seq order, or a reader at seq 11 could skip a seq 10
         # still in flight: writers of the feed take turns until they commit.
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
     session.add(FeedEvent(type=feed_type or action, at=at.astimezone(UTC),
                           site_id=nc.site_id, nc_pk=nc.pk, nc=public))
+    return public
 
 
 def feed_after(session: Session, after: int, limit: int, site_id: str | None = None
