@@ -536,6 +536,32 @@ def test_410_disables_the_webhook_and_stops_its_deliveries(
     assert len(patrol.deliveries(hook)) == 1
 
 
+def test_a_disabled_webhook_enabled_again_gets_what_it_missed_in_order(
+        patrol: Patrol, make_receiver: Callable[[], WebhookReceiver]) -> None:
+    receiver = make_receiver()
+    receiver.answer(Answer(410))  # once: the receiver was gone, then it comes back
+    hook = patrol.hook_to(receiver)
+    nc = patrol.raise_nc()
+    eventually(lambda: patrol.webhook(hook)["disabled_at"], what="the 410 to disable it")
+    patrol.act(nc, "acknowledge")  # while disabled: not sent
+    patrol.act(nc, "assign", assignee="li.wei")
+    time.sleep(1.5)
+    assert len(receiver.received) == 1
+
+    admin = patrol.headers("admin")
+    assert patrol.client.post(f"/api/v1/webhooks/{hook}/enable",
+                              headers=patrol.headers("engineer")).status_code == 403
+    assert patrol.client.post("/api/v1/webhooks/999/enable", headers=admin).status_code == 404
+    response = patrol.client.post(f"/api/v1/webhooks/{hook}/enable", headers=admin)
+    assert response.status_code == 200 and response.json()["disabled_at"] is None
+    got = receiver.wait_until(lambda r: len([x for x in r if x.status == 200]) == 3,
+                              what="the three changes after enabling")
+    delivered = [x.type for x in got if x.status == 200]
+    assert delivered == ["raised", "acknowledged", "assigned"]  # the refused one, then the rest
+    assert all(x.verified for x in got)
+    eventually(lambda: all(d["status"] == "delivered" for d in patrol.deliveries(hook)))
+
+
 def test_deliveries_are_listed_and_a_delivered_one_can_be_sent_again(
         patrol: Patrol, make_receiver: Callable[[], WebhookReceiver]) -> None:
     receiver, other = make_receiver(), make_receiver()

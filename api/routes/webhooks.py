@@ -1,4 +1,5 @@
-"""Webhook endpoints (admin): register, list, remove, and see or redo deliveries."""
+"""Webhook endpoints (admin): register, list, remove, enable again, and see or redo
+deliveries."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from api.auth import Principal
 from api.deps import SessionDep, get_db, require
@@ -115,6 +116,32 @@ def delete_webhook(hook_id: Id, _admin: Admin,
         hook.disabled_at, hook.disabled_reason = datetime.now(UTC), "deleted"
         session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{hook_id}/enable", response_model=WebhookPublic,
+             responses={422: {"description": "the URL is unsafe now"}})
+def enable_webhook(hook_id: Id, request: Request, _admin: Admin,
+                   db: Annotated[Database, Depends(get_db)]) -> dict[str, Any]:
+    """Deliver again to a webhook that was disabled (a receiver that answered 410 Gone):
+    the changes since then follow in order, and the deliveries its disabling stopped go
+    out again, so the receiver misses nothing."""
+    with db.write() as session:
+        hook = _hook(session, hook_id)
+        try:
+            check_url(hook.url, allow_private=request.app.state.webhooks_allow_private)
+        except UnsafeUrl as exc:
+            raise HTTPException(422, str(exc)) from None
+        if hook.disabled_at is not None:
+            stopped_since = hook.disabled_at
+            hook.disabled_at = hook.disabled_reason = None
+            now = datetime.now(UTC)
+            session.execute(update(Delivery).where(
+                Delivery.webhook_id == hook_id, Delivery.status == "dead",
+                (Delivery.last_status == 410) | (Delivery.created_at >= stopped_since)
+                | (Delivery.last_error == "webhook disabled or deleted"),
+            ).values(status="pending", lease_until=None, next_attempt_at=now, created_at=now))
+        session.commit()
+        return describe(hook)
 
 
 @router.get("/{hook_id}/deliveries", response_model=list[DeliveryPublic])
