@@ -102,8 +102,10 @@ def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
         return public
     if session.get_bind().dialect.name == "postgresql":
         # Feed rows must commit in seq order, or a reader at seq 11 could skip a seq 10
-        # still in flight: writers of the feed take turns until they commit.
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
+        # still in flight: writers of the feed take turns until they commit. (No autoflush:
+        # the commit flushes the change, its history and feed row in one go.)
+        with session.no_autoflush:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
     session.add(FeedEvent(type=feed_type or action, at=at.astimezone(UTC),
                           site_id=nc.site_id, nc_pk=nc.pk, nc=public))
     return public
