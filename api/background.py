@@ -12,11 +12,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from api.ingest import reopen_unverified
 from api.service import SYSTEM_ACTOR, record
-from api.store import Nonconformance
+from api.store import Nonconformance, SessionFactory
 from api.workflow import UNRECTIFIED
 
 log = logging.getLogger("patrol.api.jobs")
@@ -24,7 +23,7 @@ log = logging.getLogger("patrol.api.jobs")
 BATCH = 200
 
 
-def mark_overdue(factory: sessionmaker[Session], now: datetime | None = None) -> int:
+def mark_overdue(factory: SessionFactory, now: datetime | None = None) -> int:
     """Record `overdue` once per NC whose due date has passed; returns how many."""
     now = now or datetime.now(UTC)
     with factory() as session:
@@ -42,7 +41,7 @@ def mark_overdue(factory: sessionmaker[Session], now: datetime | None = None) ->
     return len(late)
 
 
-def reopen_stalled_verifications(factory: sessionmaker[Session],
+def reopen_stalled_verifications(factory: SessionFactory,
                                  now: datetime | None = None) -> int:
     """Rectified, still violating after verify_for: the fix did not work; reopen."""
     now = now or datetime.now(UTC)
@@ -65,7 +64,7 @@ def reopen_stalled_verifications(factory: sessionmaker[Session],
     return count
 
 
-async def run_jobs(factory: sessionmaker[Session], every: float = 15.0) -> None:
+async def run_jobs(factory: SessionFactory, every: float = 15.0) -> None:
     """Run the jobs until cancelled; a failing pass is logged and retried next time."""
     while True:
         try:

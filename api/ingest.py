@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from api.schemas import EventIn, SnapshotIn
@@ -30,7 +30,15 @@ from api.service import (
     public_fields,
     record,
 )
-from api.store import AppliedEvent, Base, Compliance, ComplianceDay, Nonconformance, format_nc_id
+from api.store import (
+    AppliedEvent,
+    Base,
+    Compliance,
+    ComplianceDay,
+    Nonconformance,
+    SessionFactory,
+    format_nc_id,
+)
 
 RECURRENCE_WINDOW = timedelta(days=90)
 DEFAULT_NO_DATA_AFTER = 900.0
@@ -39,7 +47,7 @@ SLACK = 0.05
 counts: event times are exact to the millisecond only, a real blip lasts a reading."""
 
 
-def apply_events(factory: sessionmaker[Session], events: Sequence[EventIn | SnapshotIn],
+def apply_events(factory: SessionFactory, events: Sequence[EventIn | SnapshotIn],
                  actor: Actor = SYSTEM_ACTOR,
                  recurrence: timedelta = RECURRENCE_WINDOW) -> tuple[int, int]:
     """Apply events in order, one transaction each; returns (applied, duplicates)."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 ENDED_STATES = ("closed", "cancelled")
@@ -301,6 +305,10 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot be opened or migrated; the message hides any password."""
 
 
+SessionFactory = Callable[[], AbstractContextManager[Session]]
+"""`Database.write` (or `.session`): `with factory() as session: ...`."""
+
+
 class Database:
     """One engine and its session factories; the schema is migrated on open."""
 
@@ -316,9 +324,20 @@ class Database:
             raise DatabaseUnavailable(f"cannot open database {where}: {reason}") from None
         self.session = sessionmaker(self.engine, expire_on_commit=False)
         """Sessions that read (and may write on PostgreSQL, where rows are locked)."""
-        self.write = sessionmaker(self.engine.execution_options(patrol_write=True),
-                                  expire_on_commit=False)
-        """Sessions that write: on SQLite they take the write lock when they begin."""
+        self._write_sessions = sessionmaker(self.engine.execution_options(patrol_write=True),
+                                            expire_on_commit=False)
+        self._writers = threading.RLock() if self.engine.dialect.name == "sqlite" else None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session that writes; on SQLite it takes the write lock when it begins.
+
+        On SQLite the writers of this process first queue on a lock of their own: a thread
+        waiting there sleeps until its turn, where one waiting on SQLite's lock polls with
+        sleeps of up to 100 ms (the long tail of concurrent actions). Other processes
+        still meet at SQLite's lock."""
+        with self._writers or contextlib.nullcontext(), self._write_sessions() as session:
+            yield session
 
     def close(self) -> None:
         self.engine.dispose()

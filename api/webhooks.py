@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from sqlalchemy import and_, exists, insert, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, aliased
 
-from api.store import Delivery, FeedEvent, Webhook
+from api.store import Delivery, FeedEvent, SessionFactory, Webhook
 from collector.units import retry_after_seconds
 
 log = logging.getLogger("patrol.api.webhooks")
@@ -255,7 +255,7 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
     return min(3600.0, 5.0 * 2 ** (attempts - 1)) * random.uniform(0.75, 1.25)
 
 
-async def dispatch(factory: sessionmaker[Session], *, allow_private: bool = False,
+async def dispatch(factory: SessionFactory, *, allow_private: bool = False,
                    every: float = 0.5, concurrency: int = 32) -> None:
     """Fan out and deliver until cancelled: claim a batch, send it concurrently, record
     every outcome of the batch in one transaction."""
@@ -281,17 +281,17 @@ async def dispatch(factory: sessionmaker[Session], *, allow_private: bool = Fals
             await asyncio.sleep(every)
 
 
-def _fan_out(factory: sessionmaker[Session]) -> int:
+def _fan_out(factory: SessionFactory) -> int:
     with factory() as session:
         return fan_out(session)
 
 
-def _claim(factory: sessionmaker[Session]) -> list[Claimed]:
+def _claim(factory: SessionFactory) -> list[Claimed]:
     with factory() as session:
         return claim(session, datetime.now(UTC))
 
 
-def _settle_all(factory: sessionmaker[Session], outcomes: list[tuple[int, Outcome]]) -> None:
+def _settle_all(factory: SessionFactory, outcomes: list[tuple[int, Outcome]]) -> None:
     """One transaction for a batch; the delivered ones (nearly all) in one UPDATE."""
     with factory() as session:
         now = datetime.now(UTC)
