@@ -32,9 +32,9 @@ class ExprError(ValueError):
 
 
 class Expr:
-    """A compiled expression; `metrics` names what it reads."""
+    """A compiled expression; `metrics` names what it reads (`inputs`: the same, as a set)."""
 
-    __slots__ = ("_fn", "metrics", "text")
+    __slots__ = ("_fn", "inputs", "metrics", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -47,6 +47,7 @@ class Expr:
         if not names:
             raise ExprError("the expression reads no metric")
         self.metrics = tuple(sorted(names))
+        self.inputs = frozenset(names)
 
     def __call__(self, values: Values) -> float:
         """The value, or NaN when it is undefined (division by zero, overflow)."""
