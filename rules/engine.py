@@ -21,6 +21,7 @@ a late value must not rewrite an episode that has been reported.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from rules.events import Event, EventType, Snapshot
 from rules.expr import Expr
 from rules.schedule import Schedule
 from rules.standard import Asset, Standard
+
+log = logging.getLogger("patrol.rules")
 
 EVIDENCE_READINGS = 50
 ACCOUNT_EVERY = 10.0
@@ -524,6 +527,11 @@ class Engine:
             row = saved.get(track.key)
             if row is None:
                 continue
+            if not self._fits(track, row):
+                log.warning("rules: the saved state of %s does not fit its check (was the "
+                            "standard changed without a new version?): starting it afresh",
+                            track.key)
+                continue
             (track.status, track.since, track.recover_since, track.reported,
              track.chattering, flips, recent, track.last_good, track.compliance,
              track.compliance_since, seconds, checker_state, value) = row
@@ -537,6 +545,20 @@ class Engine:
                 self._wake(track, -INF)  # look at the restored check at the next tick
             restored += 1
         return restored
+
+    def _fits(self, track: Track, row: Any) -> bool:
+        """Whether a saved row restores into the pair as it is configured now, tried on a
+        checker of its own: a check whose kind or shape changed under the same version
+        keeps a state the pair's checker cannot read."""
+        try:
+            if not isinstance(row, list) or len(row) != 13:
+                return False
+            probe = make_checker(track.standard, zone=self.zone, started=self._snapshot_at,
+                                 clock=TickClock())
+            probe.restore(row[11])
+            return True
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+            return False
 
     def _recent(self, track: Track) -> list[tuple[float, float]]:
         """The pair's judged readings held as evidence, oldest first (at most

@@ -177,3 +177,27 @@ def test_an_instant_rounded_into_the_next_minute_is_judged_there() -> None:
     assert not schedule.active(minute + 20)  # 02:29 is now remembered
     assert schedule.active(minute + 59.9999996)
     assert not schedule.active(minute + 59.999999)
+
+
+@pytest.mark.parametrize(("before", "after", "fits"), [
+    ({"kind": "window", "agg": "mean", "over": "1m", "max": 10}, {"max": 8}, True),
+    ({"max": 8}, {"kind": "window", "agg": "mean", "over": "1m", "max": 10}, False),
+    ({"kind": "window", "agg": "mean", "over": "1m", "max": 10},
+     {"kind": "budget", "period": "day", "max": 100}, False),
+    ({"kind": "transitions", "to": 1, "max": 3, "per": "1h"},
+     {"kind": "window", "agg": "p95", "over": "5m", "max": 10}, False),
+])
+def test_a_standard_changed_without_a_new_version_starts_afresh_instead_of_crashing(
+        before: dict[str, Any], after: dict[str, Any], fits: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Its saved state is that of another check: a restart or reload must not fail on it."""
+    engine = Engine("site", [ASSET], [standard(before)], started=T0)
+    engine.observe([Reading("CH-1", "x", float(i % 3), T0 + i) for i in range(30)])
+    saved = json.loads(json.dumps(engine.state()))
+    again = Engine("site", [ASSET], [standard(after)], started=T0 + 40)
+    restored = again.restore(saved)
+    events = again.observe([Reading("CH-1", "x", 50.0, T0 + 50)])
+    events += again.tick(T0 + 120)
+    assert restored == (1 if fits else 0)
+    assert ("does not fit" in caplog.text) is not fits
+    assert [e.type for e in events][:1] in ([], ["violation_started"])
