@@ -58,10 +58,12 @@ def create_token(session: Session, *, name: str, role: str) -> str:
 
 
 def authenticate(db: Session | Connection, token: str) -> Principal | None:
-    """The principal of a live token, or None. Columns, not an ORM object: it runs on
-    every request."""
-    row = db.execute(select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at)
-                     .where(ApiToken.token_hash == hash_token(token))).first()
+    """The principal of a live token, or None. Columns on the session's connection, not an
+    ORM query: it runs on every request."""
+    connection = db.connection() if isinstance(db, Session) else db
+    row = connection.execute(
+        select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at)
+        .where(ApiToken.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
         return None
     return Principal(row.id, row.name, row.role)
