@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
@@ -82,12 +83,38 @@ def check_url(url: str, *, allow_private: bool = False) -> None:
     except OSError as exc:
         raise UnsafeUrl(f"{parts.hostname!r} does not resolve: {exc.strerror or exc}") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped  # ::ffff:169.254.169.254 connects over IPv4
-        if address.is_link_local or address in METADATA:
+        address = _unsafe(str(info[4][0]))
+        if address is not None:
             raise UnsafeUrl(f"{parts.hostname!r} resolves to {address}, a link-local or "
                             "metadata address (allow with server.webhooks_allow_private)")
+
+
+def _unsafe(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, when it is link-local or a cloud metadata service's; else None."""
+    address = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # ::ffff:169.254.169.254 connects over IPv4
+    return address if address.is_link_local or address in METADATA else None
+
+
+class SafeResolver(AbstractResolver):
+    """aiohttp's resolver, less link-local and metadata addresses: the address a delivery
+    connects to is the one checked, so a DNS answer that changes after `check_url` (DNS
+    rebinding) cannot reach them."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        safe = [answer for answer in answers if _unsafe(answer["host"]) is None]
+        if not safe:
+            raise OSError(f"{host} resolves only to link-local or metadata addresses")
+        return safe
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def fan_out(session: Session) -> int:
@@ -261,7 +288,9 @@ async def dispatch(factory: SessionFactory, *, allow_private: bool = False,
     every outcome of the batch in one transaction."""
     limit = asyncio.Semaphore(concurrency)
     checks = UrlChecks(allow_private)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, resolver=None if allow_private else SafeResolver())
+    async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as client:
 
         async def deliver(claimed: Claimed) -> tuple[int, Outcome]:
