@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -94,21 +95,34 @@ def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
     if before is not None:
         changes = {key: [before[key], value] for key, value in public.items()
                    if key != "overdue" and before[key] != value}
-    session.add(HistoryEntry(nc_pk=nc.pk, at=at.astimezone(UTC), actor=actor[0],
-                             role=actor[1], action=action, from_state=from_state,
-                             to_state=nc.state, changes=changes or {}, note=note,
-                             event_id=event_id))
-    if not feed:
+    history = {"nc_pk": nc.pk, "at": at.astimezone(UTC), "actor": actor[0], "role": actor[1],
+               "action": action, "from_state": from_state, "to_state": nc.state,
+               "changes": changes or {}, "note": note, "event_id": event_id}
+    if feed and session.get_bind().dialect.name == "postgresql":
+        # One statement: history row, then, holding the feed lock, the feed row. Feed rows
+        # must commit in seq order, or a reader at seq 11 could skip a seq 10 still in
+        # flight: writers of the feed take turns from here until they commit.
+        session.connection().execute(_PG_RECORD, {
+            **history, "changes": json.dumps(history["changes"]), "key": FEED_LOCK,
+            "type": feed_type or action, "site_id": nc.site_id, "nc": json.dumps(public)})
         return public
-    if session.get_bind().dialect.name == "postgresql":
-        # Feed rows must commit in seq order, or a reader at seq 11 could skip a seq 10
-        # still in flight: writers of the feed take turns until they commit. (No autoflush:
-        # the commit flushes the change, its history and feed row in one go.)
-        with session.no_autoflush:
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
-    session.add(FeedEvent(type=feed_type or action, at=at.astimezone(UTC),
-                          site_id=nc.site_id, nc_pk=nc.pk, nc=public))
+    session.add(HistoryEntry(**history))
+    if feed:
+        session.add(FeedEvent(type=feed_type or action, at=at.astimezone(UTC),
+                              site_id=nc.site_id, nc_pk=nc.pk, nc=public))
     return public
+
+
+_PG_RECORD = text("""
+WITH feed_lock AS (SELECT pg_advisory_xact_lock(:key)),
+     history AS (
+        INSERT INTO nc_history (nc_pk, at, actor, role, action, from_state, to_state,
+                                changes, note, event_id)
+        VALUES (:nc_pk, :at, :actor, :role, :action, :from_state, :to_state,
+                CAST(:changes AS json), :note, :event_id))
+INSERT INTO feed (type, at, site_id, nc_pk, nc)
+SELECT :type, :at, :site_id, :nc_pk, CAST(:nc AS json) FROM feed_lock
+""")
 
 
 def feed_after(session: Session, after: int, limit: int, site_id: str | None = None
