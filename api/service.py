@@ -108,7 +108,7 @@ def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
         return public
     session.add(HistoryEntry(**history))
     if feed:
-        session.add(FeedEvent(type=feed_type or action, at=at.astimezone(UTC),
+        session.add(FeedEvent(type=feed_type or action, at=history["at"],
                               site_id=nc.site_id, nc_pk=nc.pk, nc=public))
     return public
 

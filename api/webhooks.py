@@ -50,6 +50,10 @@ METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:
             ipaddress.ip_address("100.100.100.200")}
 
 
+STOPPED = "webhook disabled or deleted"
+"""`last_error` of a delivery found dead at its claim: enabling the webhook sends it again."""
+
+
 class UnsafeUrl(ValueError):
     """The webhook URL resolves to a link-local or cloud-metadata address."""
 
@@ -182,7 +186,7 @@ def claim(session: Session, now: datetime) -> list[Claimed]:
                         .values(lease_until=now + LEASE))
     if dead:
         session.execute(update(Delivery).where(Delivery.id.in_(dead))
-                        .values(status="dead", last_error="webhook disabled or deleted"))
+                        .values(status="dead", last_error=STOPPED))
     session.commit()
     return claimed
 
@@ -199,6 +203,10 @@ class Outcome:
     status: int | None
     error: str | None = None
     retry_after: float | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
 
 class UrlChecks:
@@ -235,31 +243,44 @@ async def send(client: aiohttp.ClientSession, claimed: Claimed, checks: UrlCheck
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": sign(claimed.secret, claimed.message_id, timestamp,
                                           claimed.body)}) as response:
-            status = response.status
-            text = "" if 200 <= status < 300 else (await response.content.read(300)).decode(
-                "utf-8", "replace")
-            retry_after = None
-            if status in (429, 503):
-                retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            outcome = Outcome(response.status)
+            if not outcome.delivered:
+                text = (await response.content.read(300)).decode("utf-8", "replace")
+                retry_after = retry_after_seconds(response.headers.get("retry-after")) \
+                    if response.status in (429, 503) else None
+                outcome = Outcome(response.status, text, retry_after)
     except UnsafeUrl as exc:
         return Outcome(None, str(exc))
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Outcome(None, f"{type(exc).__name__}: {exc}")
-    return Outcome(status, None if 200 <= status < 300 else text, retry_after)
+    return outcome
 
 
-def settle(session: Session, delivery_id: int, outcome: Outcome, now: datetime) -> None:
-    """Record an attempt's outcome (caller commits): delivered, retried later, disabled,
-    or given up."""
+def settle(session: Session, outcomes: list[tuple[int, Outcome]], now: datetime) -> None:
+    """Record the outcomes of a batch of attempts (caller commits): the delivered ones
+    (nearly all) in one UPDATE per status, each other one retried later, disabled or
+    given up."""
+    delivered: dict[int | None, list[int]] = {}
+    for delivery_id, outcome in outcomes:
+        if outcome.delivered:
+            delivered.setdefault(outcome.status, []).append(delivery_id)
+        else:
+            _settle_failed(session, delivery_id, outcome, now)
+    for status, ids in delivered.items():
+        session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(
+            status="delivered", delivered_at=now, attempts=Delivery.attempts + 1,
+            lease_until=None, last_status=status, last_error=None))
+
+
+def _settle_failed(session: Session, delivery_id: int, outcome: Outcome, now: datetime
+                   ) -> None:
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         return
     delivery.attempts += 1
     delivery.lease_until = None
     delivery.last_status, delivery.last_error = outcome.status, outcome.error
-    if outcome.status is not None and 200 <= outcome.status < 300:
-        delivery.status, delivery.delivered_at = "delivered", now
-    elif outcome.status == 410:
+    if outcome.status == 410:
         delivery.status = "dead"
         hook = session.get(Webhook, delivery.webhook_id)
         if hook is not None and hook.disabled_at is None:
@@ -321,19 +342,8 @@ def _claim(factory: SessionFactory) -> list[Claimed]:
 
 
 def _settle_all(factory: SessionFactory, outcomes: list[tuple[int, Outcome]]) -> None:
-    """One transaction for a batch; the delivered ones (nearly all) in one UPDATE."""
     with factory() as session:
-        now = datetime.now(UTC)
-        delivered = {}
-        for delivery_id, outcome in outcomes:
-            if outcome.status is not None and 200 <= outcome.status < 300:
-                delivered.setdefault(outcome.status, []).append(delivery_id)
-            else:
-                settle(session, delivery_id, outcome, now)
-        for status, ids in delivered.items():
-            session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(
-                status="delivered", delivered_at=now, attempts=Delivery.attempts + 1,
-                lease_until=None, last_status=status, last_error=None))
+        settle(session, outcomes, datetime.now(UTC))
         session.commit()
 
 

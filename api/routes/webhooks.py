@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from api.auth import Principal
 from api.deps import SessionDep, get_db, require
 from api.store import Database, Delivery, FeedEvent, Webhook
-from api.webhooks import UnsafeUrl, check_url, describe, new_secret, secret_key
+from api.webhooks import STOPPED, UnsafeUrl, check_url, describe, new_secret, secret_key
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -138,7 +138,7 @@ def enable_webhook(hook_id: Id, request: Request, _admin: Admin,
             session.execute(update(Delivery).where(
                 Delivery.webhook_id == hook_id, Delivery.status == "dead",
                 (Delivery.last_status == 410) | (Delivery.created_at >= stopped_since)
-                | (Delivery.last_error == "webhook disabled or deleted"),
+                | (Delivery.last_error == STOPPED),
             ).values(status="pending", lease_until=None, next_attempt_at=now, created_at=now))
         session.commit()
         return describe(hook)
