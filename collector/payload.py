@@ -111,6 +111,10 @@ class JsonPath:
 
     text: str
     steps: tuple[str | int, ...] = field(default=())
+    keys_only: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys_only", all(type(s) is str for s in self.steps))
 
     @classmethod
     def compile(cls, text: str) -> JsonPath:
@@ -137,6 +141,16 @@ class JsonPath:
 
     def get(self, doc: object) -> object:
         """The value at this path; PayloadError when a step is missing."""
+        if self.keys_only:
+            # The common case, subscripted straight: JSON keys are strings, so a miss is a
+            # KeyError and a step into a list, string or number a TypeError.
+            try:
+                value = doc
+                for key in self.steps:
+                    value = value[key]  # type: ignore[index]
+                return value
+            except (KeyError, TypeError):
+                pass  # the checked walk below says what is missing
         value = doc
         for step in self.steps:
             if isinstance(step, int):
@@ -171,6 +185,11 @@ def coerce_value(value: object) -> float:
         if math.isfinite(value):
             return value
         raise PayloadError(f"value is {value} (NaN and Infinity are refused)")
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            raise PayloadError(f"value {value} is too large for a float") from None
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
@@ -198,7 +217,9 @@ def parse_timestamp(value: object) -> float:
     """Epoch seconds from epoch s, epoch ms (> 1e11) or ISO 8601 (naive ISO means UTC)."""
     if isinstance(value, bool) or value is None:
         raise PayloadError(f"timestamp {value!r} is not a time")
-    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+    if isinstance(value, str) and (
+        (value[4:5] == "-" and value[:4].isdigit()) or not _NUMBER.fullmatch(value.strip())
+    ):
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
@@ -269,7 +290,13 @@ class PayloadMapper:
     A `number` payload is the whole payload as text; it has no timestamp (arrival time).
     Naive ISO timestamps are read as UTC: set devices (e.g. Tasmota's local `Time`) to UTC
     or to send an offset.
+
+    The mapper is on the collector's hot path (tens of thousands of messages a second), so
+    what depends only on the topic (asset, metric names, units, source) is worked out once
+    per topic and kept (`TOPIC_CACHE` topics at most).
     """
+
+    TOPIC_CACHE = 10_000
 
     def __init__(self, subscription: Subscription, *, max_payload: int) -> None:
         sub = subscription  # paths were checked when the config loaded
@@ -280,6 +307,7 @@ class PayloadMapper:
         self._timestamp = JsonPath.compile(sub.timestamp) if sub.timestamp else None
         self._units = dict(sub.units)
         self._number = sub.format == "number"
+        self._topics: dict[str, _Topic | None] = {}
 
     @property
     def subscribe_topic(self) -> str:
@@ -294,60 +322,87 @@ class PayloadMapper:
         asset, metric = found
         return asset or self.subscription.asset or "", metric or self.subscription.metric
 
-    def map(self, topic: str, payload: bytes, arrival_ts: float, *,
-            found: tuple[str, str | None] | None = None) -> Mapped:
-        """Readings from one message; PayloadError when the message as a whole is refused.
+    def map(self, topic: str, payload: bytes, arrival_ts: float) -> Mapped:
+        """Readings from one message; PayloadError when the message as a whole is refused."""
+        plan = self.plan(topic)
+        if plan is None:
+            raise PayloadError(f"topic {topic!r} does not match {self.topic.pattern!r}")
+        return self.map_planned(plan, payload, arrival_ts)
 
-        `found` is `match(topic)` when the caller has it already (the collector does).
-        """
-        if found is None:
-            found = self.match(topic)
-            if found is None:
-                raise PayloadError(f"topic {topic!r} does not match {self.topic.pattern!r}")
-        asset, topic_metric = found
+    def plan(self, topic: str) -> _Topic | None:
+        """What mapping a message on `topic` takes (None: not our topic), cached per topic."""
+        try:
+            return self._topics[topic]
+        except KeyError:
+            pass
+        found = self.match(topic)
+        plan = None if found is None else self._plan(topic, *found)
+        if len(self._topics) >= self.TOPIC_CACHE:
+            self._topics.clear()  # topics churn (device ids in them): start over
+        self._topics[topic] = plan
+        return plan
+
+    def _plan(self, topic: str, asset: str, topic_metric: str | None) -> _Topic:
+        units = self._units
         if not asset or topic_metric == "":
-            raise PayloadError(f"topic {topic!r} has an empty {{asset}} or {{metric}} level")
+            return _Topic(asset, (), f"topic {topic!r} has an empty {{asset}} or {{metric}} level",
+                          "")
+        if self._number or not self._metrics:
+            metric = topic_metric or ""
+            metrics = ((metric, _WHOLE, units.get(metric, "")),)
+        else:
+            named = ((name.replace("{metric}", topic_metric) if topic_metric else name, path)
+                     for name, path in self._metrics)
+            metrics = tuple((name, path, units.get(name, "")) for name, path in named)
+        return _Topic(asset, metrics, None, f"mqtt:{topic}")
+
+    def map_planned(self, plan: _Topic, payload: bytes, arrival_ts: float) -> Mapped:
+        """`map` for a topic already planned: the collector's hot loop."""
+        if plan.refused is not None:
+            raise PayloadError(plan.refused)
         if len(payload) > self.max_payload:
             raise PayloadError(
                 f"payload of {len(payload)} bytes is larger than max_payload {self.max_payload}"
             )
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PayloadError(f"payload is not UTF-8 (byte {exc.start})") from None
-        source = f"mqtt:{topic}"
-        units = self._units
+        asset, source = plan.asset, plan.source
         if self._number:
-            metric = topic_metric or ""
-            value = coerce_value(text)
-            reading = Reading(asset, metric, value, arrival_ts, unit=units.get(metric, ""),
-                              source=source)
-            return Mapped([reading], [])
-
-        doc = _parse_json(text)
+            ((metric, _, unit),) = plan.metrics
+            value = coerce_value(_text(payload))
+            return Mapped([Reading(asset, metric, value, arrival_ts, unit=unit, source=source)],
+                          [])
+        try:
+            doc = orjson.loads(payload)  # validates UTF-8 itself
+        except orjson.JSONDecodeError:
+            doc = _parse_json(_text(payload))  # decides, and words the error
         ts = parse_timestamp(self._timestamp.get(doc)) if self._timestamp else arrival_ts
-        if not self._metrics:
-            metric = topic_metric or ""
-            value = coerce_value(_WHOLE.get(doc))
-            reading = Reading(asset, metric, value, ts, unit=units.get(metric, ""), source=source)
-            return Mapped([reading], [])
-
-        # The hot loop of the collector: a few thousand messages a second, several metrics each.
         readings: list[Reading] = []
         problems: list[PayloadError] = []
-        for name, path in self._metrics:
-            metric = name.replace("{metric}", topic_metric) if topic_metric else name
+        for metric, path, unit in plan.metrics:
             try:
                 value = coerce_value(path.get(doc))
             except PayloadError as exc:
                 problems.append(PayloadError(f"{metric}: {exc.reason}"))
                 continue
-            readings.append(
-                Reading(asset, metric, value, ts, unit=units.get(metric, ""), source=source)
-            )
+            readings.append(Reading(asset, metric, value, ts, unit=unit, source=source))
         if not readings:
             raise PayloadError("; ".join(p.reason for p in problems))
         return Mapped(readings, problems)
+
+
+class _Topic(NamedTuple):
+    """A topic's share of the mapping: asset, (metric, path, unit) each, and source."""
+
+    asset: str
+    metrics: tuple[tuple[str, JsonPath, str], ...]
+    refused: str | None  # why every message on this topic is refused
+    source: str
+
+
+def _text(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"payload is not UTF-8 (byte {exc.start})") from None
 
 
 def compile_subscriptions(

@@ -221,6 +221,10 @@ T = datetime(2026, 11, 25, 8, 0, tzinfo=UTC).timestamp()
         ("2026-11-25T03:00:00-05:00", T),
         ("2026-11-25T08:00:00", T),  # naive: UTC
         ("2026-11-25 08:00:00", T),
+        (" 2026-11-25T08:00:00Z ", T),
+        ("2026-11-25", T - 8 * 3600),
+        (f"{T:.1f}", T),
+        (f"{T * 1000:.0f}", T),
     ],
 )
 def test_parse_timestamp(raw: object, ts: float) -> None:
@@ -407,9 +411,50 @@ def test_any_finite_float_round_trips_in_json(value: float) -> None:
     assert m.map("r/a", payload, ARRIVAL).readings[0].value == value
 
 
-def test_map_with_the_match_already_made_is_the_same() -> None:
-    m = mapper(topic="z/{asset}", metrics={"t": "$.t"})
-    found = m.match("z/a")
-    assert found == ("a", None)
+def test_the_topic_plan_is_cached_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    m = mapper(topic="z/{asset}", metrics={"t": "$.t"}, units={"t": "degC"})
     payload = b'{"t": 1.5}'
-    assert m.map("z/a", payload, ARRIVAL, found=found) == m.map("z/a", payload, ARRIVAL)
+    plan = m.plan("z/a")
+    assert plan is not None and plan.source == "mqtt:z/a" and plan.asset == "a"
+    assert m.plan("z/a") is plan
+    assert m.plan("y/a") is None and m.plan("y/a") is None
+    assert m.map_planned(plan, payload, ARRIVAL) == m.map("z/a", payload, ARRIVAL)
+    (reading,) = m.map("z/a", payload, ARRIVAL).readings
+    assert (reading.asset, reading.unit, reading.value) == ("a", "degC", 1.5)
+    monkeypatch.setattr(PayloadMapper, "TOPIC_CACHE", 3)
+    for i in range(10):
+        assert m.map(f"z/d{i}", payload, ARRIVAL).readings[0].asset == f"d{i}"
+        assert len(m._topics) <= 3
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=10,
+)
+
+
+_MISSING = object()
+
+
+def _walk(doc: object, keys: list[str]) -> object:
+    for key in keys:
+        if not isinstance(doc, dict) or key not in doc:
+            return _MISSING
+        doc = doc[key]
+    return doc
+
+
+@given(json_values, st.lists(st.sampled_from(["a", "b", "", "0"]), max_size=3))
+def test_a_key_path_finds_what_a_checked_walk_finds(doc: object, keys: list[str]) -> None:
+    path = JsonPath.compile("$" + "".join(f"['{k}']" for k in keys))
+    assert path.keys_only
+    want = _walk(doc, keys)
+    if want is _MISSING:
+        with pytest.raises(PayloadError, match="no key"):
+            path.get(doc)
+    else:
+        assert path.get(doc) == want
