@@ -5,10 +5,12 @@ Zigbee2MQTT-style JSON messages (`zigbee2mqtt/<device>`, four metrics and an ISO
 `last_seen` each) from `mosquitto_pub -l` processes, one per device, and times three
 subscribers on the same stream, one after the other:
 
-    patrol          MqttCollector in this process: paho, payload mapping into Readings, one
-                    emit per drain that counts and calls on_stored at once (QoS 1: the acks)
-    paho alone      a bare paho client whose on_message only counts: the ceiling for any
-                    collector built on paho
+    patrol          MqttCollector in this process: paho with our read buffer and short
+                    path for PUBLISH (`collector.mqtt._Client`), payload mapping into
+                    Readings, one emit per drain that counts and calls on_stored at once
+                    (QoS 1: the acks)
+    paho alone      a stock paho client whose on_message only counts: what reading the
+                    socket the way paho does costs before any work is done
     mosquitto_sub   `mosquitto_sub -C N > /dev/null`, the C client, for scale
 
 A rate is N divided by the time from the publishers' start to the Nth message received,
@@ -178,7 +180,7 @@ def run_mosquitto_sub(broker: Broker, qos: int, messages: int,
 
 def run_paho(broker: Broker, qos: int, messages: int,
              streams: Sequence[tuple[str, Path]], run: str) -> tuple[float, int]:
-    """(seconds, messages received) for a bare paho client whose on_message only counts."""
+    """(seconds, messages received) for a stock paho client whose on_message only counts."""
     got = [0, 0.0]
     subscribed = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{run}")

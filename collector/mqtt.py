@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt._packet import MalformedPacket, decode_publish
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -79,6 +80,97 @@ class _PahoErrors(logging.Filter):
 
 _paho_errors = _PahoErrors()
 paho_log.addFilter(_paho_errors)
+
+
+class _Client(mqtt.Client):
+    """paho's client with a read buffer and a short path for whole PUBLISH packets.
+
+    paho 2.2 asks the socket for each packet's first byte, each byte of its length and
+    then its body, reads one QoS 0 packet per select(), and wraps each message in an
+    `MQTTMessage` that builds a `threading.Condition`: a bare paho client topped out at
+    about 50,000 small messages a second on loopback (`bench.mqtt_ingest`), under the
+    issue's target for our whole collector. So here:
+
+    - `_sock_recv` hands out slices of one 64 KiB read, and `loop_read` goes on while they
+      last (select() cannot see bytes already read);
+    - `_packet_read`, when the buffer holds a whole QoS 0/1 PUBLISH, decodes it with paho's
+      own `decode_publish` and hands it to `on_incoming` (topic, payload, QoS, packet id,
+      MQTT 5 properties) instead of `on_message`. Everything else (CONNACK, SUBACK,
+      PINGRESP, QoS 2, a packet split across reads) takes paho's path unchanged, so
+      `on_message` must deliver the same way.
+
+    With manual acks paho does nothing more for a QoS 0/1 PUBLISH than call `on_message`,
+    which is why skipping it is safe. `_sock_recv` and `paho.mqtt._packet` are paho
+    internals: pyproject pins paho below 3 and the tests drive both paths.
+    """
+
+    READ = 65536
+    on_incoming: Callable[[str, bytes, int, int, Properties | None], None] | None = None
+    _rsock: object = None  # the socket `_rbuf` came from
+    _rbuf = b""
+    _rpos = 0
+
+    def _fill(self, bufsize: int) -> None:
+        self._rbuf = super()._sock_recv(max(bufsize, self.READ))  # b"": the peer closed
+        self._rsock, self._rpos = self._sock, 0
+        with self._msgtime_mutex:  # paho's keepalive looks here; the short path skips it
+            self._last_bytes_received = mqtt.time_func()
+
+    def _empty(self) -> bool:
+        """Nothing left to hand out, or what is left came from a closed connection."""
+        return self._rpos >= len(self._rbuf) or self._rsock is not self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._empty():
+            self._fill(bufsize)
+        pos = self._rpos
+        self._rpos = min(pos + bufsize, len(self._rbuf))
+        return self._rbuf[pos:pos + bufsize]
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and not self._empty():
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        deliver = self.on_incoming
+        if deliver is None or self._in_packet["command"] != 0:  # paho is inside a packet
+            return super()._packet_read()
+        if self._empty():
+            try:
+                self._fill(0)
+            except BlockingIOError:
+                return mqtt.MQTT_ERR_AGAIN
+            except OSError as err:  # as paho words it (`_PahoErrors` quotes it)
+                self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                return mqtt.MQTT_ERR_CONN_LOST
+        buf, pos = self._rbuf, self._rpos
+        end = len(buf)
+        # A PUBLISH (0x3_) of QoS 0 or 1 (dup and retain bits masked).
+        if pos < end and buf[pos] & 0xF6 in (0x30, 0x32):
+            length = shift = 0
+            i = pos + 1
+            while i < end and i <= pos + 4:  # remaining length: 1-4 bytes, 7 bits each
+                byte = buf[i]
+                i += 1
+                length |= (byte & 127) << shift
+                shift += 7
+                if byte < 128:
+                    if i + length <= end:  # whole in the buffer: else paho's path
+                        self._rpos = i + length
+                        try:
+                            packet = decode_publish(buf[pos], buf[i:i + length], self._protocol)
+                        except MalformedPacket as exc:
+                            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s",
+                                           exc)
+                            return mqtt.MQTT_ERR_PROTOCOL
+                        deliver(packet.topic.decode("utf-8", "replace"), packet.payload,
+                                packet.qos, packet.mid, packet.properties)
+                        return mqtt.MQTT_ERR_SUCCESS
+                    break
+        return super()._packet_read()
+
 
 WARN_EVERY = 60.0
 """Seconds between WARNING logs of bad payloads for one subscription; repeats go to DEBUG."""
@@ -208,7 +300,7 @@ class MqttCollector:
     def _client(self, loop: asyncio.AbstractEventLoop, emit: Emit) -> mqtt.Client:
         cfg = self._config
         v5 = cfg.protocol == "5"
-        client = mqtt.Client(
+        client = _Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -295,15 +387,19 @@ class MqttCollector:
             if not pending:
                 later(self._subscribed)
 
-        def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-            ids = getattr(msg.properties, "SubscriptionIdentifier", None) if v5 else None
-            inbox.append((msg.topic, msg.payload, clock(), ids,
-                          msg.mid if msg.qos else 0, acks.connection))
+        def incoming(topic: str, payload: bytes, qos: int, mid: int,
+                     properties: Properties | None) -> None:
+            ids = getattr(properties, "SubscriptionIdentifier", None) if v5 else None
+            inbox.append((topic, payload, clock(), ids, mid if qos else 0, acks.connection))
             # The drain clears the flag before it reads the inbox, so a message appended
             # while it runs is either drained by it or schedules the next one.
             if not self._drain_scheduled:
                 self._drain_scheduled = True
                 later(loop.call_later, DRAIN_DELAY, self._drain)
+
+        def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            # paho's own path: a PUBLISH split across reads (see `_Client`).
+            incoming(msg.topic, msg.payload, msg.qos, msg.mid, msg.properties)
 
         client.on_connect = on_connect
         client.on_connect_fail = on_connect_fail
@@ -311,6 +407,7 @@ class MqttCollector:
         client.on_disconnect = on_disconnect
         client.on_subscribe = on_subscribe
         client.on_message = on_message
+        client.on_incoming = incoming
         return client
 
     # --- on the event loop's thread ---------------------------------------------------
@@ -390,14 +487,14 @@ class MqttCollector:
             routes = [r for i in ids if 0 < i <= n for r in self._filter_routes[i - 1]]
         matched = False
         for route in routes:
-            found = route.mapper.match(topic)
-            if found is None:
+            plan = route.mapper.plan(topic)
+            if plan is None:
                 continue
             matched = True
             stats = route.stats
             stats.messages += 1
             try:
-                readings, problems = route.mapper.map(topic, payload, arrival, found=found)
+                readings, problems = route.mapper.map_planned(plan, payload, arrival)
             except PayloadError as exc:
                 stats.bad_payloads += 1
                 self._warn(route, "bad payload", topic, exc.reason, payload)
