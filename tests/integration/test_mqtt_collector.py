@@ -35,10 +35,8 @@ def _broker_up() -> bool:
 pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(not _broker_up(), reason=f"no MQTT broker on {HOST}:{PORT}"),
+    pytest.mark.usefixtures("no_threads_left"),
 ]
-
-
-pytestmark = pytest.mark.usefixtures("no_threads_left")
 
 
 @pytest.fixture
