@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from agent.config import load_site
 from agent.simulate import load_sim_config
+from collector.payload import compile_subscriptions
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -39,3 +41,29 @@ def test_example_site_names_each_missing_secret(monkeypatch: pytest.MonkeyPatch)
 def test_example_sim_config_loads() -> None:
     config = load_sim_config(EXAMPLES / "sim.yaml")
     assert config.modbus.port == 5020 and config.drift_after == 20.0
+
+
+@pytest.mark.parametrize(("topic", "want"), [
+    ("zigbee2mqtt/office-3-sensor",
+     {"air_temp": (21.4, "degC"), "humidity": (48.0, "%"), "battery": (97.0, "%")}),
+    ("tele/plug-7/SENSOR", {"energy_total": (123.4, "kWh"), "power": (56.0, "W")}),
+])
+def test_example_firmware_payloads_map_with_the_example_config(
+        monkeypatch: pytest.MonkeyPatch, topic: str, want: dict[str, tuple[float, str]]) -> None:
+    """The payload written beside each firmware's subscription in examples/site.yaml maps
+    with that subscription as shipped: configuration only."""
+    for name in ("MQTT_PASSWORD", "INFLUX_TOKEN", "PATROL_AGENT_TOKEN"):
+        monkeypatch.setenv(name, "s3cret")
+    mqtt = load_site(EXAMPLES / "site.yaml").config.mqtt
+    assert mqtt is not None
+    (line,) = [line for line in (EXAMPLES / "site.yaml").read_text().splitlines()
+               if f"- topic: {topic}" in line]
+    payload = line.split("#", 1)[1].split(":", 1)[1].strip().encode()
+    mappers = [m for m in compile_subscriptions(mqtt.subscriptions, max_payload=mqtt.max_payload)
+               if m.plan(topic) is not None]
+    assert len(mappers) == 1
+    readings, problems = mappers[0].map(topic, payload, 1.0)
+    assert problems == []
+    assert {r.metric: (r.value, r.unit) for r in readings} == want
+    if "Time" in payload.decode():  # Tasmota's own timestamp, read as UTC
+        assert readings[0].ts == datetime(2026, 11, 25, 8, tzinfo=UTC).timestamp()
