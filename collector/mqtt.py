@@ -165,8 +165,14 @@ class _Client(mqtt.Client):
                             self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s",
                                            exc)
                             return mqtt.MQTT_ERR_PROTOCOL
-                        deliver(packet.topic.decode("utf-8", "replace"), packet.payload,
-                                packet.qos, packet.mid, packet.properties)
+                        try:
+                            deliver(packet.topic.decode("utf-8", "replace"), packet.payload,
+                                    packet.qos, packet.mid, packet.properties)
+                        except Exception as err:  # as paho guards on_message
+                            self._easy_log(mqtt.MQTT_LOG_ERR,
+                                           "Caught exception in on_message: %s", err)
+                            if not self.suppress_exceptions:
+                                raise
                         return mqtt.MQTT_ERR_SUCCESS
                     break
         return super()._packet_read()
@@ -308,6 +314,9 @@ class MqttCollector:
             manual_ack=True,
         )
         client.enable_logger(paho_log)
+        # A bug in a callback is logged (ERROR) and the message dropped, instead of ending
+        # paho's network thread and leaving this collector connected to nothing.
+        client.suppress_exceptions = True
         client.reconnect_delay_set(1, 60)
         password = read_secret(cfg.password_env, cfg.password_file)
         if cfg.username is not None or password is not None:

@@ -179,6 +179,36 @@ def test_a_closed_connection_is_lost_as_in_paho() -> None:
             pair.close()
 
 
+def test_a_callback_error_is_logged_and_the_next_message_still_comes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With `suppress_exceptions` (the collector sets it) on either path, as paho does."""
+    pair = Pair(_Client, mqtt.MQTTv311)
+    pair.client.suppress_exceptions = True
+    pair.client.enable_logger()
+    deliver = pair.client.on_incoming
+
+    def fussy(topic: str, *args: Any) -> None:
+        if topic == "s/bad":
+            raise ValueError("no thanks")
+        assert deliver is not None
+        deliver(topic, *args)
+
+    pair.client.on_incoming = fussy
+    pair.client.on_message = lambda c, u, msg: fussy(msg.topic, msg.payload, msg.qos,
+                                                      msg.mid, msg.properties)
+    try:
+        short = publish("s/bad", b"1") + publish("s/ok", b"2")
+        split = publish("s/bad", b"3")
+        assert pair.feed(short) == mqtt.MQTT_ERR_SUCCESS
+        assert pair.feed(split[:3]) == mqtt.MQTT_ERR_SUCCESS  # paho's path
+        assert pair.feed(split[3:] + publish("s/ok", b"4")) == mqtt.MQTT_ERR_SUCCESS
+        assert [m[:2] for m in pair.got] == [("s/ok", b"2"), ("s/ok", b"4")]
+        errors = [r for r in caplog.records if "Caught exception in on_message" in r.message]
+        assert len(errors) == 2 and all("no thanks" in r.message for r in errors)
+    finally:
+        pair.close()
+
+
 def test_bytes_read_in_bulk_still_count_for_keepalive() -> None:
     pair = Pair(_Client, mqtt.MQTTv311)
     try:

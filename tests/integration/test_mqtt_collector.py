@@ -325,3 +325,33 @@ def test_subscriptions_restored_after_a_reconnect(prefix: str, publisher: Publis
     readings = run_collector(collector, scenario)
     assert [r.value for r in readings] == [1.0, 2.0]
     assert collector.stats.disconnects == 1
+
+
+def test_an_error_in_the_network_thread_loses_one_message_not_the_collector(
+    prefix: str, publisher: Publisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without paho's suppress_exceptions, an exception in a callback ends paho's thread and
+    the collector would sit connected to nothing; here it costs the one message, loudly."""
+    config = MqttConfig(url=f"mqtt://{HOST}:{PORT}",
+                        subscriptions=[Subscription(topic=f"{prefix}/{{asset}}/t",
+                                                    metrics={"t": "$.t"}, qos=0)])
+    calls = [0]
+
+    def clock() -> float:  # called on paho's thread for each message
+        calls[0] += 1
+        if calls[0] == 1:
+            raise OSError("clock went away")
+        return 42.0
+
+    collector = MqttCollector(config, clock=clock)
+
+    async def scenario(readings: list[Reading]) -> None:
+        for value in (1, 2):
+            await asyncio.to_thread(publisher.publish, f"{prefix}/a/t", f'{{"t": {value}}}')
+        await until(lambda: len(readings) >= 1, "the second message")
+
+    readings = run_collector(collector, scenario)
+    assert [(r.value, r.ts) for r in readings] == [(2.0, 42.0)]
+    assert collector.stats.connected is False and collector.stats.disconnects == 0
+    assert any(r.levelno == logging.ERROR and "clock went away" in r.getMessage()
+               for r in caplog.records)
