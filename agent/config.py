@@ -138,11 +138,19 @@ def _cross_check(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
             problems.append(doc.problem(("assets", i, "id"), f"duplicate asset id {asset.id!r}"))
         seen.add(asset.id)
     if config.modbus:
+        series: dict[tuple[str, str], str] = {}  # (asset, metric) -> where it is read first
         for d, device in enumerate(config.modbus.devices):
             for p, point in enumerate(device.points):
                 if point.asset not in seen:
                     problems.append(doc.problem(("modbus", "devices", d, "points", p, "asset"),
                                                 f"unknown asset {point.asset!r}"))
+                where = f"device {device.name!r} point {p} (address {point.address})"
+                first = series.setdefault((point.asset, point.metric), where)
+                if first != where:
+                    problems.append(doc.problem(
+                        ("modbus", "devices", d, "points", p, "metric"),
+                        f"{point.asset}/{point.metric} is already read by {first}: two "
+                        "points would write one series"))
     if config.mqtt:
         for s, sub in enumerate(config.mqtt.subscriptions):
             if sub.asset is not None and sub.asset not in seen:

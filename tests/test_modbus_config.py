@@ -158,7 +158,7 @@ def test_rtu_over_tcp_devices_share_their_gateway_like_tcp(site_dir: Path):
       port: 4001
       unit_id: {unit}
       points:
-        - {{asset: CH-1, metric: a, address: 0}}
+        - {{asset: CH-1, metric: {name}, address: 0}}
 """
     path = site(site_dir, gateway.format(name="m1", transport="rtu_over_tcp", unit=1)
                 + gateway.format(name="m2", transport="rtu_over_tcp", unit=2))
@@ -184,3 +184,50 @@ def test_check_explains_the_planned_requests(site_dir: Path, capsys: pytest.Capt
         "    holding 0-4 (5 registers, 2 unused): CH-1.a@0, CH-1.b@4",
         "    holding 100 (1 register): CH-1.c@100",
     ]
+
+
+def test_two_points_writing_one_series_are_refused_at_the_second(site_dir: Path):
+    second = plc("metric: b, address: 1").replace("name: plc", "name: plc2")
+    path = site(site_dir, plc("metric: a, address: 0", "metric: b, address: 4") + second)
+    assert problems(path) == [
+        "site.yaml:16: modbus.devices[1].points[0].metric: CH-1/b is already read by device "
+        "'plc' point 1 (address 4): two points would write one series",
+    ]
+
+
+@pytest.mark.parametrize(("point", "message"), [
+    ("metric: a, address: 0, scale: .nan", "points[0].scale: Input should be a finite number"),
+    ("metric: a, address: 0, offset: .inf", "points[0].offset: Input should be a finite number"),
+    ("metric: a, address: 0, nan_value: .nan",
+     "points[0].nan_value: Input should be a finite number"),
+    ("metric: a, address: 0, scale: 0", "points[0]: scale 0 would make every reading 0"),
+    ("metric: a, address: 0, type: ascii, length: 4, scale: 0.1",
+     "points[0]: scale: an ascii point holds text, not a number"),
+    ("metric: a, address: 0, type: ascii, length: 4, offset: 1, nan_value: 0",
+     "points[0]: nan_value, offset: an ascii point holds text, not a number"),
+    ("metric: a, address: 0, table: coil, type: bool, order: DCBA",
+     "points[0]: order applies to registers; a coil is one bit"),
+    ("metric: a, address: 0, interval: 1ms",
+     "points[0].interval: Input should be greater than or equal to 0.01"),
+])
+def test_point_settings_that_cannot_mean_anything_are_refused(
+    site_dir: Path, point: str, message: str
+):
+    assert problems(site(site_dir, plc(point))) == [
+        f"site.yaml:11: modbus.devices[0].{message}"]
+
+
+def test_unit_id_0_on_a_serial_bus_is_refused_but_not_over_tcp(site_dir: Path):
+    serial = """\
+    - name: meter
+      transport: rtu
+      serial_port: /dev/ttyUSB0
+      unit_id: 0
+      points:
+        - {asset: CH-1, metric: kwh, address: 0}
+"""
+    assert problems(site(site_dir, serial)) == [
+        "site.yaml:8: modbus.devices[0]: device 'meter': unit_id 0 is the RTU broadcast "
+        "address, which no device answers: use the device's own id (1-247)"]
+    tcp = plc("metric: a, address: 0", extra="      unit_id: 0\n")
+    assert load_site(site(site_dir, tcp)).config.modbus is not None

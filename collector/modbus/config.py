@@ -24,6 +24,10 @@ REGISTERS = {
 """16-bit registers each type occupies (ascii: `length` characters, two per register)."""
 
 
+MIN_INTERVAL = 0.01
+"""Seconds: a shorter poll interval is a typo (a busy loop), not a plan."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,11 +43,12 @@ class ModbusPoint(_Strict):
     order: Order = "ABCD"
     bit: int | None = Field(None, ge=0, le=15, description="one bit of a 16-bit register")
     length: int | None = Field(None, ge=1, le=250, description="ascii: characters")
-    scale: float = 1.0
-    offset: float = 0.0
-    nan_value: float | None = Field(None, description="raw value the device sends for 'none'")
+    scale: float = Field(1.0, allow_inf_nan=False)
+    offset: float = Field(0.0, allow_inf_nan=False)
+    nan_value: float | None = Field(None, allow_inf_nan=False,
+                                    description="raw value the device sends for 'none'")
     unit: str = ""
-    interval: Duration | None = Field(None, gt=0, description="overrides the device's")
+    interval: Duration | None = Field(None, ge=MIN_INTERVAL, description="overrides the device's")
 
     @property
     def count(self) -> int:
@@ -69,6 +74,14 @@ class ModbusPoint(_Strict):
             raise ValueError("an ascii point needs length (characters)")
         if self.type != "ascii" and self.length is not None:
             raise ValueError("length applies to ascii points only")
+        if self.scale == 0:
+            raise ValueError("scale 0 would make every reading 0")
+        numeric = {"scale", "offset", "nan_value"} & self.model_fields_set
+        if self.type == "ascii" and numeric:
+            raise ValueError(f"{', '.join(sorted(numeric))}: an ascii point holds text, "
+                             "not a number")
+        if bit_table and "order" in self.model_fields_set:
+            raise ValueError(f"order applies to registers; a {self.table} is one bit")
         if self.address + self.count - 1 > 65535:
             raise ValueError(f"address {self.address} + {self.count} registers of "
                              f"{self.type} runs past 65535")
@@ -88,7 +101,7 @@ class ModbusDevice(_Strict):
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
     unit_id: int = Field(1, ge=0, le=247)
-    interval: Duration = Field(5.0, gt=0)
+    interval: Duration = Field(5.0, ge=MIN_INTERVAL)
     timeout: Duration = Field(1.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
     max_gap: int = Field(0, ge=0, le=65535, description=(
@@ -104,6 +117,9 @@ class ModbusDevice(_Strict):
             raise ValueError(f"device {self.name!r}: transport {self.transport} needs host")
         if self.transport == "rtu" and not self.serial_port:
             raise ValueError(f"device {self.name!r}: transport rtu needs serial_port")
+        if self.transport == "rtu" and self.unit_id == 0:
+            raise ValueError(f"device {self.name!r}: unit_id 0 is the RTU broadcast address, "
+                             "which no device answers: use the device's own id (1-247)")
         return self
 
     @model_validator(mode="after")
