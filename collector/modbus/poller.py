@@ -119,6 +119,11 @@ class _Health:
         self.next_try = -math.inf
 
 
+_GATEWAY_SILENT = frozenset({ExcCodes.GATEWAY_PATH_UNAVIABLE, ExcCodes.GATEWAY_NO_RESPONSE})
+"""Exception replies a gateway sends for a device that did not answer: a silence, so they
+count towards "device unavailable" and its backoff like a timeout, not as an answer."""
+
+
 def _exception_name(code: int | None) -> str:
     try:
         return f"{code} ({ExcCodes(code).name})"
@@ -230,6 +235,8 @@ class ModbusCollector:
             return [self._point(device, request, point, response, ts)
                     for point in request.points]
         code = getattr(response, "exception_code", None)
+        if code in _GATEWAY_SILENT:  # the gateway answered; the device behind it did not
+            raise ModbusIOException(f"gateway exception {_exception_name(code)}")
         if code == ExcCodes.ILLEGAL_ADDRESS and len(parts := split(request)) > 1:
             at = requests.index(request)
             requests[at : at + 1] = parts
@@ -260,6 +267,12 @@ class ModbusCollector:
             return self._reading(device, point, math.nan, ts, bad(
                 f"device {device.name} (unit {device.unit_id}) {point.table} "
                 f"{point.address}: {exc}"))
+        except Exception as exc:  # a reply of a shape we did not expect: this point only
+            log.debug("device %s: cannot decode %s %s", device.name, point.table,
+                      point.address, exc_info=True)
+            return self._reading(device, point, math.nan, ts, bad(
+                f"device {device.name} (unit {device.unit_id}) {point.table} "
+                f"{point.address}: cannot decode the reply ({type(exc).__name__}: {exc})"))
         return self._reading(device, point, value, ts)
 
     @staticmethod
