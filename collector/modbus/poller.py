@@ -88,7 +88,8 @@ class _Health:
         self.interval = float(min(by_interval(device)))  # its most frequent polling
         self.down = False
         self.failures = 0
-        self.next_try = -math.inf
+        self.next_try = self.failed_at = -math.inf
+        self.failed_at = -math.inf  # when the last failed try began
         self.error = ""
 
     def wait(self, now: float) -> float:
@@ -105,18 +106,21 @@ class _Health:
         log.log(logging.DEBUG if self.down else logging.WARNING,
                 "device %s unavailable: %s", self.device, error)
         self.down = True
-        self.failures += 1
         self.error = str(error)
-        delay = min(self.interval * 2 ** min(self.failures, 32), MAX_BACKOFF)
-        self.next_try = began + delay
-        return delay
+        if began - self.failed_at >= self.interval / 2:
+            # Else another interval's task of this device failed on the same try: one
+            # failure, or a device with two intervals would back off twice as fast.
+            self.failures += 1
+            self.next_try = began + min(self.interval * 2 ** min(self.failures, 32), MAX_BACKOFF)
+        self.failed_at = max(began, self.failed_at)
+        return max(self.next_try - began, 0.0)
 
     def answered(self) -> None:
         if self.down:
             log.info("device %s recovered", self.device)
         self.down = False
         self.failures = 0
-        self.next_try = -math.inf
+        self.next_try = self.failed_at = -math.inf
 
 
 _GATEWAY_SILENT = frozenset({ExcCodes.GATEWAY_PATH_UNAVIABLE, ExcCodes.GATEWAY_NO_RESPONSE})

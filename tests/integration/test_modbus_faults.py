@@ -11,11 +11,12 @@ import logging
 import math
 from types import SimpleNamespace
 
+import pytest
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from collector.modbus.config import ModbusConfig, ModbusDevice
 from collector.modbus.plan import device_plan
-from collector.modbus.poller import ModbusCollector
+from collector.modbus.poller import ModbusCollector, _Health
 from tests.conftest import free_port
 from tests.integration.modbus_peers import (
     INTERVAL,
@@ -110,3 +111,19 @@ def test_a_reply_of_an_unexpected_shape_marks_its_point_bad_not_the_cycle():
     assert not reading.good and math.isnan(reading.value)
     assert reading.quality.reason.startswith("device meter (unit 1) holding 0: cannot decode "
                                              "the reply (TypeError: ")
+
+
+def test_two_intervals_failing_on_one_try_count_one_failure():
+    """A device's tasks (one per interval) share its health: failing together is one try."""
+    config = ModbusConfig.model_validate({"devices": [device("meter", 1502, [
+        POINTS[0], {**POINTS[1], "interval": 4 * INTERVAL}])]})
+    health = _Health(config.devices[0])
+    assert health.interval == INTERVAL
+    assert health.failed("timeout", began=10.0) == pytest.approx(2 * INTERVAL)
+    # The other task, on the same try: still one failure, the same next try.
+    assert health.failed("timeout", began=10.01) == pytest.approx(2 * INTERVAL - 0.01)
+    assert health.failures == 1
+    assert health.failed("timeout", began=10.0 + 2 * INTERVAL) == pytest.approx(4 * INTERVAL)
+    assert health.failures == 2
+    health.answered()
+    assert health.failed("timeout", began=10.5) == pytest.approx(2 * INTERVAL)
