@@ -4,6 +4,7 @@ pymodbus's own server over TCP, over TCP with RTU framing, and over a socat pty 
 without hardware); a server that never answers; and a recorder of the batches a
 `ModbusCollector` emits. Servers can record every request they receive (pymodbus's
 `trace_pdu` hook), so tests count requests on the wire instead of trusting our planner.
+A `Peer` is a device's far end on TCP or on a pty pair, for tests run over both.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import itertools
 import struct
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from pymodbus import FramerType
 from pymodbus.datastore import (
@@ -29,6 +30,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from collector.modbus.poller import ModbusCollector
 from collector.reading import Reading
+from tests.conftest import free_port
 
 INTERVAL = 0.2
 POLLER_LOG = "collector.modbus.poller"
@@ -91,12 +93,13 @@ class Requests:
 @asynccontextmanager
 async def modbus_server(
     port: int, hr: Values | None = None, ir: Values | None = None,
-    co: Values | None = None, unit_id: int = 1, *,
+    co: Values | None = None, unit_id: int = 1, *, di: Values | None = None,
     units: dict[int, ModbusDeviceContext] | None = None,
     framer: FramerType = FramerType.SOCKET, requests: Requests | None = None,
 ) -> AsyncIterator[ModbusTcpServer]:
     """A pymodbus TCP server (RTU framing with framer=FramerType.RTU)."""
-    context = ModbusServerContext(devices=units or {unit_id: unit(hr, ir, co)}, single=False)
+    context = ModbusServerContext(devices=units or {unit_id: unit(hr, ir, co, di)},
+                                  single=False)
     server = ModbusTcpServer(context, address=("127.0.0.1", port), framer=framer,
                              trace_pdu=requests)
     await server.serve_forever(background=True)
@@ -157,20 +160,38 @@ async def silent_server(port: int, received: list[bytes] | None = None
         await server.wait_closed()
 
 
-@asynccontextmanager
-async def deaf_to(port: int, upstream: int, address: int) -> AsyncIterator[None]:
+def deaf_to(port: int, upstream: int, address: int) -> AbstractAsyncContextManager[None]:
     """A Modbus TCP proxy to `upstream` that never answers reads starting at `address`:
     a device that ignores one request but answers the others."""
+    return _relay(port, upstream, deaf_to=address)
+
+
+def slow_relay(port: int, upstream: int, delay: float) -> AbstractAsyncContextManager[None]:
+    """A Modbus TCP proxy to `upstream` that holds every answer `delay` seconds: a slow
+    device, or a slow line, so each poll cycle takes that long at least."""
+    return _relay(port, upstream, delay=delay)
+
+
+@asynccontextmanager
+async def _relay(port: int, upstream: int, *, deaf_to: int | None = None,
+                 delay: float = 0.0) -> AsyncIterator[None]:
+    """A Modbus TCP proxy to `upstream`, one request at a time on each connection: reads
+    starting at address `deaf_to` go unanswered, other answers come `delay` s late."""
+    relays: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if task := asyncio.current_task():
+            relays[task] = writer  # closed on the way out, so the relay ends
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
         try:
             while header := await reader.readexactly(7):
                 body = await reader.readexactly(int.from_bytes(header[4:6], "big") - 1)
-                if int.from_bytes(body[1:3], "big") == address:
+                if int.from_bytes(body[1:3], "big") == deaf_to:
                     continue  # swallowed: the client times out on this one
                 up_writer.write(header + body)
                 answer = await up_reader.readexactly(7)
                 answer += await up_reader.readexactly(int.from_bytes(answer[4:6], "big") - 1)
+                await asyncio.sleep(delay)
                 writer.write(answer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -184,6 +205,39 @@ async def deaf_to(port: int, upstream: int, address: int) -> AsyncIterator[None]
     finally:
         server.close()
         await server.wait_closed()
+        for writer in relays.values():
+            writer.close()  # not task.cancel(): asyncio would log the cancel as an error
+        if relays:
+            await asyncio.wait(relays, timeout=1)  # a closed reader reads EOF
+
+
+class Serve(Protocol):
+    def __call__(self, units: dict[int, ModbusDeviceContext],
+                 requests: Requests | None = None) -> AbstractAsyncContextManager[object]: ...
+
+
+class Peer(NamedTuple):
+    """A device's far end: `where` is what `device()` takes to reach it, and
+    `serve(units, requests)` starts a server there (as often as a test likes, one at a
+    time)."""
+
+    where: int | Path
+    serve: Serve
+
+
+@asynccontextmanager
+async def peer(transport: str, folder: Path) -> AsyncIterator[Peer]:
+    """A device's far end over "tcp" (a loopback port) or "rtu" (the server end of a pty
+    pair in `folder`). The pty pair outlives the servers started on it, as a bus outlives
+    the devices that stop and come back on it."""
+    if transport == "tcp":
+        port = free_port()
+        yield Peer(port, lambda units, requests=None: modbus_server(
+            port, units=units, requests=requests))
+        return
+    async with pty_pair(folder) as (client_end, server_end):
+        yield Peer(client_end, lambda units, requests=None: serial_server(
+            server_end, units, requests=requests))
 
 
 class Batches:
@@ -209,9 +263,12 @@ class Batches:
         return [batch for _, batch in self.calls
                 if batch and batch[0].source == f"modbus:{device}"]
 
-    def times(self, device: str) -> list[float]:
+    def times(self, device: str, metric: str | None = None) -> list[float]:
+        """When the device's batches came; only those holding `metric`, if given (a
+        device with several intervals emits one batch per interval)."""
         return [at for at, batch in self.calls
-                if batch and batch[0].source == f"modbus:{device}"]
+                if batch and batch[0].source == f"modbus:{device}"
+                and (metric is None or any(r.metric == metric for r in batch))]
 
 
 async def poll_until(
@@ -233,10 +290,15 @@ async def poll_until(
     return batches
 
 
-def device(name: str, port: int, points: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
-    """A TCP device on loopback, polled every INTERVAL, giving up quickly."""
-    return {"name": name, "host": "127.0.0.1", "port": port, "interval": INTERVAL,
-            "timeout": 0.3, "retries": 0, "points": points, **more}
+def device(name: str, port: int | Path, points: list[dict[str, Any]],
+           **more: Any) -> dict[str, Any]:
+    """A device polled every INTERVAL, giving up quickly: over TCP on loopback `port`, or
+    over RTU at 19200 baud when `port` is a path (the client end of a pty pair)."""
+    link: dict[str, Any] = (
+        {"transport": "rtu", "serial_port": str(port), "baudrate": 19200}
+        if isinstance(port, Path) else {"host": "127.0.0.1", "port": port})
+    return {"name": name, **link, "interval": INTERVAL, "timeout": 0.3, "retries": 0,
+            "points": points, **more}
 
 
 def by_metric(batch: list[Reading]) -> dict[str, Reading]:

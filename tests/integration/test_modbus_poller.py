@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import shutil
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,13 @@ from tests.integration.modbus_peers import (
     deaf_to,
     device,
     modbus_server,
+    peer,
     poll_until,
     pty_pair,
     run,
     serial_server,
     silent_server,
+    slow_relay,
     unit,
     words,
 )
@@ -65,10 +68,14 @@ POINTS = [
     {"asset": "oven1", "metric": "ratio", "table": "input", "address": 1, "type": "float32"},
     {"asset": "oven1", "metric": "running", "table": "coil", "address": 1, "type": "bool"},
     {"asset": "oven1", "metric": "serial", "address": 10, "type": "ascii", "length": 4},
+    {"asset": "oven1", "metric": "estop", "table": "discrete", "address": 0, "type": "bool"},
+    {"asset": "oven1", "metric": "guard", "table": "discrete", "address": 1, "type": "bool"},
 ]
+DISCRETE = [True, False]                   # 0 estop, 1 guard
 EXPECTED = {
     "temp": 21.5, "drift": -3.25, "offset": -42.0, "scaled": 25.3, "count": 100_000.0,
     "door_open": 1.0, "alarm": 0.0, "flow": 1234.0, "ratio": 0.5, "running": 1.0,
+    "estop": 1.0, "guard": 0.0,
 }
 
 
@@ -78,7 +85,7 @@ def test_values_are_decoded_from_a_real_server():
     collector = ModbusCollector(config, clock=counter(1000.0))
 
     async def main() -> Batches:
-        async with modbus_server(port, hr=HOLDING, ir=INPUT, co=[False, True]):
+        async with modbus_server(port, hr=HOLDING, ir=INPUT, co=[False, True], di=DISCRETE):
             return await poll_until(collector, lambda b: len(b.of("oven")) >= 3)
 
     batches = run(main())
@@ -102,6 +109,40 @@ def test_values_are_decoded_from_a_real_server():
     times = batches.times("oven")
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert all(gap > INTERVAL * 0.75 for gap in gaps), gaps  # a schedule, not a burst
+
+
+def test_each_interval_keeps_its_own_schedule_however_slow_the_device():
+    """A point may poll faster than its device, and each interval runs on its own
+    schedule, start + k * interval, however long its reads take: a poller that slept an
+    interval after each cycle would fall `delay` behind on every cycle."""
+    server_port, relay_port = free_port(), free_port()
+    fast, slow, delay = INTERVAL / 2, INTERVAL, 0.03
+    # The two intervals share one client, so on the ticks they share one read waits for
+    # the other. Which goes first is a near tie (microseconds apart), and the second comes
+    # up to `delay` late, since both reads fit in the fast interval. So `delay` stays well
+    # under the 50 ms allowed below: that lateness does not add up; a drift would.
+    config = ModbusConfig.model_validate({"devices": [device("oven", relay_port, [
+        {**POINTS[0], "interval": fast},  # temp
+        POINTS[2],                        # offset, on the device's interval
+    ])]})
+
+    async def main() -> Batches:
+        async with modbus_server(server_port, hr=HOLDING), \
+                slow_relay(relay_port, server_port, delay):
+            return await poll_until(ModbusCollector(config),
+                                    lambda b: len(b.times("oven", "offset")) > 8)
+
+    batches = run(main())
+    for batch in batches.of("oven"):  # one batch per interval, each with its own points
+        assert [(r.metric, r.value, r.good) for r in batch] in (
+            [("temp", 21.5, True)], [("offset", -42.0, True)])
+    for metric, interval in (("temp", fast), ("offset", slow)):
+        times = batches.times("oven", metric)
+        late = [round(at - times[0] - k * interval, 3) for k, at in enumerate(times)]
+        assert all(abs(lag) <= 0.05 for lag in late), f"{metric} late by {late}"
+    fast_count = len(batches.times("oven", "temp"))
+    slow_count = len(batches.times("oven", "offset"))
+    assert 2 * slow_count - 2 <= fast_count <= 2 * slow_count + 1, (fast_count, slow_count)
 
 
 def test_a_dead_device_is_bad_and_the_live_one_keeps_delivering(caplog):
@@ -136,16 +177,17 @@ def test_a_dead_device_is_bad_and_the_live_one_keeps_delivering(caplog):
     assert not any("live" in r.getMessage() for r in ours)
 
 
-def test_an_exception_reply_marks_only_its_point_bad(caplog):
-    port = free_port()
-    config = ModbusConfig.model_validate({"devices": [device("oven", port, [
-        POINTS[0],
-        {"asset": "oven1", "metric": "ghost", "address": 500},
-        POINTS[2],
-    ])]})
+@NEEDS_SOCAT
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+def test_an_exception_reply_marks_only_its_point_bad(transport: str, tmp_path: Path, caplog):
+    points = [POINTS[0], {"asset": "oven1", "metric": "ghost", "address": 500}, POINTS[2]]
+    requests = Requests()
 
     async def main() -> Batches:
-        async with modbus_server(port, hr=HOLDING):
+        async with peer(transport, tmp_path) as far, \
+                far.serve({1: unit(hr=HOLDING)}, requests=requests):
+            config = ModbusConfig.model_validate({"devices": [
+                device("oven", far.where, points)]})
             return await poll_until(ModbusCollector(config), lambda b: len(b.of("oven")) >= 2)
 
     with caplog.at_level(logging.DEBUG, logger=POLLER_LOG):
@@ -159,6 +201,9 @@ def test_an_exception_reply_marks_only_its_point_bad(caplog):
         reason = ghost.quality.reason
         for part in ("device oven", "unit 1", "holding", "500", "ILLEGAL_ADDRESS"):
             assert part in reason, reason
+    # The refused read went on its own, every cycle, beside the two that were answered.
+    cycle = [Request(1, 3, 0, 2), Request(1, 3, 4, 1), Request(1, 3, 500, 1)]
+    assert requests.seen[: 2 * len(cycle)] == cycle * 2
     assert not [r for r in caplog.records if r.name == POLLER_LOG]  # the device answered
 
 
@@ -238,6 +283,56 @@ def test_a_device_that_comes_back_is_reconnected_and_logged_once(caplog):
         assert batch[0].quality.reason.endswith(f"; next try in {2 * INTERVAL:.1f}s")
 
 
+@NEEDS_SOCAT
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+def test_a_device_that_stops_and_starts_again_is_logged_once(
+        transport: str, tmp_path: Path, caplog):
+    """Over TCP the port closes and opens again; over RTU the bus (the pty pair) stays and
+    only the device stops answering, until a new server answers on the same pty end."""
+    units = {1: unit(hr=HOLDING)}
+
+    def last_good(batches: Batches) -> bool:
+        return batches.of("oven")[-1][0].good
+
+    def failed_twice(batches: Batches) -> bool:  # the outage's second try: debug, no warning
+        reason = batches.of("oven")[-1][0].quality.reason
+        return reason.endswith(f"; next try in {4 * INTERVAL:.1f}s")
+
+    async def main() -> Batches:
+        async with peer(transport, tmp_path) as far, AsyncExitStack() as first:
+            await first.enter_async_context(far.serve(units))  # up before the first poll
+
+            async def outage(batches: Batches) -> None:
+                await batches.until(lambda b: len(b.of("oven")) >= 2)
+                await first.aclose()  # the device stops
+                await batches.until(failed_twice)
+                async with far.serve(units):  # and starts again
+                    await batches.until(last_good)
+                    back = len(batches.of("oven"))
+                    await batches.until(lambda b: len(b.of("oven")) >= back + 2)
+
+            config = ModbusConfig.model_validate({"devices": [
+                device("oven", far.where, POINTS[:1])]})
+            return await poll_until(ModbusCollector(config), lambda b: True, during=outage)
+
+    with caplog.at_level(logging.DEBUG, logger=POLLER_LOG):
+        batches = run(main())
+    oven = [batch[0] for batch in batches.of("oven")]
+    assert [good for good, _ in itertools.groupby(r.good for r in oven)] == [True, False, True]
+    for reading in oven:
+        if reading.good:
+            assert reading.value == 21.5
+        else:
+            assert "device oven (unit 1) unavailable: " in reading.quality.reason
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == POLLER_LOG]
+    assert [m for m in messages if m[0] == logging.INFO] == [
+        (logging.INFO, "device oven recovered")]
+    warnings = [text for level, text in messages if level == logging.WARNING]
+    assert len(warnings) == 1, warnings  # the second failed try is a debug line
+    assert warnings[0].startswith("device oven unavailable: ")
+    assert [level for level, _ in messages] == [logging.WARNING, logging.DEBUG, logging.INFO]
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"timeout": 2}, "timeout must be 0.3, not 2.0"),
     ({"name": "live"}, "used twice"),
@@ -268,7 +363,17 @@ HAND_WRITTEN: list[tuple[str, str, list[int], float]] = [  # not computed by enc
     ("uint32", "CDAB", [0xBEEF, 0xDEAD], 0xDEADBEEF),
     ("float64", "DCBA", [0x6666, 0x6666, 0x6612, 0x71C0], -273.15),
     ("int16", "BADC", [0xFEFF], -2),
+    ("float16", "ABCD", [0xC100], -2.5),
+    ("float16", "BADC", [0x00C1], -2.5),
+    ("float16", "CDAB", [0xC100], -2.5),   # one word: nothing to swap
+    ("int64", "ABCD", [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], -2),
+    ("int64", "BADC", [0xFFFF, 0xFFFF, 0xFFFF, 0xFEFF], -2),
+    ("uint64", "DCBA", [0x0807, 0x0605, 0x0403, 0x0201], 0x0102030405060708),
+    ("uint64", "CDAB", [0x0708, 0x0506, 0x0304, 0x0102], 0x0102030405060708),
+    ("float64", "ABCD", [0x3FF8, 0x0000, 0x0000, 0x0000], 1.5),
+    ("float64", "CDAB", [0x0000, 0x0000, 0x0000, 0x3FF8], 1.5),
 ]
+COILS, DISCRETES = [True, False], [False, True, True]  # bits beside the registers
 
 
 def type_map() -> tuple[list[dict[str, Any]], list[int], dict[str, float | str]]:
@@ -304,7 +409,12 @@ def test_every_type_and_order_over_each_transport(transport: str, tmp_path: Path
     """Two units share one connection (a gateway, a bus); reads are cut at max_registers."""
     points, registers, expected = type_map()
     assert len(registers) > 100  # so max_registers 40 really cuts the map into reads
-    units = {3: unit(hr=registers), 4: unit(hr=[4242])}
+    for table, bits in (("coil", COILS), ("discrete", DISCRETES)):
+        for address, bit in enumerate(bits):
+            points.append({"asset": "rig", "metric": f"{table}{address}", "table": table,
+                           "address": address, "type": "bool"})
+            expected[f"{table}{address}"] = float(bit)
+    units = {3: unit(hr=registers, co=COILS, di=DISCRETES), 4: unit(hr=[4242])}
     port = free_port()
     link: dict[str, Any] = (
         {"serial_port": str(tmp_path / "A"), "baudrate": 19200} if transport == "rtu"
@@ -343,11 +453,13 @@ def test_every_type_and_order_over_each_transport(transport: str, tmp_path: Path
                 assert reading.value == value, metric
     for batch in batches.of("other"):
         assert [(r.metric, r.value) for r in batch] == [("count", 4242.0)]
-    reads = sorted({r for r in requests.seen if r.unit == 3})
+    reads = sorted({r for r in requests.seen if r.unit == 3 and r.function == 3})
     assert {a for r in reads for a in range(r.address, r.address + r.count)} == set(
         range(len(registers)))
     assert all(r.count <= 40 for r in reads)
     assert len(reads) <= math.ceil(len(registers) / 40) + 1, reads
+    bit_reads = {r for r in requests.seen if r.unit == 3 and r.function in (1, 2)}
+    assert bit_reads == {Request(3, 1, 0, len(COILS)), Request(3, 2, 0, len(DISCRETES))}
 
 
 # --- request planning on the wire --------------------------------------------------------
