@@ -64,8 +64,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's own 422, made safe for inputs JSON cannot carry back (NaN)."""
-        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))},
+        """FastAPI's own 422, made safe for inputs JSON cannot carry back (NaN, surrogates)."""
+        return JSONResponse({"detail": _echoable(jsonable_encoder(exc.errors()))},
                             status_code=422)
 
     @app.exception_handler(OperationalError)
@@ -79,12 +79,15 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     return app
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities (which Python's json reads) become null on the way out."""
+def _echoable(value: Any) -> Any:
+    """What Python's json reads but cannot write back: NaN and infinities become null, a
+    lone surrogate (a half pair sent as \\ud800) its escape as text."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {_echoable(key): _echoable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [_echoable(item) for item in value]
     return value

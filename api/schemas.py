@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_INT = 2**31 - 1
 """Counters and versions fit a 32-bit INTEGER column on every database."""
@@ -25,7 +25,35 @@ Moment = Annotated[datetime, AfterValidator(_plausible)]
 """An aware time within reason: event times feed date arithmetic and the database."""
 
 
-class StandardInfo(BaseModel):
+def _storable(value: Any) -> Any:
+    """JSON's \\ud800-style escapes can carry half a surrogate pair, which no database
+    text column (and no UTF-8) can hold: refused here as 422, not met as a 500 at INSERT."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"text holds a lone surrogate ({exc.object[exc.start]!r} at "
+                             f"{exc.start}): not valid Unicode") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _storable(item)
+    return value
+
+
+class Incoming(BaseModel):
+    """A request body: its text, however nested, is storable (see `_storable`)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return _storable(value)
+
+
+class StandardInfo(Incoming):
     """The standard as the agent judged it; lets the API open an NC without its files."""
 
     model_config = ConfigDict(extra="ignore")
@@ -41,7 +69,7 @@ class StandardInfo(BaseModel):
     no_data_after: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
 
 
-class EventIn(BaseModel):
+class EventIn(Incoming):
     """A rules-engine event (agent/outbox wire form, rules.events.Event.to_dict)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -63,7 +91,7 @@ class EventIn(BaseModel):
 ComplianceState = Literal["ok", "violating", "no_data", "inactive"]
 
 
-class ComplianceItem(BaseModel):
+class ComplianceItem(Incoming):
     model_config = ConfigDict(extra="ignore")
 
     asset_id: str = Field(min_length=1, max_length=128)
@@ -77,7 +105,7 @@ class ComplianceItem(BaseModel):
                           description="good readings judged since the last snapshot")
 
 
-class SnapshotIn(BaseModel):
+class SnapshotIn(Incoming):
     """Compliance of every (asset, standard) of a site (rules.events.Snapshot.to_dict)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -93,7 +121,7 @@ class SnapshotIn(BaseModel):
 AnyEvent = Annotated[EventIn | SnapshotIn, Field(discriminator="type")]
 
 
-class EventsIn(BaseModel):
+class EventsIn(Incoming):
     events: list[AnyEvent] = Field(max_length=1000)
 
 
@@ -163,7 +191,7 @@ class ErrorBody(BaseModel):
     detail: str | list[Any]
 
 
-class ActionBody(BaseModel):
+class ActionBody(Incoming):
     """Bodies of the actions of SPEC section 5; which fields each needs is in
     api.workflow.ACTIONS (checked by the service, 422 naming the field)."""
 
@@ -179,7 +207,7 @@ class ActionBody(BaseModel):
     due_at: Moment | None = None
 
 
-class ManualNonconformance(BaseModel):
+class ManualNonconformance(Incoming):
     """A finding from a human inspection (POST /api/v1/nonconformances)."""
 
     model_config = ConfigDict(extra="forbid")

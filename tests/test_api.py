@@ -7,6 +7,7 @@ API accepts is the one agents send.
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 import textwrap
@@ -210,6 +211,28 @@ def test_a_violation_opens_an_nc(api: Api) -> None:
     assert nc["evidence"]["limit"] == {"min": 6, "max": 8}
     assert (nc["rectification"], nc["verification"], nc["external_ref"]) == (None, None, None)
     assert api.items() == [nc]
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("evidence", {"note\ud800": 1}, "lone surrogate"),
+    ("evidence", {"readings": [{"text": "x\udfff"}]}, "lone surrogate"),
+    ("asset", {"name": "\ud83d"}, "lone surrogate"),
+    ("asset_id", "CH-\udc00", "unicode"),
+    ("asset", "\ud800 not even a mapping", "dictionary"),
+])
+def test_half_a_surrogate_pair_is_a_422_that_can_be_read(
+    api: Api, field: str, value: Any, reason: str
+) -> None:
+    """JSON may escape half a surrogate pair (\\ud800), which no database and no UTF-8 can
+    hold: refused with a reason, echoed back escaped, never a 500, nothing stored."""
+    event = {**engine_event(), field: value}
+    body = json.dumps({"events": [event]})  # ensure_ascii: the half pair as an escape
+    response = api.client.post("/api/v1/events", content=body, headers={
+        **api.headers("agent"), "content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"][-1] == field and reason in error["msg"].lower()
+    assert api.items() == []
 
 
 def test_the_same_event_twice_is_a_duplicate(api: Api) -> None:

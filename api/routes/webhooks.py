@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 
 from api.auth import Principal
 from api.deps import SessionDep, get_db, require
+from api.schemas import Incoming
 from api.store import Database, Delivery, FeedEvent, Webhook
 from api.webhooks import STOPPED, UnsafeUrl, check_url, describe, new_secret, secret_key
 
@@ -24,7 +25,7 @@ FeedType = Literal["raised", "occurrence", "cleared", "acknowledged", "started",
                    "rectified", "verified", "reopened", "closed", "cancelled", "overdue"]
 
 
-class WebhookCreate(BaseModel):
+class WebhookCreate(Incoming):
     url: str = Field(min_length=8, max_length=2000)
     event_types: list[FeedType] = Field(default_factory=list,
                                         description="empty: every type")
