@@ -15,8 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.background import run_jobs
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
@@ -68,6 +69,17 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
         return JSONResponse({"detail": _echoable(jsonable_encoder(exc.errors()))},
                             status_code=422)
 
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        """A value the validation let through but the database refuses (PostgreSQL and
+        a NUL, say) is the request's fault: 422, logged so a gap in validation shows."""
+        log.warning("database refused a value on %s %s: %s", request.method,
+                    request.url.path, getattr(exc, "orig", None) or exc)
+        return JSONResponse({"detail": "a value in the request cannot be stored or compared "
+                                       "by the database"}, status_code=422)
+
+    app.add_middleware(_NoNulInQuery)
+
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
@@ -77,6 +89,22 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                             headers={"Retry-After": "5"})
 
     return app
+
+
+class _NoNulInQuery:
+    """400 for a NUL (`%00`) in the query string: no text column holds one (PostgreSQL
+    refuses it outright), so a filter on one is a client's mistake, on every database."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
+            response = JSONResponse({"detail": "the query string holds a NUL character (%00)"},
+                                    status_code=400)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _echoable(value: Any) -> Any:

@@ -26,14 +26,18 @@ Moment = Annotated[datetime, AfterValidator(_plausible)]
 
 
 def _storable(value: Any) -> Any:
-    """JSON's \\ud800-style escapes can carry half a surrogate pair, which no database
-    text column (and no UTF-8) can hold: refused here as 422, not met as a 500 at INSERT."""
+    """JSON's escapes can carry half a surrogate pair (\\ud800), which no UTF-8 can hold,
+    and NUL (\\u0000), which PostgreSQL text cannot: refused here as 422, not met as a 500
+    at INSERT."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ValueError(f"text holds a lone surrogate ({exc.object[exc.start]!r} at "
                              f"{exc.start}): not valid Unicode") from None
+        if "\x00" in value:
+            raise ValueError(f"text holds a NUL character (at {value.index(chr(0))}), which "
+                             "a database text column cannot store")
     elif isinstance(value, dict):
         for key, item in value.items():
             _storable(key)

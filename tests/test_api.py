@@ -235,6 +235,44 @@ def test_half_a_surrogate_pair_is_a_422_that_can_be_read(
     assert api.items() == []
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("asset_id", "CH\x00-1"), ("evidence", {"note": "a\x00b"}), ("asset", {"x\x00": 1}),
+])
+def test_a_nul_character_is_a_422_on_every_database(api: Api, field: str, value: Any) -> None:
+    """PostgreSQL text cannot hold NUL; SQLite can. Refused alike, before the database."""
+    response = api.post_events({**engine_event(), field: value})
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"][-1] == field and "NUL character" in error["msg"]
+    assert api.items() == []
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/nonconformances?asset_id=CH%00", "/api/v1/compliance?site_id=%00",
+    "/api/v1/feed?site_id=a%00b",
+])
+def test_a_nul_in_the_query_string_is_a_400(api: Api, path: str) -> None:
+    response = api.client.get(path, headers=api.headers("tracker"))
+    assert response.status_code == 400
+    assert response.json() == {"detail": "the query string holds a NUL character (%00)"}
+
+
+def test_a_value_the_database_refuses_is_a_422_not_a_500(db: Database) -> None:
+    """The backstop for what validation misses: the database's DataError is the request's."""
+    from sqlalchemy.exc import DataError
+
+    app = create_app(db)
+
+    @app.get("/api/v1/refused")
+    def refused() -> None:
+        raise DataError("SELECT 1", {}, ValueError("A string literal cannot contain NUL"))
+
+    with TestClient(app) as test_client:
+        response = test_client.get("/api/v1/refused")
+    assert response.status_code == 422
+    assert "cannot be stored or compared by the database" in response.json()["detail"]
+
+
 def test_the_same_event_twice_is_a_duplicate(api: Api) -> None:
     started = engine_event()
     api.apply(started)
