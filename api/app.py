@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
@@ -66,7 +65,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """FastAPI's own 422, made safe for inputs JSON cannot carry back (NaN, surrogates)."""
-        return JSONResponse({"detail": _echoable(jsonable_encoder(exc.errors()))},
+        return JSONResponse({"detail": _echoable(exc.errors())},
                             status_code=422)
 
     @app.exception_handler(DataError)
@@ -107,15 +106,25 @@ class _NoNulInQuery:
         await self.app(scope, receive, send)
 
 
-def _echoable(value: Any) -> Any:
-    """What Python's json reads but cannot write back: NaN and infinities become null, a
-    lone surrogate (a half pair sent as \\ud800) its escape as text."""
+ECHO_DEPTH = 8
+"""How deep a 422 echoes the input it refuses; below that, "...": enough to recognise it,
+and an input nested thousands deep does not turn the answer into a RecursionError."""
+
+
+def _echoable(value: Any, depth: int = 0) -> Any:
+    """FastAPI's error list as JSON can carry it back: NaN and infinities become null, a
+    lone surrogate (a half pair sent as \\ud800) its escape as text, other objects (the
+    exception in `ctx`) their text, and nesting stops at ECHO_DEPTH."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict | list | tuple) and depth >= ECHO_DEPTH:
+        return "..."
     if isinstance(value, dict):
-        return {_echoable(key): _echoable(item) for key, item in value.items()}
+        return {str(_echoable(key)): _echoable(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_echoable(item) for item in value]
-    return value
+        return [_echoable(item, depth + 1) for item in value]
+    return _echoable(str(value))

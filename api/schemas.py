@@ -25,7 +25,12 @@ Moment = Annotated[datetime, AfterValidator(_plausible)]
 """An aware time within reason: event times feed date arithmetic and the database."""
 
 
-def _storable(value: Any) -> Any:
+MAX_DEPTH = 32
+"""Nesting levels of JSON in a body (evidence, asset data): engines send three or four;
+pydantic refuses to serialize a few hundred, which would fail every later answer."""
+
+
+def _storable(value: Any, depth: int = 0) -> Any:
     """JSON's escapes can carry half a surrogate pair (\\ud800), which no UTF-8 can hold,
     and NUL (\\u0000), which PostgreSQL text cannot: refused here as 422, not met as a 500
     at INSERT."""
@@ -38,13 +43,14 @@ def _storable(value: Any) -> Any:
         if "\x00" in value:
             raise ValueError(f"text holds a NUL character (at {value.index(chr(0))}), which "
                              "a database text column cannot store")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _storable(key)
-            _storable(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _storable(item)
+    elif isinstance(value, dict | list | tuple):
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key in value:
+                _storable(key)
+        for item in value.values() if isinstance(value, dict) else value:
+            _storable(item, depth + 1)
     return value
 
 

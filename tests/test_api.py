@@ -247,6 +247,27 @@ def test_a_nul_character_is_a_422_on_every_database(api: Api, field: str, value:
     assert api.items() == []
 
 
+@pytest.mark.parametrize("depth", [32, 900])
+def test_evidence_nested_too_deep_is_a_422_that_echoes_a_summary(api: Api, depth: int) -> None:
+    """A few hundred levels stored would break every later answer about that NC
+    (pydantic refuses to serialize them); refused on the way in, echoed cut short."""
+    event = json.dumps(engine_event())
+    body = (f'{{"events": [{event[:-1]}, "evidence": {{"x": ' + "[" * depth + "]" * depth
+            + "}}]}")
+    response = api.client.post("/api/v1/events", content=body, headers={
+        **api.headers("agent"), "content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert "nested deeper than 32 levels" in error["msg"]
+    assert '"..."' in response.text and len(response.text) < 2000
+    assert api.items() == []
+    deep: Any = []
+    for _ in range(30):
+        deep = [deep]  # 31 lists inside the evidence object: 32 levels, the most allowed
+    assert api.apply({**engine_event(), "evidence": {"x": deep}})["applied"] == 1
+    assert api.items()[0]["evidence"] == {"x": deep}
+
+
 @pytest.mark.parametrize("path", [
     "/api/v1/nonconformances?asset_id=CH%00", "/api/v1/compliance?site_id=%00",
     "/api/v1/feed?site_id=a%00b",
