@@ -74,8 +74,11 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
         a NUL, say) is the request's fault: 422, logged so a gap in validation shows."""
         log.warning("database refused a value on %s %s: %s", request.method,
                     request.url.path, getattr(exc, "orig", None) or exc)
-        return JSONResponse({"detail": "a value in the request cannot be stored or compared "
-                                       "by the database"}, status_code=422)
+        # In FastAPI's shape for 422, so clients (and the published schema) read it alike.
+        return JSONResponse({"detail": [{
+            "type": "database_refused", "loc": ["request"],
+            "msg": "a value in the request cannot be stored or compared by the database"}]},
+            status_code=422)
 
     app.add_middleware(_NoNulInQuery)
 

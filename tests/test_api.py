@@ -291,7 +291,9 @@ def test_a_value_the_database_refuses_is_a_422_not_a_500(db: Database) -> None:
     with TestClient(app) as test_client:
         response = test_client.get("/api/v1/refused")
     assert response.status_code == 422
-    assert "cannot be stored or compared by the database" in response.json()["detail"]
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["request"] and error["type"] == "database_refused"
+    assert "cannot be stored or compared by the database" in error["msg"]
 
 
 def test_the_same_event_twice_is_a_duplicate(api: Api) -> None:

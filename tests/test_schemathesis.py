@@ -9,8 +9,8 @@ act on real NCs as well as answer 404s.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from schemathesis import GenerationMode
 
 from api.app import create_app
 from api.store import Database
+from tests.conftest import postgres_schema
 from tests.test_api import HOUR, NOW, Api, bearer, cleared, engine_event, new_token
 
 SEEDED = ["NC-000001", "NC-000002", "NC-000003", "NC-000004", "NC-000005"]
@@ -56,8 +57,8 @@ OPERATIONS = [(method.upper(), path) for path, item in RAW["paths"].items()
 class Patrol:
     """The app under test, its admin token, and a handle on its database."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.db = Database(f"sqlite:///{tmp / 'patrol.sqlite'}")
+    def __init__(self, url: str) -> None:
+        self.db = Database(url)
         self.app: FastAPI = create_app(self.db, site_id="tower-a")
         self.token = new_token(self.db, "admin", name="schemathesis")
         with TestClient(self.app) as client:
@@ -80,11 +81,18 @@ def _seed(api: Api) -> None:
     assert manual.status_code == 201, manual.text
 
 
-@pytest.fixture(scope="module")
-def patrol(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Patrol]:
-    under_test = Patrol(tmp_path_factory.mktemp("schemathesis"))
-    yield under_test
-    under_test.db.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def patrol(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Patrol]:
+    """On both databases: PostgreSQL refuses what SQLite stores (a NUL in text, say)."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('schemathesis') / 'patrol.sqlite'}"
+        else:
+            url = stack.enter_context(postgres_schema("fuzz"))
+        under_test = Patrol(url)
+        yield under_test
+        under_test.db.close()
 
 
 def _aim(case: Any) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from api.auth import Principal
 from api.deps import get_db, require
-from api.schemas import NonconformancePublic
+from api.schemas import MAX_INT, NonconformancePublic
 from api.service import feed_after
 from api.store import Database
 from collector.units import parse_duration
@@ -38,7 +38,7 @@ class Feed(BaseModel):
 async def feed(
     db: Annotated[Database, Depends(get_db)],
     _principal: Annotated[Principal, Depends(require("tracker"))],
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT, description="a feed seq (32-bit)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[str | None, Query(max_length=16, description="long-poll, e.g. 30s")] = None,
     site_id: str | None = None,
