@@ -1,8 +1,9 @@
 """MQTT collector: subscribes with paho-mqtt and maps each message to readings.
 
-paho runs its network loop in its own thread (`loop_start`). `on_message` only appends the
-raw message to an inbox and, when the inbox was idle, schedules one drain on the asyncio
-loop (`DRAIN_DELAY` later); the drain maps everything queued and emits it in one call, so
+paho runs its network loop in its own thread (`loop_start`), reading the socket through
+`_Client` (a read buffer, and a short path for whole PUBLISH packets). Each message only
+goes into an inbox and, when the inbox was idle, schedules one drain on the asyncio loop
+(`DRAIN_DELAY` later); the drain maps everything queued and emits it in one call, so
 thread hand-offs are per batch, not per message. Mapping, stats and `emit` all happen on
 the loop's thread.
 
