@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.background import run_jobs
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
@@ -25,11 +25,16 @@ from api.webhooks import dispatch
 
 log = logging.getLogger("patrol.api")
 
+MAX_BODY = 64 * 2**20
+"""Bytes of a request body: a compliance snapshot of 200,000 (asset, standard) pairs, the
+most `SnapshotIn` takes, is about 36 MB. Beyond it, 413 before the body is read, or as
+soon as a body without a length runs past it, so one client cannot fill the memory."""
+
 
 def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                site_id: str = "", assets: Collection[str] = (),
                allow_self_verify: bool = False, webhooks_allow_private: bool = False,
-               jobs: bool = False) -> FastAPI:
+               jobs: bool = False, max_body: int = MAX_BODY) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -80,7 +85,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
             "msg": "a value in the request cannot be stored or compared by the database"}]},
             status_code=422)
 
-    app.add_middleware(_NoNulInQuery)
+    app.add_middleware(_Guard, max_body=max_body)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
@@ -93,20 +98,41 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     return app
 
 
-class _NoNulInQuery:
-    """400 for a NUL (`%00`) in the query string: no text column holds one (PostgreSQL
-    refuses it outright), so a filter on one is a client's mistake, on every database."""
+class _Guard:
+    """What is refused before any route: a NUL (`%00`) in the query string (no text
+    column holds one and PostgreSQL refuses it outright, so it is a client's mistake on
+    every database: 400), and a body over `max_body` (413)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
         self.app = app
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
-            response = JSONResponse({"detail": "the query string holds a NUL character (%00)"},
-                                    status_code=400)
-            await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        refusal = None
+        if b"%00" in scope.get("query_string", b""):
+            refusal = 400, "the query string holds a NUL character (%00)"
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body:
+            refusal = 413, f"the body is over {self.max_body} bytes"
+        if refusal is not None:
+            status, detail = refusal
+            await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:  # FastAPI re-raises an HTTPException from here
+                    raise HTTPException(413, f"the body is over {self.max_body} bytes")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 ECHO_DEPTH = 8

@@ -278,6 +278,29 @@ def test_a_nul_in_the_query_string_is_a_400(api: Api, path: str) -> None:
     assert response.json() == {"detail": "the query string holds a NUL character (%00)"}
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(db: Database, chunked: bool) -> None:
+    """With a length, refused before reading; without one (chunked), as soon as it runs
+    past the limit. A body within the limit still works."""
+    token = new_token(db, "agent")
+    small = json.dumps({"events": [engine_event()]}).encode()
+    with TestClient(create_app(db, max_body=len(small))) as client:
+        big = json.dumps({"events": [engine_event(), {**engine_event(), "id": "e2"}]}).encode()
+
+        def stream() -> Iterator[bytes]:  # no Content-Length: counted as it comes
+            for at in range(0, len(big), 100):
+                yield big[at:at + 100]
+
+        response = client.post("/api/v1/events", content=stream() if chunked else big,
+                                headers={**bearer(token), "content-type": "application/json"})
+        assert response.status_code == 413, response.text
+        assert response.json() == {"detail": f"the body is over {len(small)} bytes"}
+        assert client.get("/api/v1/nonconformances", headers=bearer(token)).json()["items"] == []
+        ok = client.post("/api/v1/events", content=small,
+                         headers={**bearer(token), "content-type": "application/json"})
+        assert ok.status_code == 200, ok.text
+
+
 def test_a_value_the_database_refuses_is_a_422_not_a_500(db: Database) -> None:
     """The backstop for what validation misses: the database's DataError is the request's."""
     from sqlalchemy.exc import DataError
