@@ -95,7 +95,11 @@ def load_yaml(path: Path) -> YamlDoc:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_aliases(node, name)
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        raise ConfigError([Problem(name, 1, "", "YAML nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -112,6 +116,42 @@ def load_yaml(path: Path) -> YamlDoc:
     if problems:
         raise ConfigError(problems)
     return YamlDoc(path, data, lines)
+
+
+MAX_VALUES = 1_000_000
+"""Values a document may expand to through its aliases: far beyond any site, and a
+"billion laughs" of nested aliases is refused instead of filling the memory."""
+
+
+def _check_aliases(root: yaml.Node, name: str) -> None:
+    """ConfigError for an alias inside the node it names (a loop) or a document that
+    aliases expand past MAX_VALUES; cheap: each node is sized once."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            raise ConfigError([Problem(name, node.start_mark.line + 1, "",
+                                       "this node holds an alias to itself (a loop)")])
+        open_.add(key)
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        total = 1 + sum(size(child) for child in children)
+        open_.discard(key)
+        sizes[key] = total
+        if total > MAX_VALUES:
+            raise ConfigError([Problem(name, node.start_mark.line + 1, "",
+                                       f"aliases expand this to over {MAX_VALUES:,} values")])
+        return total
+
+    size(root)
 
 
 def _record_lines(

@@ -196,6 +196,43 @@ def test_yaml_syntax_error_reports_its_line(site_dir: Path) -> None:
     ]
 
 
+def test_an_alias_inside_the_node_it_names_is_a_problem_not_a_recursion(site_dir: Path):
+    text = "site:\n  id: tower-a\nassets: &all\n  - id: CH-1\n  - *all\n"
+    assert site_problems(site_dir, text) == [
+        "site.yaml:3: this node holds an alias to itself (a loop)",
+    ]
+
+
+def test_a_billion_laughs_is_refused_at_once(site_dir: Path) -> None:
+    laughs = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for n, name in enumerate("bcdef"):
+        previous = "abcdef"[n]
+        laughs.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 10) + "]")
+    text = "\n".join(laughs) + "\nsite:\n  id: tower-a\nassets: [*f]\n"
+    # 10**6 strings behind one alias; `assets` would hold them all
+    assert site_problems(site_dir, text) == [
+        "site.yaml:6: aliases expand this to over 1,000,000 values",
+    ]
+
+
+def test_yaml_nested_past_the_parser_is_a_problem(site_dir: Path) -> None:
+    text = "site:\n  id: tower-a\nassets: " + "[" * 3000 + "]" * 3000 + "\n"
+    assert site_problems(site_dir, text) == ["site.yaml:1: YAML nested too deeply"]
+
+
+def test_shared_settings_by_alias_still_load(site_dir: Path) -> None:
+    text = HEADER + TCP_DEVICE.replace("host: 127.0.0.1", "host: &plc 127.0.0.1") + points(
+        "asset: CH-1, metric: a, address: 0") + """\
+    - name: plc2
+      host: *plc
+      points:
+        - {asset: CH-1, metric: b, address: 0}
+"""
+    config = load_site(write(site_dir / "site.yaml", text)).config
+    assert config.modbus is not None
+    assert [d.host for d in config.modbus.devices] == ["127.0.0.1", "127.0.0.1"]
+
+
 def test_duplicate_yaml_key(site_dir: Path) -> None:
     text = HEADER + "site:\n  id: tower-b\n"
     assert site_problems(site_dir, text) == [
