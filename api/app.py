@@ -27,7 +27,7 @@ log = logging.getLogger("patrol.api")
 
 MAX_BODY = 64 * 2**20
 """Bytes of a request body: a compliance snapshot of 200,000 (asset, standard) pairs, the
-most `SnapshotIn` takes, is about 36 MB. Beyond it, 413 before the body is read, or as
+most `SnapshotIn` takes, is about 34 MB. Beyond it, 413 before the body is read, or as
 soon as a body without a length runs past it, so one client cannot fill the memory."""
 
 
