@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_INT = 2**31 - 1
 """Counters and versions fit a 32-bit INTEGER column on every database."""
@@ -30,19 +30,25 @@ MAX_DEPTH = 32
 pydantic refuses to serialize a few hundred, which would fail every later answer."""
 
 
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError(f"text holds a NUL character (at {text.index(chr(0))}), which a "
+                         "database text column cannot store")
+    return text
+
+
 def _storable(value: Any, depth: int = 0) -> Any:
-    """JSON's escapes can carry half a surrogate pair (\\ud800), which no UTF-8 can hold,
-    and NUL (\\u0000), which PostgreSQL text cannot: refused here as 422, not met as a 500
-    at INSERT."""
+    """Free JSON (evidence, asset data) as a database can keep it and pydantic serialize
+    it: no half surrogate pair (\\ud800, which no UTF-8 can hold; `str` fields refuse it
+    themselves), no NUL (\\u0000, which PostgreSQL text cannot), at most MAX_DEPTH deep.
+    Refused here as 422, not met as a 500 at INSERT or at every later answer."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ValueError(f"text holds a lone surrogate ({exc.object[exc.start]!r} at "
                              f"{exc.start}): not valid Unicode") from None
-        if "\x00" in value:
-            raise ValueError(f"text holds a NUL character (at {value.index(chr(0))}), which "
-                             "a database text column cannot store")
+        _no_nul(value)
     elif isinstance(value, dict | list | tuple):
         if depth >= MAX_DEPTH:
             raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
@@ -54,58 +60,55 @@ def _storable(value: Any, depth: int = 0) -> Any:
     return value
 
 
-class Incoming(BaseModel):
-    """A request body: its text, however nested, is storable (see `_storable`)."""
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _text(cls, value: Any) -> Any:
-        return _storable(value)
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string field of a request body (pydantic itself refuses half surrogate pairs)."""
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+"""Free JSON in a request body."""
 
 
-class StandardInfo(Incoming):
+class StandardInfo(BaseModel):
     """The standard as the agent judged it; lets the API open an NC without its files."""
 
     model_config = ConfigDict(extra="ignore")
 
-    title: str
-    clause: str = ""
-    category: str | None = None
+    title: Text
+    clause: Text = ""
+    category: Text | None = None
     severity: Literal["minor", "major", "critical"] = "major"
-    department: str | None = None
+    department: Text | None = None
     rectify_within: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
     verify_for: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
     on_recovery: Literal["keep_open", "close"] = "keep_open"
     no_data_after: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
 
 
-class EventIn(Incoming):
+class EventIn(BaseModel):
     """A rules-engine event (agent/outbox wire form, rules.events.Event.to_dict)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=64)
+    id: Text = Field(min_length=1, max_length=64)
     type: Literal["violation_started", "violation_cleared", "chattering"]
-    site_id: str = Field(min_length=1, max_length=64)
-    asset_id: str = Field(min_length=1, max_length=128)
-    standard_id: str = Field(min_length=1, max_length=128)
+    site_id: Text = Field(min_length=1, max_length=64)
+    asset_id: Text = Field(min_length=1, max_length=128)
+    standard_id: Text = Field(min_length=1, max_length=128)
     standard_version: int = Field(1, ge=1, le=MAX_INT)
-    metric: str | None = Field(None, max_length=128)
+    metric: Text | None = Field(None, max_length=128)
     episode_start: Moment
     at: Moment
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    evidence: JsonObject = Field(default_factory=dict)
     standard: StandardInfo
-    asset: dict[str, Any] = Field(default_factory=dict)
+    asset: JsonObject = Field(default_factory=dict)
 
 
 ComplianceState = Literal["ok", "violating", "no_data", "inactive"]
 
 
-class ComplianceItem(Incoming):
+class ComplianceItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    asset_id: str = Field(min_length=1, max_length=128)
-    standard_id: str = Field(min_length=1, max_length=128)
+    asset_id: Text = Field(min_length=1, max_length=128)
+    standard_id: Text = Field(min_length=1, max_length=128)
     standard_version: int = Field(1, ge=1, le=MAX_INT)
     state: ComplianceState
     seconds: dict[ComplianceState, Annotated[float, Field(ge=0, le=MAX_SECONDS,
@@ -115,14 +118,14 @@ class ComplianceItem(Incoming):
                           description="good readings judged since the last snapshot")
 
 
-class SnapshotIn(Incoming):
+class SnapshotIn(BaseModel):
     """Compliance of every (asset, standard) of a site (rules.events.Snapshot.to_dict)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=64)
+    id: Text = Field(min_length=1, max_length=64)
     type: Literal["compliance_snapshot"]
-    site_id: str = Field(min_length=1, max_length=64)
+    site_id: Text = Field(min_length=1, max_length=64)
     since: Moment
     at: Moment
     items: list[ComplianceItem] = Field(max_length=200_000)
@@ -131,7 +134,7 @@ class SnapshotIn(Incoming):
 AnyEvent = Annotated[EventIn | SnapshotIn, Field(discriminator="type")]
 
 
-class EventsIn(Incoming):
+class EventsIn(BaseModel):
     events: list[AnyEvent] = Field(max_length=1000)
 
 
@@ -201,35 +204,35 @@ class ErrorBody(BaseModel):
     detail: str | list[Any]
 
 
-class ActionBody(Incoming):
+class ActionBody(BaseModel):
     """Bodies of the actions of SPEC section 5; which fields each needs is in
     api.workflow.ACTIONS (checked by the service, 422 naming the field)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    note: str | None = Field(None, max_length=10_000)
-    action: str | None = Field(None, min_length=1, max_length=10_000)
-    root_cause: str | None = Field(None, min_length=1, max_length=10_000)
+    note: Text | None = Field(None, max_length=10_000)
+    action: Text | None = Field(None, min_length=1, max_length=10_000)
+    root_cause: Text | None = Field(None, min_length=1, max_length=10_000)
     result: Literal["pass", "fail"] | None = None
-    reason: str | None = Field(None, min_length=1, max_length=10_000)
-    assignee: str | None = Field(None, min_length=1, max_length=128)
-    department: str | None = Field(None, min_length=1, max_length=128)
+    reason: Text | None = Field(None, min_length=1, max_length=10_000)
+    assignee: Text | None = Field(None, min_length=1, max_length=128)
+    department: Text | None = Field(None, min_length=1, max_length=128)
     due_at: Moment | None = None
 
 
-class ManualNonconformance(Incoming):
+class ManualNonconformance(BaseModel):
     """A finding from a human inspection (POST /api/v1/nonconformances)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    asset_id: str = Field(min_length=1, max_length=128)
-    title: str = Field(min_length=1, max_length=500)
+    asset_id: Text = Field(min_length=1, max_length=128)
+    title: Text = Field(min_length=1, max_length=500)
     severity: Literal["minor", "major", "critical"]
-    department: str | None = Field(None, max_length=128)
-    description: str | None = Field(None, max_length=10_000)
+    department: Text | None = Field(None, max_length=128)
+    description: Text | None = Field(None, max_length=10_000)
     due_at: Moment | None = None
-    site_id: str | None = Field(None, min_length=1, max_length=64)
-    clause: str = Field("", max_length=500)
+    site_id: Text | None = Field(None, min_length=1, max_length=64)
+    clause: Text = Field("", max_length=500)
     category: Literal["equipment", "environment", "energy", "safety"] | None = None
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from api.actions import Refused, create_manual, perform
 from api.auth import Principal
@@ -20,7 +20,7 @@ from api.deps import (
     principal_of,
     require,
 )
-from api.schemas import ActionBody, HistoryList, HistoryPublic, Incoming, ManualNonconformance
+from api.schemas import ActionBody, HistoryList, HistoryPublic, ManualNonconformance, Text
 from api.schemas import NonconformancePublic as NC
 from api.service import get_nc, history, record, to_public
 from api.store import Database, parse_nc_id
@@ -78,8 +78,8 @@ def create(body: ManualNonconformance, request: Request, principal: CurrentPrinc
         return to_public(nc)
 
 
-class ExternalRef(Incoming):
-    external_ref: str | None = Field(max_length=256)
+class ExternalRef(BaseModel):
+    external_ref: Text | None = Field(max_length=256)
 
 
 @router.put("/{nc_id}/external_ref", response_model=NC,

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from api.auth import Principal
 from api.deps import SessionDep, get_db, require
-from api.schemas import Incoming
+from api.schemas import Text
 from api.store import Database, Delivery, FeedEvent, Webhook
 from api.webhooks import STOPPED, UnsafeUrl, check_url, describe, new_secret, secret_key
 
@@ -25,13 +25,13 @@ FeedType = Literal["raised", "occurrence", "cleared", "acknowledged", "started",
                    "rectified", "verified", "reopened", "closed", "cancelled", "overdue"]
 
 
-class WebhookCreate(Incoming):
-    url: str = Field(min_length=8, max_length=2000)
+class WebhookCreate(BaseModel):
+    url: Text = Field(min_length=8, max_length=2000)
     event_types: list[FeedType] = Field(default_factory=list,
                                         description="empty: every type")
     secret: str | None = Field(None, pattern=r"^whsec_[A-Za-z0-9+/]{32,}={0,2}$",
                                description="generated when absent")
-    site_id: str | None = Field(None, max_length=64)
+    site_id: Text | None = Field(None, max_length=64)
 
     @field_validator("secret")
     @classmethod
