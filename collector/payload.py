@@ -253,15 +253,16 @@ def _reject_constant(name: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once, not per message
 
 
-def _parse_json(text: str) -> object:
-    """orjson (a fifth of the time), and for what it refuses the standard library, which
-    decides and words the error: NaN, integers beyond 64 bits, lone surrogates."""
+def _parse_json(payload: bytes) -> object:
+    """orjson (a fifth of the time; it checks the UTF-8 itself), and for what it refuses
+    the standard library, which decides and words the error: not UTF-8, NaN, integers
+    beyond 64 bits, lone surrogates."""
     try:
-        return orjson.loads(text)
+        return orjson.loads(payload)
     except orjson.JSONDecodeError:
         pass
     try:
-        return _DECODER.decode(text)
+        return _DECODER.decode(_text(payload))
     except json.JSONDecodeError as exc:
         raise PayloadError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
@@ -370,10 +371,7 @@ class PayloadMapper:
             value = coerce_value(_text(payload))
             return Mapped([Reading(asset, metric, value, arrival_ts, unit=unit, source=source)],
                           [])
-        try:
-            doc = orjson.loads(payload)  # validates UTF-8 itself
-        except orjson.JSONDecodeError:
-            doc = _parse_json(_text(payload))  # decides, and words the error
+        doc = _parse_json(payload)
         ts = parse_timestamp(self._timestamp.get(doc)) if self._timestamp else arrival_ts
         readings: list[Reading] = []
         problems: list[PayloadError] = []
