@@ -88,7 +88,7 @@ class _Health:
         self.interval = float(min(by_interval(device)))  # its most frequent polling
         self.down = False
         self.failures = 0
-        self.next_try = self.failed_at = -math.inf
+        self.next_try = -math.inf
         self.failed_at = -math.inf  # when the last failed try began
         self.error = ""
 
