@@ -48,16 +48,6 @@ EARLY = 1e-3
 seconds); waking a checker a little early is harmless, late would not be."""
 
 
-def _judge(value: float, low: float | None, high: float | None, deadband: float) -> Judgement:
-    if math.isnan(value):
-        return NONE
-    if (low is not None and value < low) or (high is not None and value > high):
-        return VIOLATING
-    if (low is None or value >= low + deadband) and (high is None or value <= high - deadband):
-        return COMPLIANT
-    return INBAND
-
-
 def _unheard(due: float) -> None:
     """The alarm of a checker no engine listens to."""
 
@@ -97,7 +87,7 @@ class Checker:
 
     def _bounds(self) -> None:
         """Fold the limits and the deadband into four numbers (a missing limit is an
-        infinity), so that `judge` is a few float comparisons with `_judge`'s answers."""
+        infinity), so that `judge` is a few float comparisons."""
         low, high, deadband = self.low, self.high, self.deadband
         self.below = -INF if low is None else low
         self.above = INF if high is None else high
@@ -115,7 +105,7 @@ class Checker:
 
     def observe(self, ts: float, value: float) -> Judgement:
         self.value = value
-        return _judge(value, self.low, self.high, self.deadband)
+        return self.judge(value)
 
     def tick(self, now: float) -> tuple[Judgement, float]:
         """(judgement, when it became so); NONE when time alone changes nothing."""
