@@ -40,6 +40,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from bench.servers import free_port
 from collector.mqtt import MqttCollector
 from collector.mqtt_config import MqttConfig, Subscription
 from collector.reading import Reading
@@ -48,12 +49,6 @@ HOST = "127.0.0.1"
 METRICS = {"temperature": "$.temperature", "humidity": "$.humidity",
            "battery": "$.battery", "linkquality": "$.linkquality"}
 TIMEOUT = 120.0  # seconds without the last message: report a loss and move on
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 class Broker:
