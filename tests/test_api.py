@@ -92,6 +92,11 @@ class Api:
         return self.client.post("/api/v1/events", json={"events": list(events)},
                                 headers=self.headers(role))
 
+    def post_events_text(self, body: str | bytes) -> httpx.Response:
+        """POST a JSON text as given: for bodies `json=` could not produce."""
+        return self.client.post("/api/v1/events", content=body, headers={
+            **self.headers("agent"), "content-type": "application/json"})
+
     def apply(self, *events: dict[str, Any]) -> dict[str, int]:
         response = self.post_events(*events)
         assert response.status_code == 200, response.text
@@ -227,8 +232,7 @@ def test_half_a_surrogate_pair_is_a_422_that_can_be_read(
     hold: refused with a reason, echoed back escaped, never a 500, nothing stored."""
     event = {**engine_event(), field: value}
     body = json.dumps({"events": [event]})  # ensure_ascii: the half pair as an escape
-    response = api.client.post("/api/v1/events", content=body, headers={
-        **api.headers("agent"), "content-type": "application/json"})
+    response = api.post_events_text(body)
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]
     assert error["loc"][-1] == field and reason in error["msg"].lower()
@@ -254,8 +258,7 @@ def test_evidence_nested_too_deep_is_a_422_that_echoes_a_summary(api: Api, depth
     event = json.dumps(engine_event())
     body = (f'{{"events": [{event[:-1]}, "evidence": {{"x": ' + "[" * depth + "]" * depth
             + "}}]}")
-    response = api.client.post("/api/v1/events", content=body, headers={
-        **api.headers("agent"), "content-type": "application/json"})
+    response = api.post_events_text(body)
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]
     assert "nested deeper than 32 levels" in error["msg"]
