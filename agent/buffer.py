@@ -344,12 +344,14 @@ class Buffer:
 
         self._guard(run)
 
-    def ack_events(self, up_to_seq: int) -> None:
-        """Delivered: forget every event up to and including `up_to_seq`."""
+    def ack_events(self, seqs: Sequence[int]) -> None:
+        """Delivered: forget the events with these outbox positions (`pending_events`)."""
+        if not seqs:
+            return
 
         def run() -> None:
             with self._transaction():
-                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
         self._guard(run)
 
