@@ -25,6 +25,7 @@ SQLite file (WAL), written by one thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -468,12 +469,21 @@ class Buffer:
         fresh = Path(f"{self.path}.salvage")
         for suffix in ("", "-wal", "-shm", "-journal"):  # a salvage cut short before
             Path(f"{fresh}{suffix}").unlink(missing_ok=True)
-        private_file(fresh)
-        with contextlib.closing(sqlite3.connect(f"file:{quote(str(fresh))}", uri=True,
-                                                isolation_level=None)) as db:
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            report = salvage(self.path, db)
+        try:
+            private_file(fresh)
+            with contextlib.closing(sqlite3.connect(f"file:{quote(str(fresh))}", uri=True,
+                                                    isolation_level=None)) as db:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                report = salvage(self.path, db)
+        except (sqlite3.OperationalError, OSError) as failed:
+            fresh.unlink(missing_ok=True)
+            if not _no_room(failed, self.path.parent):
+                raise
+            # no room for the copy: keep the corrupt file where it is, so nothing in it is
+            # lost, and salvage it when there is room
+            raise BufferFull(f"{self.path} is corrupt ({exc}) and the disk has no room to "
+                             "salvage it; it stays as it is until there is room") from None
         descriptor = os.open(fresh, os.O_RDONLY)
         try:  # the salvage ran without syncs: one sync before the copy takes over
             os.fsync(descriptor)
@@ -496,7 +506,12 @@ class Buffer:
             if not _is_corrupt(exc):
                 raise
             self._db.close()
-            self._replace_corrupt(exc)
+            try:
+                self._replace_corrupt(exc)
+            except BufferFull:  # the corrupt file, until there is room to salvage it
+                self._db = sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False)
+                raise
             self._db = self._connect()
             return operation()
 
@@ -566,6 +581,18 @@ def private_file(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(f"{path}{suffix}", 0o600)
+
+
+def _no_room(exc: BaseException, directory: Path) -> bool:
+    """A failure to write for want of space: SQLITE_FULL, ENOSPC, or an I/O error (a
+    -shm that cannot grow) on a disk with less than a MiB left."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if isinstance(exc, sqlite3.Error) and _is_full(exc):
+        return True
+    space = os.statvfs(directory)
+    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_IOERR") and \
+        space.f_bavail * space.f_frsize < 1 << 20
 
 
 def _is_full(exc: sqlite3.Error) -> bool:

@@ -59,7 +59,9 @@ def salvage(corrupt: Path, fresh: sqlite3.Connection) -> Salvaged:
     try:
         fresh.execute("ATTACH DATABASE ? AS old",
                       (f"file:{quote(str(corrupt.resolve()))}?mode=ro",))
-    except sqlite3.Error:
+    except sqlite3.Error as exc:
+        if not _unreadable(exc):
+            raise
         for table, _ in _TABLES:
             report.copied[table], report.lost[table] = 0, None
         return report
@@ -82,7 +84,9 @@ def _copy(db: sqlite3.Connection, table: str, columns: str, where: str
         # apart, each is one descent of the b-tree; together they scan the whole table
         low = db.execute(f"SELECT min(rowid) FROM old.{table}").fetchone()[0]
         high = db.execute(f"SELECT max(rowid) FROM old.{table}").fetchone()[0]
-    except sqlite3.Error:
+    except sqlite3.Error as exc:
+        if not _unreadable(exc):
+            raise
         return 0, None, False
     if low is None:
         return 0, 0, True
@@ -94,7 +98,9 @@ def _copy(db: sqlite3.Connection, table: str, columns: str, where: str
         end = min(high, start + step - 1)
         try:
             copied += db.execute(insert, (start, end)).rowcount
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
+            if not _unreadable(exc):
+                raise  # no room for the copy, an I/O error: not what the file holds
             if step > 1:  # narrow down to the rows that fail
                 step = max(1, step // 16)
                 continue
@@ -132,3 +138,11 @@ def _readable(db: sqlite3.Connection, table: str, rowid: int) -> bool:
     except sqlite3.Error:
         return False
     return True
+
+
+def _unreadable(exc: sqlite3.Error) -> bool:
+    """An error about what the corrupt file holds, not about this machine (full disk, I/O,
+    a file that cannot be opened), which the caller must hear about."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return not name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN",
+                                "SQLITE_NOMEM"))

@@ -51,7 +51,8 @@ class SmallDisk:
         self.root = root
         self.filler = root / "filler"
 
-    def fill(self) -> None:
+    def fill(self, leave: int = 0) -> None:
+        """Take every byte but `leave`."""
         descriptor = os.open(self.filler, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         try:
             chunk = 1 << 20
@@ -60,9 +61,10 @@ class SmallDisk:
                     os.write(descriptor, bytes(chunk))
                 except OSError:
                     chunk //= 2
+            assert os.statvfs(self.root).f_bavail == 0
+            os.ftruncate(descriptor, os.fstat(descriptor).st_size - leave)
         finally:
             os.close(descriptor)
-        assert os.statvfs(self.root).f_bavail == 0
 
     def free(self) -> None:
         self.filler.unlink()
@@ -229,13 +231,7 @@ def test_a_corrupt_buffer_gives_up_its_events_rule_state_and_readable_readings(
         old.put(numbered(first, first + 1000))
     old.dead_letter([(old.oldest(1)[0].id, "a refused line", "bad field")])
     old.close()
-    leaves = pages_of(path, "readings")
-    bad = leaves[10:20] + leaves[40:45]  # two damaged stretches of readings
-    with path.open("r+b") as f:
-        rng = random.Random(3)
-        for page in bad:
-            f.seek((page - 1) * 4096)
-            f.write(rng.randbytes(4096))
+    damage_readings(path)
 
     with caplog.at_level(logging.ERROR, logger="patrol.buffer"):
         buffer = Buffer(path)
@@ -270,4 +266,33 @@ def test_a_buffer_corrupt_beyond_reading_is_replaced_and_says_what_was_lost(
     assert buffer.count()["events"] == 0
     buffer.put(numbered(0, 10), events(1))
     assert buffer.count()["readings"] == 10
+    buffer.close()
+
+
+def damage_readings(path: Path) -> None:
+    """Random bytes over two stretches of the readings table's leaf pages."""
+    leaves = pages_of(path, "readings")
+    with path.open("r+b") as f:
+        rng = random.Random(3)
+        for page in leaves[10:20] + leaves[40:45]:
+            f.seek((page - 1) * 4096)
+            f.write(rng.randbytes(4096))
+
+
+def test_a_corrupt_buffer_on_a_full_disk_is_kept_until_there_is_room_to_salvage_it(
+        disk: SmallDisk) -> None:
+    path = disk.root / "buffer.sqlite"
+    old = Buffer(path)
+    old.put([], events(30))
+    for first in range(0, 20_000, 1000):
+        old.put(numbered(first, first + 1000))
+    old.close()
+    damage_readings(path)
+    disk.fill(leave=64 * 1024)  # room to open it (its -shm), not to copy it
+    with pytest.raises(BufferFull, match="no room to salvage"):
+        Buffer(path)
+    assert not list(disk.root.glob("buffer.sqlite.*"))  # nothing moved, no half copy
+    disk.free()
+    buffer = Buffer(path)
+    assert buffer.count()["events"] == 30
     buffer.close()
