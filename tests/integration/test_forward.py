@@ -160,3 +160,28 @@ def test_the_in_process_sink_confirms_what_it_applied(tmp_path: Path) -> None:
         assert asyncio.run(sink(bodies)) == {body["id"] for body in bodies}  # duplicates
     finally:
         database.close()
+
+
+def test_the_log_shows_the_api_origin_but_no_key_in_its_url(
+        buffer: Buffer, make_receiver: Make, caplog: pytest.LogCaptureFixture) -> None:
+    key = "k3y0123456789abcdef"
+    api = make_receiver()
+    api.answer(json_answer(503, detail="maintenance"), then=json_answer(applied=1, duplicates=0))
+    queue_events(buffer, 1)
+
+    async def run() -> None:
+        url = f"http://127.0.0.1:{api.port}/gw/{key}"  # a gateway keyed by its path
+        forwarder = Forwarder(buffer, http_sink(url, TOKEN), asyncio.Event(), max_backoff=0.1)
+        task = asyncio.create_task(forwarder.run())
+        while pending(buffer):  # noqa: ASYNC110 (the outbox is a table, not an event)
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.DEBUG, logger="patrol.forward"):
+        asyncio.run(asyncio.wait_for(run(), 30))
+    said = [r.getMessage() for r in caplog.records]
+    assert any(f"http://127.0.0.1:{api.port}/gw/***/api/v1/events answered 503" in m
+               for m in said), said
+    assert not [m for m in said if key in m]
