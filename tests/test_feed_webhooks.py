@@ -663,7 +663,7 @@ def test_retry_after_zero_gets_a_handful_of_attempts_not_a_flood(
     receiver.wait_until(lambda r: len(r) >= 1, what="the first attempt")
     time.sleep(3)
     # floored at 1 s (plus up to 25 % jitter): about 3 in 3 s; it was a busy loop
-    assert 2 <= len(receiver.received) <= 5, len(receiver.received)
+    assert 1 <= len(receiver.received) <= 5, len(receiver.received)
     [delivery] = patrol.deliveries(hook)
     assert delivery["status"] == "pending" and delivery["last_status"] == 429
 
