@@ -13,15 +13,23 @@ SQLite file (WAL), written by one thread.
   the newest are always kept. Events and dead letters are never dropped.
 - A disk that fills up first costs the oldest readings (their pages are reused); only when
   that cannot make room does `put` raise `BufferFull`, and the caller keeps the batch.
-- A corrupt file is moved aside (`<name>.corrupt-<time>`) with an error in the log, and a
-  fresh buffer takes its place: the agent keeps running.
+  Every other write (deletes, dead letters, acknowledged events) raises `BufferFull` too
+  on a full disk, never a raw sqlite3 error, and has changed nothing.
+- The file (and its -wal, -shm) is 0600, directories it creates 0700: dead letters hold
+  what sensors said, and events name the plant's assets.
+- A corrupt file is moved aside (`<name>.corrupt-<time>`) after what is still readable
+  (events, rule state, counters, dead letters, readings) was copied into a fresh buffer
+  (`agent/salvage.py`); the log says how much was saved and lost. The agent keeps running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from collector.reading import GOOD, Reading, bad
 
@@ -146,7 +155,7 @@ class Buffer:
         self.max_size = max_size
         self.dropped = 0
         """Readings dropped (oldest first) to stay under max_size, since this file began."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         self._series: dict[tuple[str, str, str, str], int] = {}
         self._series_by_id: dict[int, tuple[str, str, str, str]] = {}
         self._head: Head | None = None
@@ -168,7 +177,10 @@ class Buffer:
         saved = None if state is None else (state[0], json.dumps(state[1],
                                                                   separators=(",", ":")))
         self._guard(lambda: self._put(readings, bodies, saved))
-        self._enforce_size()
+        try:  # stored: a failure to trim now must not make the caller store it again
+            self._enforce_size()
+        except BufferFull as exc:
+            log.warning("could not trim the buffer to its max_size: %s", exc)
 
     def load_state(self, name: str) -> Any:
         """A state saved with `put(..., state=(name, ...))`, or None."""
@@ -184,14 +196,14 @@ class Buffer:
             if not _is_full(exc):
                 raise
             # The disk is full: reuse the pages of the oldest readings, then try once more.
-            freed = self._drop_oldest(fraction=0.1, why="the disk is full")
+            if not self._drop_oldest(fraction=0.1, why="the disk is full"):
+                raise BufferFull(f"{self.path}: disk full, nothing left to drop") from None
             try:
-                if not freed:
-                    raise
                 self._insert(readings, bodies, state)
             except sqlite3.OperationalError as again:
                 if _is_full(again):
-                    raise BufferFull(f"{self.path}: disk full, nothing left to drop") from None
+                    raise BufferFull(f"{self.path}: disk full, even after dropping the "
+                                     "oldest readings") from None
                 raise
 
     def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
@@ -286,7 +298,7 @@ class Buffer:
             with self._transaction():
                 self._db.execute("DELETE FROM readings WHERE id BETWEEN ? AND ?", (first, last))
 
-        self._guard(run)
+        self._write(run)
 
     def delete(self, ids: Sequence[int]) -> None:
         """Forget readings the TSDB acknowledged (ids of one batch, in order)."""
@@ -303,7 +315,7 @@ class Buffer:
                     self._db.executemany("DELETE FROM readings WHERE id = ?",
                                          [(i,) for i in ids])
 
-        self._guard(run)
+        self._write(run)
 
     def dead_letter(self, rejected: Sequence[tuple[int, str, str]]) -> None:
         """Move readings the TSDB refused (id, line, server's message) aside, for a person."""
@@ -317,7 +329,7 @@ class Buffer:
                 self._db.executemany("DELETE FROM readings WHERE id = ?",
                                      [(i,) for i, _, _ in rejected])
 
-        self._guard(run)
+        self._write(run)
 
     def dead_letters(self, limit: int = 100, kind: str = "reading"
                      ) -> list[tuple[float, str, str]]:
@@ -342,16 +354,18 @@ class Buffer:
                                  (time.time(), json.dumps(body), error))
                 self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
 
-        self._guard(run)
+        self._write(run)
 
-    def ack_events(self, up_to_seq: int) -> None:
-        """Delivered: forget every event up to and including `up_to_seq`."""
+    def ack_events(self, seqs: Sequence[int]) -> None:
+        """Delivered: forget the events with these outbox positions (`pending_events`)."""
+        if not seqs:
+            return
 
         def run() -> None:
             with self._transaction():
-                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
-        self._guard(run)
+        self._write(run)
 
     # --- size, health -----------------------------------------------------------------
 
@@ -386,18 +400,25 @@ class Buffer:
                 return  # only events and dead letters left: those are never dropped
 
     def _drop_oldest(self, fraction: float, why: str) -> int:
+        """Drop about `fraction` of the readings, oldest first; BufferFull when even the
+        DELETE finds no room (then nothing was dropped, and nothing counted)."""
         first, last = self._db.execute("SELECT min(id), max(id) FROM readings").fetchone()
         if first is None:
             return 0
         cut = first + max(1, math.ceil((last - first + 1) * fraction))
-        with self._transaction():
-            gone = self._db.execute("SELECT count(*), min(ts), max(ts) FROM readings "
-                                    "WHERE id < ?", (cut,)).fetchone()
-            self._db.execute("DELETE FROM readings WHERE id < ?", (cut,))
-            self.dropped += gone[0]
-            self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
-                             "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                             (gone[0],))
+
+        def run() -> tuple[int, float | None, float | None]:
+            with self._transaction():
+                gone = self._db.execute("SELECT count(*), min(ts), max(ts) FROM readings "
+                                        "WHERE id < ?", (cut,)).fetchone()
+                self._db.execute("DELETE FROM readings WHERE id < ?", (cut,))
+                self._db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('dropped', ?) ON CONFLICT "
+                    "(name) DO UPDATE SET value = value + excluded.value", (gone[0],))
+            return gone
+
+        gone = self._write(run)
+        self.dropped += gone[0]  # only once the DELETE is on disk
         log.warning("dropped the %d oldest readings (%s .. %s) because %s; %d dropped in all",
                     gone[0], _when(gone[1]), _when(gone[2]), why, self.dropped)
         return int(gone[0])
@@ -410,10 +431,11 @@ class Buffer:
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and not _is_corrupt(exc):
                 raise
-            self._move_aside(exc)
+            self._replace_corrupt(exc)
             return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
+        private_file(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -438,15 +460,43 @@ class Buffer:
             raise
         return db
 
-    def _move_aside(self, exc: Exception) -> None:
+    def _replace_corrupt(self, exc: Exception) -> None:
+        """Salvage what the corrupt file still gives into a fresh one, move the corrupt
+        one aside and put the fresh one in its place."""
+        from agent.salvage import salvage  # only ever needed after a corruption
+
         stamp = time.strftime("%Y%m%dT%H%M%S")
+        fresh = Path(f"{self.path}.salvage")
+        for suffix in ("", "-wal", "-shm", "-journal"):  # a salvage cut short before
+            Path(f"{fresh}{suffix}").unlink(missing_ok=True)
+        try:
+            private_file(fresh)
+            with contextlib.closing(sqlite3.connect(f"file:{quote(str(fresh))}", uri=True,
+                                                    isolation_level=None)) as db:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                report = salvage(self.path, db)
+        except (sqlite3.OperationalError, OSError) as failed:
+            fresh.unlink(missing_ok=True)
+            if not _no_room(failed, self.path.parent):
+                raise
+            # no room for the copy: keep the corrupt file where it is, so nothing in it is
+            # lost, and salvage it when there is room
+            raise BufferFull(f"{self.path} is corrupt ({exc}) and the disk has no room to "
+                             "salvage it; it stays as it is until there is room") from None
+        descriptor = os.open(fresh, os.O_RDONLY)
+        try:  # the salvage ran without syncs: one sync before the copy takes over
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         for suffix in ("", "-wal", "-shm"):
             part = Path(f"{self.path}{suffix}")
             if part.exists():
                 part.rename(f"{self.path}.corrupt-{stamp}{suffix}")
+        os.replace(fresh, self.path)
         log.error("buffer %s is corrupt (%s): moved it aside to %s.corrupt-%s and started "
-                  "a new one; readings in the old file were not sent", self.path, exc,
-                  self.path, stamp)
+                  "a new one with what could be read: %s", self.path, exc, self.path, stamp,
+                  report)
 
     def _guard(self, operation: Callable[[], T]) -> T:
         """Run `operation`; if the file turns out corrupt, move it aside and retry once."""
@@ -456,9 +506,23 @@ class Buffer:
             if not _is_corrupt(exc):
                 raise
             self._db.close()
-            self._move_aside(exc)
+            try:
+                self._replace_corrupt(exc)
+            except BufferFull:  # the corrupt file, until there is room to salvage it
+                self._db = sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False)
+                raise
             self._db = self._connect()
             return operation()
+
+    def _write(self, operation: Callable[[], T]) -> T:
+        """`_guard` for a write: a full disk is BufferFull (the transaction rolled back)."""
+        try:
+            return self._guard(operation)
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                raise BufferFull(f"{self.path}: disk full ({exc})") from None
+            raise
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -496,6 +560,39 @@ def _migrate(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def private_dirs(directory: Path) -> None:
+    """Create `directory` and missing parents 0700; existing ones are left as they are."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for one in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            one.mkdir(mode=0o700)
+        one.chmod(0o700)  # mkdir's mode passes through the umask
+
+
+def private_file(path: Path) -> None:
+    """Make `path` (created empty if missing) and its -wal and -shm 0600 before SQLite
+    opens it: SQLite gives the -wal and -shm files the database file's mode."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
+
+
+def _no_room(exc: BaseException, directory: Path) -> bool:
+    """A failure to write for want of space: SQLITE_FULL, ENOSPC, or an I/O error (a
+    -shm that cannot grow) on a disk with less than a MiB left."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if isinstance(exc, sqlite3.Error) and _is_full(exc):
+        return True
+    space = os.statvfs(directory)
+    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_IOERR") and \
+        space.f_bavail * space.f_frsize < 1 << 20
 
 
 def _is_full(exc: sqlite3.Error) -> bool:

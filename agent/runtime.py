@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from agent.buffer import Buffer
 from agent.config import ConfigError, Site, load_site
-from agent.forward import Forwarder, Rejected, Sink, http_sink
+from agent.forward import Forwarder, Rejected, Sink, confirmed_ids, http_sink
 from agent.pipeline import Pipeline
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
 from collector.reading import Collector
 from collector.secrets import read_secret
+from collector.urls import url_for_log
 from rules.engine import Engine
 
 if TYPE_CHECKING:
@@ -146,12 +147,14 @@ def in_process_sink(database: Database) -> Sink:
 
     adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
-    async def send(bodies: list[dict[str, Any]]) -> None:
+    async def send(bodies: list[dict[str, Any]]) -> set[str]:
         try:
             events = [adapter.validate_python(body) for body in bodies]
         except ValidationError as exc:
             raise Rejected(str(exc).splitlines()[0]) from None
-        await asyncio.to_thread(apply_events, database.write, events)
+        applied, duplicates = await asyncio.to_thread(apply_events, database.write, events)
+        # the confirmation the HTTP sink gets from the API's answer, by the same rule
+        return confirmed_ids({"applied": applied, "duplicates": duplicates}, bodies)
 
     return send
 
@@ -196,7 +199,7 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
         serializer = LineSerializer(config.influxdb.measurement, site.id, assets)
         writer = TsdbWriter(buffer, config.influxdb, serializer, send)
         forwarding.append(asyncio.create_task(writer.run(), name="tsdb"))
-        log.info("writing readings to %s (%s, bucket %s)", config.influxdb.url,
+        log.info("writing readings to %s (%s, bucket %s)", url_for_log(config.influxdb.url),
                  config.influxdb.api, config.influxdb.bucket)
     else:
         log.info("no influxdb: section: readings stay in the buffer (at most %d bytes)",

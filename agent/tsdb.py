@@ -8,10 +8,13 @@ Layout (one measurement, default `patrol`):
     time   milliseconds
 Quality is a field, not a tag, so a sensor's good and bad readings stay one series.
 
-Server answers: 2xx delete the batch; 429/503 wait for Retry-After; other 5xx and
-connection errors back off exponentially with jitter; 400/422 (a poison batch) bisect to
-find the refused points, dead-letter them with the server's message, send the rest;
-401/403 stop sending, keep everything, log once, retry slowly; 413 halves the batch size.
+Server answers: 2xx delete the batch; 429/503 wait for Retry-After (at least 1 s, at most
+the backoff maximum); 3xx (never followed), other 5xx and connection errors back off
+exponentially with jitter; 400/422 (a poison batch) bisect to find the refused points,
+dead-letter them with the server's message, send the rest; 401/403 stop sending, keep
+everything, log once, retry slowly; 413 halves the batch size. A full disk that keeps an
+acknowledged batch from being deleted is retried before anything else is read, so nothing
+is sent twice while the agent runs.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import gzip
 import json
 import logging
 import math
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,10 +41,11 @@ from influxdb_client.client.write.point import (  # the library's own line seria
 from influxdb_client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.buffer import Buffer, LineBatch, Row
+from agent.buffer import Buffer, BufferFull, LineBatch, Row
 from collector.reading import Reading
 from collector.secrets import read_secret
-from collector.units import ConfigPath, Duration, retry_after_seconds
+from collector.units import ConfigPath, Duration, retry_delay
+from collector.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.tsdb")
 
@@ -81,6 +84,8 @@ class Answer:
     status: int | None
     message: str = ""
     retry_after: str | None = None
+    location: str | None = None
+    """A redirect's target: never followed, only reported (its origin)."""
 
     @property
     def ok(self) -> bool:
@@ -163,17 +168,28 @@ class TsdbWriter:
         self.dead_lettered = 0
         self._failures = 0
         self._auth_failed = False
+        self._full = False
+        self._shown = url_for_log(config.url)
         self._in_flight: deque[tuple[LineBatch, asyncio.Future[Answer]]] = deque()
+        self._unforgotten: deque[tuple[int, int]] = deque()
+        """Id ranges the TSDB acknowledged that a full disk kept us from deleting."""
 
     async def run(self) -> None:
         while True:
-            if not await self.flush_once():
+            try:
+                more = await self.flush_once()
+            except BufferFull as exc:  # a dead letter or a bisected delete: retried later
+                self._disk_full(exc)
+                more = False
+            if not more:
                 await self.sleep(self.config.flush_interval)
 
     async def flush_once(self) -> bool:
         """Settle the oldest batch in flight (sending more first, up to IN_FLIGHT); True
         when there may be more to send right away."""
         loop = asyncio.get_running_loop()
+        if not self._forget():
+            return False
         after = self._in_flight[-1][0].last if self._in_flight else 0
         while len(self._in_flight) < IN_FLIGHT:
             batch = self._read(after)
@@ -190,17 +206,41 @@ class TsdbWriter:
         batch, sending = self._in_flight.popleft()
         answer = await sending
         if answer.ok:
-            self.buffer.delete_range(batch.first, batch.last)
             self.written += batch.count
             self._recovered()
-            return bool(self._in_flight) or batch.count == self.batch_size
+            self._unforgotten.append((batch.first, batch.last))
+            return self._forget() and (bool(self._in_flight)
+                                       or batch.count == self.batch_size)
         # A failed batch is read again once nothing is in flight (reads start after the
         # last batch in flight): the ones after it are settled first, by their own answers.
         await self._handle(answer, batch)
         return True
 
     def _read(self, after: int) -> LineBatch | None:
+        # rows the TSDB has but the buffer could not forget yet are never read again
+        after = max(after, self._unforgotten[-1][1] if self._unforgotten else 0)
         return self.buffer.line_batch(self.batch_size, after, self.serializer.head)
+
+    def _forget(self) -> bool:
+        """Delete acknowledged batches; False while a full disk keeps them."""
+        while self._unforgotten:
+            first, last = self._unforgotten[0]
+            try:
+                self.buffer.delete_range(first, last)
+            except BufferFull as exc:
+                self._disk_full(exc)
+                return False
+            self._unforgotten.popleft()
+        if self._full:
+            log.info("buffer writable again: acknowledged readings deleted")
+            self._full = False
+        return True
+
+    def _disk_full(self, exc: BufferFull) -> None:
+        if not self._full:
+            log.error("%s; readings the TSDB acknowledged stay in the buffer until there "
+                      "is room (they are not sent again)", exc)
+        self._full = True
 
     async def _handle(self, answer: Answer, batch: LineBatch) -> None:
         status = answer.status
@@ -211,25 +251,22 @@ class TsdbWriter:
         elif status in (401, 403):
             if not self._auth_failed:
                 log.error("%s refused our credentials (%d %s): writing paused, readings kept "
-                          "in the buffer; retrying every %.0fs", self.config.url, status,
+                          "in the buffer; retrying every %.0fs", self._shown, status,
                           answer.message, AUTH_RETRY)
             self._auth_failed = True
             await self.sleep(AUTH_RETRY)
         elif status == 413 and batch.count > 1:
             if batch.count // 2 < self.batch_size:  # the one behind it may have been too
                 self.batch_size = batch.count // 2
-                log.warning("%s: batch too large; batch size now %d", self.config.url,
+                log.warning("%s: batch too large; batch size now %d", self._shown,
                             self.batch_size)
         else:
             self._failures += 1
-            wait = retry_after_seconds(answer.retry_after) if status in (429, 503) else None
-            if wait is None:
-                # the exponent is capped: 2 ** 1024 overflows a float after ~17 h down
-                wait = min(MAX_BACKOFF, 0.5 * 2 ** min(self._failures - 1, 16))
-                wait *= random.uniform(0.5, 1.0)
+            wait = retry_delay(answer.retry_after if status in (429, 503) else None,
+                               self._failures, base=0.5, cap=MAX_BACKOFF)
             level = logging.WARNING if self._failures == 1 else logging.DEBUG
             log.log(level, "cannot write to %s (%s); %d readings wait in the buffer; "
-                    "next try in %.1fs", self.config.url, _describe(answer),
+                    "next try in %.1fs", self._shown, _describe(answer),
                     batch.count, wait)
             await self.sleep(wait)
 
@@ -254,7 +291,7 @@ class TsdbWriter:
 
     def _recovered(self) -> None:
         if self._failures or self._auth_failed:
-            log.info("writing to %s again", self.config.url)
+            log.info("writing to %s again", self._shown)
         self._failures = 0
         self._auth_failed = False
 
@@ -262,6 +299,9 @@ class TsdbWriter:
 def _describe(answer: Answer) -> str:
     if answer.status is None:
         return f"unreachable: {answer.message}"
+    if 300 <= answer.status < 400:
+        return (f"{answer.status}, a redirect to {location_host(answer.location)}: "
+                "not followed")
     return f"{answer.status} {answer.message}".strip()
 
 
@@ -283,10 +323,11 @@ def v2_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
         try:
             service.post_write(org=config.org, bucket=config.bucket, body=body,
                                precision=WritePrecision.MS, content_encoding="gzip",
-                               content_type="text/plain; charset=utf-8")
+                               content_type="text/plain; charset=utf-8",
+                               urlopen_kw={"redirect": False})  # a 3xx is an answer
         except ApiException as exc:
             return Answer(exc.status, _message(exc.body, exc.reason),
-                          _header(exc.headers, "Retry-After"))
+                          _header(exc.headers, "Retry-After"), _header(exc.headers, "Location"))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return Answer(None, str(getattr(exc, "reason", None) or exc))
         return Answer(204)
@@ -315,11 +356,11 @@ def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
     def send(lines: bytes) -> Answer:
         body = gzip.compress(lines, compresslevel=1)
         try:
-            response = pool.request("POST", url, body=body, headers=headers)
+            response = pool.request("POST", url, body=body, headers=headers, redirect=False)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return Answer(None, str(getattr(exc, "reason", None) or exc))
         return Answer(response.status, _message(response.data, response.reason),
-                      response.headers.get("Retry-After"))
+                      response.headers.get("Retry-After"), response.headers.get("Location"))
 
     return send, pool.clear
 

@@ -8,8 +8,10 @@ then sends due deliveries:
     webhook-timestamp  seconds since the epoch, at this attempt
     webhook-signature  v1,<base64 HMAC-SHA256 over "id.timestamp.body", key = whsec_ secret>
 
-2xx delivers; 410 disables the webhook; 429/503 wait for Retry-After; anything else backs
-off exponentially with jitter, for up to 3 days. Per NC and webhook, a delivery is sent
+2xx delivers; 410 disables the webhook; 429/503 wait for Retry-After (at least 1 s, at most
+an hour); anything else, a redirect too (never followed), backs off exponentially with
+jitter, for up to 3 days. Logs show a receiver's URL without its query or secret-looking
+path segments (chat robots carry their key there). Per NC and webhook, a delivery is sent
 only when the earlier ones are done, so a receiver sees each NC's changes in order.
 Claims are leases taken with FOR UPDATE SKIP LOCKED: several API replicas deliver each
 event once.
@@ -24,7 +26,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import random
 import secrets
 import socket
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from api.store import Delivery, FeedEvent, SessionFactory, Webhook
-from collector.units import retry_after_seconds
+from collector.units import retry_after_seconds, retry_delay
+from collector.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.api.webhooks")
 
@@ -244,7 +246,10 @@ async def send(client: aiohttp.ClientSession, claimed: Claimed, checks: UrlCheck
                 "webhook-signature": sign(claimed.secret, claimed.message_id, timestamp,
                                           claimed.body)}) as response:
             outcome = Outcome(response.status)
-            if not outcome.delivered:
+            if 300 <= response.status < 400:
+                where = location_host(response.headers.get("location"))
+                outcome = Outcome(response.status, f"a redirect to {where}: not followed")
+            elif not outcome.delivered:
                 text = (await response.content.read(300)).decode("utf-8", "replace")
                 retry_after = retry_after_seconds(response.headers.get("retry-after")) \
                     if response.status in (429, 503) else None
@@ -280,12 +285,16 @@ def _settle_failed(session: Session, delivery_id: int, outcome: Outcome, now: da
     delivery.attempts += 1
     delivery.lease_until = None
     delivery.last_status, delivery.last_error = outcome.status, outcome.error
+    if outcome.status is not None and 300 <= outcome.status < 400:
+        log.warning("webhook delivery %s answered %d, %s", delivery.message_id,
+                    outcome.status, outcome.error)
     if outcome.status == 410:
         delivery.status = "dead"
         hook = session.get(Webhook, delivery.webhook_id)
         if hook is not None and hook.disabled_at is None:
             hook.disabled_at, hook.disabled_reason = now, "the receiver answered 410 Gone"
-            log.warning("webhook %d disabled: %s answered 410 Gone", hook.id, hook.url)
+            log.warning("webhook %d disabled: %s answered 410 Gone", hook.id,
+                        url_for_log(hook.url))
     elif now - delivery.created_at > GIVE_UP_AFTER:
         delivery.status = "dead"
         log.error("gave up delivering %s after %d attempts over 3 days",
@@ -296,11 +305,10 @@ def _settle_failed(session: Session, delivery_id: int, outcome: Outcome, now: da
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
-    """Seconds before the next attempt: Retry-After when given, else 5 s doubling to 1 h,
-    with jitter so a recovering receiver is not hit by every retry at once."""
-    if retry_after is not None:
-        return retry_after
-    return min(3600.0, 5.0 * 2 ** (attempts - 1)) * random.uniform(0.75, 1.25)
+    """Seconds before the next attempt: Retry-After when given (at least 1 s), else 5 s
+    doubling to 1 h, with jitter so a recovering receiver is not hit by every retry at
+    once."""
+    return retry_delay(retry_after, attempts, base=5.0, cap=3600.0, spread=(0.75, 1.25))
 
 
 async def dispatch(factory: SessionFactory, *, allow_private: bool = False,

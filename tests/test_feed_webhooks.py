@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import socket
 import threading
 import time
@@ -649,3 +650,48 @@ def test_deliveries_never_connect_to_a_metadata_address_a_name_resolves_to_later
         return await resolve(SafeResolver(), "localhost")
 
     assert "127.0.0.1" in asyncio.run(real())
+
+
+# --- the sending edge: Retry-After, redirects, URLs in logs ---------------------------
+
+
+def test_retry_after_zero_gets_a_handful_of_attempts_not_a_flood(
+        patrol: Patrol, receiver: WebhookReceiver) -> None:
+    receiver.answer(then=Answer(429, {"Retry-After": "0"}))
+    hook = patrol.hook_to(receiver)
+    patrol.raise_nc()
+    receiver.wait_until(lambda r: len(r) >= 1, what="the first attempt")
+    time.sleep(3)
+    # floored at 1 s (plus up to 25 % jitter): about 3 in 3 s; it was a busy loop
+    assert 1 <= len(receiver.received) <= 5, len(receiver.received)
+    [delivery] = patrol.deliveries(hook)
+    assert delivery["status"] == "pending" and delivery["last_status"] == 429
+
+
+def test_a_redirect_is_not_followed_and_is_retried(
+        patrol: Patrol, make_receiver: Callable[[], WebhookReceiver]) -> None:
+    receiver, elsewhere = make_receiver(), make_receiver()
+    receiver.answer(then=Answer(302, {"Location": f"{elsewhere.url}?key=stolen"}))
+    hook = patrol.hook_to(receiver)
+    patrol.raise_nc()
+    receiver.wait_until(lambda r: len(r) >= 1, what="the first attempt")
+    failed = eventually(lambda: (d := patrol.deliveries(hook)[0])["attempts"] and d)
+    assert failed["status"] == "pending" and failed["last_status"] == 302
+    assert failed["last_error"] == (f"a redirect to http://127.0.0.1:{elsewhere.port}: "
+                                    "not followed")
+    assert elsewhere.received == []
+
+
+def test_logs_show_a_webhook_url_without_its_key(
+        patrol: Patrol, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
+    key = "d3b07384d113edec49eaa6238ad5ff00"
+    receiver.answer(then=Answer(410))
+    created = patrol.add_webhook(f"http://127.0.0.1:{receiver.port}/robot/{key}/send"
+                                 f"?access_token={key}")
+    receiver.secret = created["secret"]
+    with caplog.at_level(logging.INFO, logger="patrol.api.webhooks"):
+        patrol.raise_nc()
+        eventually(lambda: patrol.webhook(created["id"])["disabled_at"])
+    said = [r.getMessage() for r in caplog.records if r.name == "patrol.api.webhooks"]
+    assert f"http://127.0.0.1:{receiver.port}/robot/***/send answered 410" in " ".join(said)
+    assert not [m for m in said if key in m]

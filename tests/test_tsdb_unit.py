@@ -28,10 +28,10 @@ from agent.tsdb import (
     InfluxConfig,
     LineSerializer,
     TsdbWriter,
-    retry_after_seconds,
     to_ms,
 )
 from collector.reading import GOOD, Reading, bad
+from collector.units import RETRY_AFTER_FLOOR, retry_after_seconds, retry_delay
 
 # --- the line format ------------------------------------------------------------------
 
@@ -229,8 +229,20 @@ def test_retry_after_seconds_is_honoured(buffer: Buffer, status: int) -> None:
     server = ScriptedServer([Answer(status, "slow down", "7"), Answer(status, "", "0.5")])
     writer, sleep = writer_for(buffer, server)
     drain(writer)
-    assert sleep.waits == [7.0, 0.5]
+    (long, short) = sleep.waits
+    assert 7.0 <= long <= 7.0 * 1.25  # honoured, spread a little so clients part
+    assert short == RETRY_AFTER_FLOOR  # never sooner than a second
     assert buffer.count()["readings"] == 0
+
+
+@pytest.mark.parametrize("header", ["0", "-3", "0.01", "nan", "inf", "1e308", "86400"])
+def test_retry_after_is_floored_at_a_second_and_capped_at_the_backoff_maximum(
+        header: str) -> None:
+    for attempt in (1, 5, 50):
+        wait = retry_delay(header, attempt, base=0.5, cap=60.0)
+        assert RETRY_AFTER_FLOOR <= wait <= 60.0, (header, wait)
+    assert retry_delay(0.0, 1, base=0.5, cap=0.2) == RETRY_AFTER_FLOOR  # the floor wins
+    assert 0.25 <= retry_delay(None, 1, base=0.5, cap=60.0) <= 0.5  # no header: backoff
 
 
 def test_retry_after_http_date_is_honoured(buffer: Buffer) -> None:
@@ -239,7 +251,7 @@ def test_retry_after_http_date_is_honoured(buffer: Buffer) -> None:
                                                                   usegmt=True))])
     writer, sleep = writer_for(buffer, server)
     drain(writer)
-    assert len(sleep.waits) == 1 and 28 <= sleep.waits[0] <= 30
+    assert len(sleep.waits) == 1 and 28 <= sleep.waits[0] <= 30 * 1.25
 
 
 def test_retry_after_parsing() -> None:

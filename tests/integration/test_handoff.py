@@ -422,12 +422,13 @@ class ScriptedSink:
         self.expect = expect
         self.done = asyncio.Event()
 
-    async def __call__(self, bodies: list[dict[str, Any]]) -> None:
+    async def __call__(self, bodies: list[dict[str, Any]]) -> set[str]:
         if self.script and not self.script.pop(0):
             raise DeliveryError("http://central/api/v1/events unreachable: refused")
         self.taken += [body["id"] for body in bodies]
         if len(self.taken) >= self.expect:
             self.done.set()
+        return {body["id"] for body in bodies}
 
 
 def test_an_outage_right_after_a_recovery_is_reported_again(

@@ -1,4 +1,5 @@
-"""A real HTTP receiver of webhooks for the tests, checking signatures independently.
+"""A real HTTP receiver of webhooks for the tests, checking signatures independently
+(and a scripted HTTP peer for any sender: the forwarder, the TSDB writer).
 
 Every request is recorded (headers, body, when, what it was answered) and its signature is
 checked with the `standardwebhooks` package, not with our own `api.webhooks.sign`. What it
@@ -32,6 +33,7 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    body: bytes = b""
 
 
 OK = Answer(200)
@@ -183,9 +185,12 @@ class WebhookReceiver:
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
+                self.wfile.write(answer.body)
                 receiver._record(dataclasses.replace(seen, status=answer.status))
+
+            do_GET = do_POST  # a client that follows a redirect may turn a POST into a GET
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
