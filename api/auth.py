@@ -99,16 +99,17 @@ def authenticate(db: Session | Connection, token: str) -> Principal | None:
                      frozenset(row.sites) if row.sites is not None else None)
 
 
-_legacy_seen: dict[int, date] = {}
+_legacy_seen: dict[tuple[int, str], date] = {}
 
 
 def note_legacy_use(principal: Principal, today: date | None = None) -> bool:
     """Log, at most once a day per token, that a legacy agent token (every site) is in
     use, so an operator can replace it with a scoped one. True when it logged."""
     today = today or datetime.now(UTC).date()
-    if not principal.legacy or _legacy_seen.get(principal.token_id) == today:
+    key = (principal.token_id, principal.name)
+    if not principal.legacy or _legacy_seen.get(key) == today:
         return False
-    _legacy_seen[principal.token_id] = today
+    _legacy_seen[key] = today
     log.warning("agent token %d (%r) reaches all sites (legacy): replace it with one made "
                 "by `patrol token create --role agent --site ID`", principal.token_id,
                 principal.name)
