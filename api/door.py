@@ -126,12 +126,16 @@ class Door:
             if message["type"] == "http.request":
                 size = len(message.get("body", b""))
                 seen += size
-                if seen > limit:  # FastAPI answers an HTTPException raised from here
-                    raise HTTPException(413, f"the body is over {limit} bytes")
+                # FastAPI answers an HTTPException raised from here; the rest of the body
+                # is left unread, so the connection closes after the answer
+                if seen > limit:
+                    raise HTTPException(413, f"the body is over {limit} bytes",
+                                        headers={"Connection": "close"})
                 if seen > reserved:  # no Content-Length (or a false one): take as it comes
                     if not budget.take(seen - reserved):
                         raise HTTPException(503, "too many request bodies in flight; "
-                                                 "retry later", headers={"Retry-After": "1"})
+                                                 "retry later", headers={
+                                                     "Retry-After": "1", "Connection": "close"})
                     reserved = seen
             return message
 
