@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 
 from agent.buffer import Buffer
 from agent.forward import Forwarder
-from agent.runtime import in_process_sink
+from agent.runtime import ClockAhead, in_process_sink
 from api.app import create_app
 from api.auth import Principal, create_token, note_legacy_use
 from api.config import ServerConfig
@@ -210,7 +210,7 @@ def test_patrol_runs_sink_keeps_skewed_events_in_the_outbox(db: Database,
         ahead = engine_event(start=datetime.now(UTC) + timedelta(minutes=10))
         buffer.put([], [ahead])
         forwarder = Forwarder(buffer, in_process_sink(db, 300.0), asyncio.Event())
-        with pytest.raises(Exception, match="ahead of this server's clock"):
+        with pytest.raises(ClockAhead, match="ahead of this server's clock"):
             asyncio.run(forwarder.deliver_pending())
         assert [body["id"] for _, body in buffer.pending_events()] == [ahead["id"]]
         assert buffer.dead_letters(kind="event") == []
