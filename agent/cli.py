@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True,
                         choices=["agent", "engineer", "quality", "tracker", "admin"])
     create.add_argument("--name", required=True)
+    create.add_argument("--site", action="append", metavar="ID",
+                        help="a site the token reaches (repeatable; required for agent "
+                             "tokens); without it, every site")
     create.set_defaults(handler=_token_create)
     listing = token.add_parser("list", help="list tokens (never their values)")
     listing.add_argument("-c", "--config", type=Path, required=True)
@@ -152,23 +155,34 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from api.auth import create_token
+    from api.auth import SITE_ID, create_token
     from api.store import Database
 
+    if args.role == "agent" and not args.site:
+        print("an agent token needs --site ID (repeatable): the sites whose events it may "
+              "post", file=sys.stderr)
+        return EXIT_INVALID
+    bad = [site for site in args.site or () if not SITE_ID.match(site)]
+    if bad:
+        print(f"--site {bad[0]!r} is not a site id (lower-case letters, digits and '-', at "
+              "most 64)", file=sys.stderr)
+        return EXIT_INVALID
     site = load_site(args.config, secrets=False)
     database = Database(site.config.server.database)
     try:
         with database.write() as session:
-            token = create_token(session, name=args.name, role=args.role)
+            token = create_token(session, name=args.name, role=args.role, sites=args.site)
     finally:
         database.close()
-    print(f"created {args.role} token {args.name!r}; it is shown only once:", file=sys.stderr)
+    reach = f"sites {', '.join(sorted(set(args.site)))}" if args.site else "every site"
+    print(f"created {args.role} token {args.name!r} for {reach}; it is shown only once:",
+          file=sys.stderr)
     print(token)
     return 0
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    from api.auth import list_tokens
+    from api.auth import describe_sites, list_tokens
     from api.store import Database
 
     database = Database(load_site(args.config, secrets=False).config.server.database)
@@ -177,11 +191,11 @@ def _token_list(args: argparse.Namespace) -> int:
             rows = list_tokens(session)
     finally:
         database.close()
-    print(f"{'ID':>4}  {'ROLE':<9} {'CREATED':<20} {'REVOKED':<20} NAME")
+    print(f"{'ID':>4}  {'ROLE':<9} {'CREATED':<20} {'REVOKED':<20} {'SITES':<20} NAME")
     for row in rows:
         revoked = row.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if row.revoked_at else "-"
         print(f"{row.id:>4}  {row.role:<9} {row.created_at:%Y-%m-%dT%H:%M:%SZ} "
-              f"{revoked:<20} {row.name}")
+              f"{revoked:<20} {describe_sites(row):<20} {row.name}")
     return 0
 
 

@@ -132,29 +132,47 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
                      site_id=site.id, assets=[asset.id for asset in site.config.assets],
                      allow_self_verify=server_config.allow_self_verify,
-                     webhooks_allow_private=server_config.webhooks_allow_private, jobs=True)
+                     webhooks_allow_private=server_config.webhooks_allow_private, jobs=True,
+                     max_clock_skew=timedelta(seconds=server_config.max_clock_skew))
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
                             lifespan="on")
     return database, Server(config)
 
 
-def in_process_sink(database: Database) -> Sink:
+class ClockAhead(RuntimeError):
+    """The API refused events dated ahead of its clock: retryable, never a dead letter
+    (the events wait in the outbox until the clock, or the reading times, are right)."""
+
+
+def in_process_sink(database: Database, max_clock_skew: float = 300.0) -> Sink:
     from pydantic import TypeAdapter, ValidationError
 
-    from api.ingest import apply_events
+    from api.ingest import ClockSkew, apply_events
     from api.schemas import AnyEvent
 
     adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+    skewed = False
 
     async def send(bodies: list[dict[str, Any]]) -> set[str]:
+        nonlocal skewed
         try:
             events = [adapter.validate_python(body) for body in bodies]
         except ValidationError as exc:
             raise Rejected(str(exc).splitlines()[0]) from None
-        applied, duplicates = await asyncio.to_thread(apply_events, database.write, events)
+        try:
+            result = await asyncio.to_thread(apply_events, database.write, events,
+                                             max_clock_skew=timedelta(seconds=max_clock_skew))
+        except ClockSkew as exc:
+            if not skewed:  # once per spell; the forwarder retries with backoff
+                log.error("NC events dated %.0fs ahead of the clock are kept and retried: "
+                          "%s", exc.ahead, exc)
+            skewed = True
+            raise ClockAhead(str(exc)) from None
+        skewed = False
         # the confirmation the HTTP sink gets from the API's answer, by the same rule
-        return confirmed_ids({"applied": applied, "duplicates": duplicates}, bodies)
+        return confirmed_ids({"applied": result.applied, "duplicates": result.duplicates,
+                              "ids": list(result.ids)}, bodies)
 
     return send
 
@@ -177,7 +195,7 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     pipeline = Pipeline(engine, buffer, snapshot_every=config.rules.snapshot_every,
                         save_every=config.rules.save_every)
     if database is not None:
-        sink = in_process_sink(database)
+        sink = in_process_sink(database, config.server.max_clock_skew)
     elif config.forward is not None:
         token = read_secret(config.forward.token_env, config.forward.token_file)
         sink = http_sink(config.forward.url, token)

@@ -35,7 +35,7 @@ def perform(session: Session, pk: int, name: str, body: ActionBody, principal: P
         raise Refused(403, f"role {principal.role!r} may not {name}; needs "
                            f"{' or '.join(spec.roles)}")
     nc = get_nc(session, pk, lock=True)
-    if nc is None:
+    if nc is None or not principal.reaches(nc.site_id):  # another site's: not there
         raise Refused(404, f"no nonconformance {format_nc_id(pk)}")
     try:
         check(name, nc.state)

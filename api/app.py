@@ -11,35 +11,32 @@ from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.background import run_jobs
+from api.door import MAX_BODY, SMALL_BODY, Door
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
 from api.store import Database
 from api.webhooks import dispatch
 
 log = logging.getLogger("patrol.api")
 
-MAX_BODY = 64 * 2**20
-"""Bytes of a request body: a compliance snapshot of 200,000 (asset, standard) pairs, the
-most `SnapshotIn` takes, is about 34 MB. Beyond it, 413 before the body is read, or as
-soon as a body without a length runs past it, so one client cannot fill the memory."""
-
-
 def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                site_id: str = "", assets: Collection[str] = (),
                allow_self_verify: bool = False, webhooks_allow_private: bool = False,
-               jobs: bool = False, max_body: int = MAX_BODY) -> FastAPI:
+               jobs: bool = False, max_body: int = MAX_BODY, small_body: int = SMALL_BODY,
+               max_clock_skew: timedelta = timedelta(minutes=5)) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
     it and are checked against its assets. `jobs` runs the overdue and verification scans
-    and the webhook dispatcher.
+    and the webhook dispatcher. `max_body` limits bodies of `POST /events`, `small_body`
+    those of every other route (api.door); events dated more than `max_clock_skew` ahead
+    of this server's clock are refused.
     """
 
     @contextlib.asynccontextmanager
@@ -64,6 +61,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.assets = frozenset(assets)
     app.state.allow_self_verify = allow_self_verify
     app.state.webhooks_allow_private = webhooks_allow_private
+    app.state.max_clock_skew = max_clock_skew
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks):
         app.include_router(module.router, prefix="/api/v1")
 
@@ -85,7 +83,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
             "msg": "a value in the request cannot be stored or compared by the database"}]},
             status_code=422)
 
-    app.add_middleware(_Guard, max_body=max_body)
+    app.add_middleware(Door, db=db, max_body=max_body, small_body=small_body)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
@@ -96,43 +94,6 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                             headers={"Retry-After": "5"})
 
     return app
-
-
-class _Guard:
-    """What is refused before any route: a NUL (`%00`) in the query string (no text
-    column holds one and PostgreSQL refuses it outright, so it is a client's mistake on
-    every database: 400), and a body over `max_body` (413)."""
-
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
-        self.app = app
-        self.max_body = max_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        refusal = None
-        if b"%00" in scope.get("query_string", b""):
-            refusal = 400, "the query string holds a NUL character (%00)"
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_body:
-            refusal = 413, f"the body is over {self.max_body} bytes"
-        if refusal is not None:
-            status, detail = refusal
-            await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:  # FastAPI re-raises an HTTPException from here
-                    raise HTTPException(413, f"the body is over {self.max_body} bytes")
-            return message
-
-        await self.app(scope, limited, send)
 
 
 ECHO_DEPTH = 8

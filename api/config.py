@@ -20,6 +20,8 @@ class ServerConfig(BaseModel):
     recurrence_window: Duration = Field(90 * 86400.0, gt=0)
     webhooks_allow_private: bool = Field(False, description="allow webhook URLs that resolve "
                                          "to link-local or cloud metadata addresses")
+    max_clock_skew: Duration = Field(300.0, ge=0, description="how far ahead of the "
+                                     "server's clock an event may be dated (422 beyond)")
 
     @field_validator("listen")
     @classmethod

@@ -9,8 +9,10 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, authenticate
+from api.door import PRINCIPAL
 from api.store import Database
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `patrol token create`")
@@ -55,10 +57,20 @@ def principal_of(db: Session | Connection, token: str) -> Principal:
     return principal
 
 
-def get_principal(db: Annotated[Database, Depends(get_db)], token: BearerToken) -> Principal:
-    # its own short connection: a request holds at most one pooled connection at a time
-    with db.engine.connect() as connection:
-        return principal_of(connection, token)
+async def get_principal(request: Request, db: Annotated[Database, Depends(get_db)],
+                        token: BearerToken) -> Principal:
+    """The principal api.door found from the headers before the body was read; looked up
+    here only for an app mounted without the door."""
+    found = request.scope.get(PRINCIPAL)
+    if isinstance(found, Principal):
+        return found
+
+    def lookup() -> Principal:
+        # its own short connection: a request holds at most one pooled connection at a time
+        with db.engine.connect() as connection:
+            return principal_of(connection, token)
+
+    return await run_in_threadpool(lookup)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

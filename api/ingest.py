@@ -11,6 +11,7 @@ the standard's `verify_for` with no data gap longer than its `no_data_after`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,13 +46,53 @@ DEFAULT_NO_DATA_AFTER = 900.0
 SLACK = 0.05
 """Seconds of violating time a snapshot may hold beyond the verification start before it
 counts: event times are exact to the millisecond only, a real blip lasts a reading."""
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of this server's clock an event may be dated (`server.max_clock_skew`)."""
+
+
+class ClockSkew(ValueError):
+    """An event dated further ahead of the server's clock than allowed: the sender's clock
+    is wrong. The whole batch is refused, and the sender keeps it to send again later."""
+
+    def __init__(self, event_id: str, at: datetime, server_time: datetime,
+                 max_skew: timedelta) -> None:
+        ahead = (at - server_time).total_seconds()
+        super().__init__(f"event {event_id!r} is dated {at.astimezone(UTC).isoformat()}, "
+                         f"{ahead:.0f}s ahead of this server's clock (at most "
+                         f"{max_skew.total_seconds():g}s allowed): check the sender's clock")
+        self.server_time = server_time
+        self.ahead = ahead
+
+
+def check_clock(events: Sequence[EventIn | SnapshotIn], now: datetime,
+                max_skew: timedelta) -> None:
+    """Raise ClockSkew for the first event with a time later than `now + max_skew`."""
+    latest = now + max_skew
+    for event in events:
+        for moment in (event.at, getattr(event, "episode_start", None),
+                       getattr(event, "since", None)):
+            if moment is not None and moment > latest:
+                raise ClockSkew(event.id, moment, now, max_skew)
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a batch did: counts, and the ids applied now or before, in request order."""
+
+    applied: int = 0
+    duplicates: int = 0
+    ids: list[str] = field(default_factory=list)
 
 
 def apply_events(factory: SessionFactory, events: Sequence[EventIn | SnapshotIn],
                  actor: Actor = SYSTEM_ACTOR,
-                 recurrence: timedelta = RECURRENCE_WINDOW) -> tuple[int, int]:
-    """Apply events in order, one transaction each; returns (applied, duplicates)."""
-    applied = duplicates = 0
+                 recurrence: timedelta = RECURRENCE_WINDOW, *,
+                 max_clock_skew: timedelta = MAX_CLOCK_SKEW,
+                 now: datetime | None = None) -> Applied:
+    """Apply events in order, one transaction each, after checking their times against
+    the clock (ClockSkew: none applied)."""
+    check_clock(events, now or datetime.now(UTC), max_clock_skew)
+    result = Applied()
     for event in events:
         for attempt in range(5):
             with factory() as session:
@@ -64,10 +105,11 @@ def apply_events(factory: SessionFactory, events: Sequence[EventIn | SnapshotIn]
                     if attempt == 4:
                         raise
                     continue
-            applied += done
-            duplicates += not done
+            result.applied += done
+            result.duplicates += not done
+            result.ids.append(event.id)
             break
-    return applied, duplicates
+    return result
 
 
 def apply_event(session: Session, event: EventIn | SnapshotIn, actor: Actor,
@@ -94,6 +136,7 @@ def _raise(session: Session, event: EventIn, nc: Nonconformance | None, actor: A
     condition = "chattering" if event.type == "chattering" else "violating"
     if nc is not None:
         before = public_fields(nc)
+        _adopt_new_version(nc, event)
         nc.occurrences += 1
         nc.condition, nc.cleared_at = condition, None
         if nc.state == "pending_verification" and nc.rectified_at and at > nc.rectified_at:
@@ -135,14 +178,25 @@ def _recently_closed(session: Session, event: EventIn, window: timedelta) -> lis
 def _clear(session: Session, event: EventIn, nc: Nonconformance, actor: Actor) -> None:
     at = event.at.astimezone(UTC)
     before, state = public_fields(nc), nc.state
+    _adopt_new_version(nc, event)
     nc.condition, nc.cleared_at = "normal", at
-    if event.standard.on_recovery == "close" and nc.state != "pending_verification":
+    on_recovery = (nc.standard_info or {}).get("on_recovery", "keep_open")
+    if on_recovery == "close" and nc.state != "pending_verification":
         nc.state, nc.open_slot, nc.closed_at = "closed", None, at
         record(session, nc, actor, "cleared", state, at,
                note="condition recovered (on_recovery: close)", event_id=event.id,
                feed_type="closed", before=before)
         return
     record(session, nc, actor, "cleared", state, at, event_id=event.id, before=before)
+
+
+def _adopt_new_version(nc: Nonconformance, event: EventIn) -> None:
+    """The NC keeps the lifecycle settings (on_recovery, verify_for, rectify_within) it was
+    opened with until an event brings a newer version of its standard: a later event of
+    the same version saying otherwise is not believed."""
+    if nc.standard_version is not None and event.standard_version > nc.standard_version:
+        nc.standard_version = event.standard_version
+        nc.standard_info = event.standard.model_dump()
 
 
 def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,

@@ -155,6 +155,18 @@ class ComplianceList(BaseModel):
 class EventsResult(BaseModel):
     applied: int
     duplicates: int
+    ids: list[str] = Field(description="ids of the request's events applied now or "
+                                       "before (duplicates), in request order: what a "
+                                       "sender may drop from its outbox")
+
+
+class Refusal(BaseModel):
+    """A 4xx answer: `detail` says why; `code` names a refusal a client acts on
+    (`clock_skew`: keep the events and send them again once the clock is right)."""
+
+    detail: str | list[Any]
+    code: str | None = None
+    server_time: datetime | None = None
 
 
 class NonconformancePublic(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,8 @@ class Filters:
     department: str | None = None
     overdue: bool | None = None
     recurring: bool | None = None
+    sites: frozenset[str] | None = None
+    """The caller's token's sites (SPEC 7.1); None: every site."""
 
 
 class BadCursor(ValueError):
@@ -125,11 +128,13 @@ SELECT :type, :at, :site_id, :nc_pk, CAST(:nc AS json) FROM feed_lock
 """)
 
 
-def feed_after(session: Session, after: int, limit: int, site_id: str | None = None
-               ) -> list[FeedEvent]:
+def feed_after(session: Session, after: int, limit: int, site_id: str | None = None,
+               sites: Collection[str] | None = None) -> list[FeedEvent]:
     query = select(FeedEvent).where(FeedEvent.seq > after)
     if site_id is not None:
         query = query.where(FeedEvent.site_id == site_id)
+    if sites is not None:
+        query = query.where(FeedEvent.site_id.in_(sorted(sites)))
     return list(session.scalars(query.order_by(FeedEvent.seq).limit(limit)))
 
 
@@ -163,6 +168,8 @@ def list_ncs(session: Session, filters: Filters, *, limit: int, cursor: str | No
         value = getattr(filters, name)
         if value is not None:
             query = query.where(getattr(Nonconformance, name) == value)
+    if filters.sites is not None:
+        query = query.where(Nonconformance.site_id.in_(sorted(filters.sites)))
     if filters.overdue is not None:
         late = and_(Nonconformance.due_at < now, Nonconformance.state.in_(UNRECTIFIED))
         on_time = or_(~late, Nonconformance.due_at.is_(None))
@@ -196,8 +203,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 def list_compliance(session: Session, *, site_id: str | None, asset_id: str | None,
-                    standard_id: str | None, state: str | None) -> list[Compliance]:
+                    standard_id: str | None, state: str | None,
+                    sites: Collection[str] | None = None) -> list[Compliance]:
     query = select(Compliance)
+    if sites is not None:
+        query = query.where(Compliance.site_id.in_(sorted(sites)))
     for name, value in (("site_id", site_id), ("asset_id", asset_id),
                         ("standard_id", standard_id), ("state", state)):
         if value is not None:

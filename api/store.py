@@ -232,6 +232,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # the sites the token reaches (SPEC 7.1); NULL: every site, as tokens made before
+    sites: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 def format_nc_id(pk: int) -> str:

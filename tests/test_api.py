@@ -198,7 +198,7 @@ def test_a_revoked_token_is_refused(api: Api, db: Database) -> None:
 
 def test_a_violation_opens_an_nc(api: Api) -> None:
     started = engine_event()
-    assert api.apply(started) == {"applied": 1, "duplicates": 0}
+    assert api.apply(started) == {"applied": 1, "duplicates": 0, "ids": [started["id"]]}
     nc = api.nc("NC-000001")
     assert set(nc) == NC_KEYS
     assert nc["id"] == "NC-000001"
@@ -315,7 +315,7 @@ def test_a_value_the_database_refuses_is_a_422_not_a_500(db: Database) -> None:
         raise DataError("SELECT 1", {}, ValueError("A string literal cannot contain NUL"))
 
     with TestClient(app) as test_client:
-        response = test_client.get("/api/v1/refused")
+        response = test_client.get("/api/v1/refused", headers=bearer(new_token(db, "tracker")))
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"] == ["request"] and error["type"] == "database_refused"
@@ -325,13 +325,14 @@ def test_a_value_the_database_refuses_is_a_422_not_a_500(db: Database) -> None:
 def test_the_same_event_twice_is_a_duplicate(api: Api) -> None:
     started = engine_event()
     api.apply(started)
-    assert api.apply(started) == {"applied": 0, "duplicates": 1}
+    assert api.apply(started) == {"applied": 0, "duplicates": 1, "ids": [started["id"]]}
     assert [nc["occurrences"] for nc in api.items()] == [1]
 
 
 def test_a_batch_with_a_repeat_applies_it_once(api: Api) -> None:
     started = engine_event()
-    assert api.apply(started, started) == {"applied": 1, "duplicates": 1}
+    assert api.apply(started, started) == {"applied": 1, "duplicates": 1,
+                                           "ids": [started["id"]] * 2}
     assert len(api.items()) == 1
 
 
@@ -367,7 +368,8 @@ def test_clearing_closes_a_transient_nc_and_a_later_episode_recurs(api: Api) -> 
 
 
 def test_clearing_with_no_open_nc_changes_nothing(api: Api) -> None:
-    assert api.apply(cleared()) == {"applied": 1, "duplicates": 0}
+    end = cleared()
+    assert api.apply(end) == {"applied": 1, "duplicates": 0, "ids": [end["id"]]}
     assert api.items() == []
 
 

@@ -1,10 +1,12 @@
 """Property-based tests of the whole REST API from its own OpenAPI schema (schemathesis).
 
-Every operation the app publishes gets generated requests, valid and invalid, with an
-admin token; no answer may be a server error, and every answer must match the schema the
-app publishes. The app runs in process over ASGI on a SQLite file seeded with NCs in
-several states, and generated NC ids are mostly mapped onto those, so the action routes
-act on real NCs as well as answer 404s.
+Every operation the app publishes gets generated requests, valid and invalid, each with
+a token drawn from one of every role and two scoped to site tower-a (an admin and an
+agent); no answer may be a server error, every answer must match the schema the app
+publishes, and no successful answer to a scoped token shows another site. The app runs in
+process over ASGI on a database seeded with NCs in several states at tower-a and one at
+tower-b, and generated NC ids are mostly mapped onto those, so the action routes act on
+real NCs as well as answer 404s.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from api.app import create_app
+from api.auth import ROLES, create_token
 from api.store import Database
 from tests.conftest import postgres_schema
-from tests.test_api import HOUR, NOW, Api, bearer, cleared, engine_event, new_token
+from tests.test_api import HOUR, NOW, Api, bearer, cleared, engine_event
 
-SEEDED = ["NC-000001", "NC-000002", "NC-000003", "NC-000004", "NC-000005"]
+SEEDED = ["NC-000001", "NC-000002", "NC-000003", "NC-000004", "NC-000005", "NC-000006"]
+SCOPED = {"scoped-admin": "admin", "scoped-agent": "agent"}
+"""Tokens that reach only tower-a."""
 CHECKS = [
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.response_schema_conformance,
@@ -55,18 +60,23 @@ OPERATIONS = [(method.upper(), path) for path, item in RAW["paths"].items()
 
 
 class Patrol:
-    """The app under test, its admin token, and a handle on its database."""
+    """The app under test, its tokens by name, and a handle on its database."""
 
     def __init__(self, url: str) -> None:
         self.db = Database(url)
         self.app: FastAPI = create_app(self.db, site_id="tower-a")
-        self.token = new_token(self.db, "admin", name="schemathesis")
+        with self.db.session() as session:
+            self.tokens = {name: create_token(session, name=f"fuzz-{name}", role=role,
+                                              sites=["tower-a"] if name in SCOPED else None)
+                           for name, role in [*((r, r) for r in ROLES), *SCOPED.items()]}
+        self.token = self.tokens["admin"]
         with TestClient(self.app) as client:
             _seed(Api(client, self.db))
 
 
 def _seed(api: Api) -> None:
-    """NC-1 open, NC-2 acknowledged, NC-3 pending verification, NC-4 closed, NC-5 manual."""
+    """NC-1 open, NC-2 acknowledged, NC-3 pending verification, NC-4 closed, NC-5 manual,
+    all at tower-a; NC-6 open at tower-b."""
     api.apply(*(engine_event(asset=f"CH-{n}", start=NOW - n * HOUR) for n in (1, 2, 3, 4)),
               cleared(asset="CH-4", start=NOW - 4 * HOUR, at=NOW - 3 * HOUR,
                       on_recovery="close"))
@@ -79,6 +89,9 @@ def _seed(api: Api) -> None:
     manual = api.client.post("/api/v1/nonconformances", headers=api.headers("quality"),
                              json={"asset_id": "CH-9", "title": "Leak", "severity": "minor"})
     assert manual.status_code == 201, manual.text
+    other = {**engine_event(asset="CH-1", start=NOW - HOUR), "site_id": "tower-b",
+             "id": "ev-tower-b-1"}
+    api.apply(other)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -115,14 +128,29 @@ def test_every_operation_answers_by_its_schema(patrol: Patrol, method: str,
     cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
                       operation.as_strategy(GenerationMode.NEGATIVE))
 
-    @given(case=cases)
+    # the scoped tokens drawn about half the time: each operation meets them often
+    @given(case=cases, who=st.one_of(st.sampled_from(sorted(SCOPED)),
+                                     st.sampled_from(sorted(patrol.tokens))))
     @settings(max_examples=25, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
-    def run(case: Any) -> None:
+    def run(case: Any, who: str) -> None:
         _aim(case)
-        case.call_and_validate(app=patrol.app, headers=bearer(patrol.token), checks=CHECKS)
+        response = case.call_and_validate(app=patrol.app, headers=bearer(patrol.tokens[who]),
+                                          checks=CHECKS)
+        if who in SCOPED and response.status_code < 300 and response.content:
+            assert _sites_in(response.json()) <= {"tower-a"}, response.text
 
     run()
+
+
+def _sites_in(body: Any) -> set[str | None]:
+    """Every `site_id` in an answer (NCs, feed events, compliance rows, webhooks)."""
+    if isinstance(body, list):
+        return set().union(*map(_sites_in, body)) if body else set()
+    if isinstance(body, dict):
+        found = {body["site_id"]} if "site_id" in body else set()
+        return found.union(*map(_sites_in, body.values()))
+    return set()
 
 
 def test_every_operation_is_covered() -> None:

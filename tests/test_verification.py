@@ -34,6 +34,10 @@ WATCHED = {"no_data_after": 900.0}
 HISTORY_KEYS = {"at", "actor", "role", "action", "from_state", "to_state", "changes", "note"}
 
 
+AHEAD = timedelta(days=30)
+"""max_clock_skew here: these tests date readings hours ahead of the clock."""
+
+
 @pytest.fixture(scope="module")
 def shared_db(module_database_url: str) -> Iterator[Database]:
     database = Database(module_database_url)
@@ -61,10 +65,12 @@ def db(shared_db: Database) -> Database:
 
 @pytest.fixture
 def make_api(db: Database) -> Iterator[Callable[..., Api]]:
-    """An Api over an app made with create_app(db, **options)."""
+    """An Api over an app made with create_app(db, **options). These tests play hours of
+    readings ahead of the clock, so the clock check (tested in test_scope) is widened."""
     with ExitStack() as stack:
 
         def make(**options: Any) -> Api:
+            options.setdefault("max_clock_skew", AHEAD)
             client = stack.enter_context(TestClient(create_app(db, **options)))
             return Api(client, db)
 
@@ -443,7 +449,8 @@ def test_a_person_may_verify_before_the_sensors_do(api: Api) -> None:
 
 def test_a_standard_without_no_data_after_is_verified_with_the_default_limit(
         db: Database) -> None:
-    with TestClient(create_app(db), raise_server_exceptions=False) as client:
+    with TestClient(create_app(db, max_clock_skew=AHEAD),
+                    raise_server_exceptions=False) as client:
         api = Api(client, db)
         t = fixed_and_cleared(api, no_data_after=None)  # as test_api.STANDARD sends it
         response = api.post_events(ok_for(t, t + 30 * MINUTE))
@@ -455,7 +462,8 @@ def test_a_standard_without_no_data_after_is_verified_with_the_default_limit(
 def test_replaying_a_snapshot_counts_it_once(api: Api) -> None:
     t = fixed_and_cleared(api)
     first = ok_for(t, t + 40 * MINUTE)
-    assert api.apply(first, first) == {"applied": 1, "duplicates": 1}
+    assert api.apply(first, first) == {"applied": 1, "duplicates": 1,
+                                       "ids": [first["id"]] * 2}
     assert api.nc("NC-000001")["state"] == "pending_verification"
 
 
@@ -784,7 +792,8 @@ def test_the_standard_info_of_an_event_is_kept_on_the_nc(api: Api) -> None:
 @pytest.fixture
 def raw_api(db: Database) -> Iterator[Api]:
     """An Api whose server errors come back as 500 answers instead of exceptions."""
-    with TestClient(create_app(db), raise_server_exceptions=False) as client:
+    with TestClient(create_app(db, max_clock_skew=AHEAD),
+                    raise_server_exceptions=False) as client:
         yield Api(client, db)
 
 

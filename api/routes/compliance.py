@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
 
-from api.deps import SessionDep, get_principal
+from api.deps import CurrentPrincipal, SessionDep, get_principal
 from api.schemas import ComplianceList, CompliancePublic
 from api.service import COMPLIANCE_STATES, list_compliance
 from api.store import ComplianceDay
@@ -19,13 +19,14 @@ router = APIRouter(prefix="/compliance", tags=["compliance"],
 @router.get("", response_model=ComplianceList)
 def get_compliance(
     session: SessionDep,
+    principal: CurrentPrincipal,
     site_id: str | None = None,
     asset_id: str | None = None,
     standard_id: str | None = None,
     state: Literal["ok", "violating", "no_data", "inactive"] | None = None,
 ) -> ComplianceList:
     rows = list_compliance(session, site_id=site_id, asset_id=asset_id,
-                           standard_id=standard_id, state=state)
+                           standard_id=standard_id, state=state, sites=principal.sites)
     totals: dict[tuple[str, str, str], dict[str, float]] = {}
     if rows:
         for day in session.scalars(select(ComplianceDay).where(

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from api.auth import Principal
 from api.deps import get_db, require
-from api.ingest import apply_events
-from api.schemas import EventsIn, EventsResult
+from api.ingest import ClockSkew, apply_events
+from api.schemas import EventsIn, EventsResult, Refusal
 from api.store import Database
 
 router = APIRouter(tags=["events"])
 
 
-@router.post("/events", response_model=EventsResult)
+@router.post("/events", response_model=EventsResult, responses={
+    403: {"model": Refusal, "description": "role, or an event of a site the token does "
+                                            "not reach (the whole batch)"},
+    422: {"model": Refusal, "description": "invalid events, or `code: clock_skew`: an "
+                                            "event dated ahead of the server's clock "
+                                            "(the whole batch)"}})
 def post_events(
     body: EventsIn,
     request: Request,
     db: Annotated[Database, Depends(get_db)],
     principal: Annotated[Principal, Depends(require("agent"))],
 ) -> EventsResult:
-    applied, duplicates = apply_events(db.write, body.events,
-                                       actor=(principal.name, principal.role),
-                                       recurrence=request.app.state.recurrence)
-    return EventsResult(applied=applied, duplicates=duplicates)
+    if principal.sites is not None:
+        foreign = sorted({event.site_id for event in body.events} - principal.sites)
+        if foreign:
+            raise HTTPException(403, f"this token does not reach site {foreign[0]!r} (it "
+                                     f"reaches {', '.join(sorted(principal.sites))}): "
+                                     "nothing in the batch was applied")
+    try:
+        result = apply_events(db.write, body.events, actor=(principal.name, principal.role),
+                              recurrence=request.app.state.recurrence,
+                              max_clock_skew=request.app.state.max_clock_skew)
+    except ClockSkew as exc:
+        server_time = exc.server_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return JSONResponse({"detail": str(exc), "code": "clock_skew",  # type: ignore[return-value]
+                             "server_time": server_time}, status_code=422)
+    return EventsResult(applied=result.applied, duplicates=result.duplicates, ids=result.ids)

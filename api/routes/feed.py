@@ -37,7 +37,7 @@ class Feed(BaseModel):
 @router.get("/feed", response_model=Feed, responses={400: {"description": "bad wait"}})
 async def feed(
     db: Annotated[Database, Depends(get_db)],
-    _principal: Annotated[Principal, Depends(require("tracker"))],
+    principal: Annotated[Principal, Depends(require("tracker"))],
     after: Annotated[int, Query(ge=0, le=MAX_INT, description="a feed seq (32-bit)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[str | None, Query(max_length=16, description="long-poll, e.g. 30s")] = None,
@@ -50,7 +50,7 @@ async def feed(
         raise HTTPException(400, str(exc)) from None
     deadline = time.monotonic() + seconds
     while True:
-        rows = await asyncio.to_thread(_read, db, after, limit, site_id)
+        rows = await asyncio.to_thread(_read, db, after, limit, site_id, principal.sites)
         if rows or time.monotonic() >= deadline:
             break
         await asyncio.sleep(POLL)
@@ -58,7 +58,8 @@ async def feed(
     return Feed(events=events, next=rows[-1]["seq"] if rows else after)
 
 
-def _read(db: Database, after: int, limit: int, site_id: str | None) -> list[dict[str, Any]]:
+def _read(db: Database, after: int, limit: int, site_id: str | None,
+          sites: frozenset[str] | None) -> list[dict[str, Any]]:
     with db.session() as session:
         return [{"seq": r.seq, "type": r.type, "at": r.at.isoformat().replace("+00:00", "Z"),
-                 "nc": r.nc} for r in feed_after(session, after, limit, site_id)]
+                 "nc": r.nc} for r in feed_after(session, after, limit, site_id, sites)]

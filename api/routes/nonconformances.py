@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from api.deps import SessionDep, get_principal
+from api.deps import CurrentPrincipal, SessionDep, get_principal
 from api.schemas import NonconformanceList, NonconformancePublic
 from api.service import BadCursor, Filters, get_nc, list_ncs, to_public
 from api.store import parse_nc_id
@@ -22,6 +22,7 @@ State = Literal["open", "acknowledged", "rectifying", "pending_verification", "c
 @router.get("", response_model=NonconformanceList)
 def list_nonconformances(
     session: SessionDep,
+    principal: CurrentPrincipal,
     state: State | None = None,
     asset_id: str | None = None,
     standard_id: str | None = None,
@@ -36,7 +37,7 @@ def list_nonconformances(
     now = datetime.now(UTC)
     filters = Filters(site_id=site_id, state=state, asset_id=asset_id, standard_id=standard_id,
                       severity=severity, department=department, overdue=overdue,
-                      recurring=recurring)
+                      recurring=recurring, sites=principal.sites)
     try:
         rows, next_cursor = list_ncs(session, filters, limit=limit, cursor=cursor, now=now)
     except BadCursor as exc:
@@ -49,9 +50,10 @@ def list_nonconformances(
 
 
 @router.get("/{nc_id}", response_model=NonconformancePublic)
-def get_nonconformance(nc_id: str, session: SessionDep) -> NonconformancePublic:
+def get_nonconformance(nc_id: str, session: SessionDep,
+                       principal: CurrentPrincipal) -> NonconformancePublic:
     pk = parse_nc_id(nc_id)
     nc = get_nc(session, pk) if pk is not None else None
-    if nc is None:
+    if nc is None or not principal.reaches(nc.site_id):  # another site's: not there
         raise HTTPException(404, f"no nonconformance {nc_id!r}")
     return to_public(nc)

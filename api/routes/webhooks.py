@@ -72,17 +72,20 @@ class DeliveryPublic(BaseModel):
     delivered_at: datetime | None
 
 
-def _hook(session: Any, hook_id: int) -> Webhook:
+def _hook(session: Any, hook_id: int, principal: Principal) -> Webhook:
     hook = session.get(Webhook, hook_id)
-    if hook is None or hook.disabled_reason == "deleted":
+    if (hook is None or hook.disabled_reason == "deleted"
+            or not principal.reaches(hook.site_id)):
         raise HTTPException(404, f"no webhook {hook_id}")
     return hook
 
 
 @router.post("", response_model=WebhookCreated, status_code=status.HTTP_201_CREATED,
-             responses={422: {"description": "unsafe or invalid URL"}})
+             responses={403: {"description": "a site the token does not reach"},
+                        422: {"description": "unsafe or invalid URL"}})
 def create_webhook(body: WebhookCreate, request: Request, _admin: Admin,
                    db: Annotated[Database, Depends(get_db)]) -> dict[str, Any]:
+    site_id = _site_of(body, _admin)
     try:
         check_url(body.url, allow_private=request.app.state.webhooks_allow_private)
     except UnsafeUrl as exc:
@@ -91,29 +94,45 @@ def create_webhook(body: WebhookCreate, request: Request, _admin: Admin,
         # start at the feed's end: a new receiver gets changes from now on
         cursor = session.scalar(select(func.coalesce(func.max(FeedEvent.seq), 0)))
         hook = Webhook(url=body.url, event_types=list(body.event_types),
-                       secret=body.secret or new_secret(), site_id=body.site_id,
+                       secret=body.secret or new_secret(), site_id=site_id,
                        cursor=cursor or 0)
         session.add(hook)
         session.commit()
         return {**describe(hook), "secret": hook.secret}
 
 
+def _site_of(body: WebhookCreate, principal: Principal) -> str | None:
+    """The new webhook's site: a site-scoped token's webhook serves one of its sites (its
+    only one by default), never every site."""
+    if principal.sites is None or (body.site_id is not None
+                                   and principal.reaches(body.site_id)):
+        return body.site_id
+    reach = ", ".join(sorted(principal.sites))
+    if body.site_id is not None:
+        raise HTTPException(403, f"this token does not reach site {body.site_id!r} (it "
+                                 f"reaches {reach})")
+    if len(principal.sites) > 1:
+        raise HTTPException(422, f"name a site_id: this token reaches only {reach}")
+    return next(iter(principal.sites))
+
+
 @router.get("", response_model=list[WebhookPublic])
 def list_webhooks(session: SessionDep, _admin: Admin) -> list[dict[str, Any]]:
     hooks = session.scalars(select(Webhook).order_by(Webhook.id))
-    return [describe(h) for h in hooks if h.disabled_reason != "deleted"]
+    return [describe(h) for h in hooks
+            if h.disabled_reason != "deleted" and _admin.reaches(h.site_id)]
 
 
 @router.get("/{hook_id}", response_model=WebhookPublic)
 def get_webhook(hook_id: Id, session: SessionDep, _admin: Admin) -> dict[str, Any]:
-    return describe(_hook(session, hook_id))
+    return describe(_hook(session, hook_id, _admin))
 
 
 @router.delete("/{hook_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_webhook(hook_id: Id, _admin: Admin,
                    db: Annotated[Database, Depends(get_db)]) -> Response:
     with db.write() as session:
-        hook = _hook(session, hook_id)
+        hook = _hook(session, hook_id, _admin)
         hook.disabled_at, hook.disabled_reason = datetime.now(UTC), "deleted"
         session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -127,7 +146,7 @@ def enable_webhook(hook_id: Id, request: Request, _admin: Admin,
     the changes since then follow in order, and the deliveries its disabling stopped go
     out again, so the receiver misses nothing."""
     with db.write() as session:
-        hook = _hook(session, hook_id)
+        hook = _hook(session, hook_id, _admin)
         try:
             check_url(hook.url, allow_private=request.app.state.webhooks_allow_private)
         except UnsafeUrl as exc:
@@ -150,7 +169,7 @@ def list_deliveries(hook_id: Id, session: SessionDep, _admin: Admin,
                     status_filter: Annotated[Literal["pending", "delivered", "dead"] | None,
                                              Query(alias="status")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Delivery]:
-    _hook(session, hook_id)
+    _hook(session, hook_id, _admin)
     query = select(Delivery).where(Delivery.webhook_id == hook_id)
     if status_filter is not None:
         query = query.where(Delivery.status == status_filter)
@@ -162,7 +181,7 @@ def list_deliveries(hook_id: Id, session: SessionDep, _admin: Admin,
 def redeliver(hook_id: Id, delivery_id: Id, _admin: Admin,
               db: Annotated[Database, Depends(get_db)]) -> Delivery:
     with db.write() as session:
-        _hook(session, hook_id)
+        _hook(session, hook_id, _admin)
         delivery = session.get(Delivery, delivery_id)
         if delivery is None or delivery.webhook_id != hook_id:
             raise HTTPException(404, f"no delivery {delivery_id} for webhook {hook_id}")

@@ -58,7 +58,8 @@ class Cluster:
     def raise_ncs(self, events: list[dict[str, Any]], api: int = 0) -> None:
         response = self.call("POST", "/events", "agent", api=api, body={"events": events})
         assert response.status_code == 200, response.text
-        assert response.json() == {"applied": len(events), "duplicates": 0}
+        assert response.json() == {"applied": len(events), "duplicates": 0,
+                                   "ids": [event["id"] for event in events]}
 
     def nc_of(self, asset: str) -> dict[str, Any]:
         response = self.call("GET", f"/nonconformances?asset_id={asset}", "reader")

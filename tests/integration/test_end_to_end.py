@@ -90,7 +90,10 @@ def publish(topic: str, payloads: list[dict]) -> None:
 
 
 def token(site: Path, role: str) -> str:
-    result = patrol("token", "create", "-c", site, "--role", role, "--name", f"test-{role}")
+    """A token from `patrol token create`; an agent's reaches the edge's site, tower-a."""
+    scope = ["--site", "tower-a"] if role == "agent" else []
+    result = patrol("token", "create", "-c", site, "--role", role, "--name", f"test-{role}",
+                    *scope)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
 
