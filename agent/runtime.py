@@ -131,7 +131,8 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
                      site_id=site.id, assets=[asset.id for asset in site.config.assets],
                      allow_self_verify=server_config.allow_self_verify,
-                     webhooks_allow_private=server_config.webhooks_allow_private, jobs=True)
+                     webhooks_allow_private=server_config.webhooks_allow_private,
+                     webhooks_allow=server_config.webhooks_allow, jobs=True)
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
                             lifespan="on")

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from collector.units import Duration
 
 DEFAULT_DATABASE = "sqlite:///data/patrol.sqlite"
+
+
+def _cidr(network: str) -> str:
+    try:
+        ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        raise ValueError(f"{network!r} is not an address or CIDR like 10.20.0.0/16") from None
+    return network
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
 
 
 class ServerConfig(BaseModel):
@@ -18,8 +31,11 @@ class ServerConfig(BaseModel):
     database: str = Field(DEFAULT_DATABASE, validate_default=True)
     allow_self_verify: bool = Field(False, description="let the rectifier verify their own fix")
     recurrence_window: Duration = Field(90 * 86400.0, gt=0)
-    webhooks_allow_private: bool = Field(False, description="allow webhook URLs that resolve "
-                                         "to link-local or cloud metadata addresses")
+    webhooks_allow_private: bool = Field(False, description="let webhooks created through "
+                                         "the API reach every address webhooks_allow could")
+    webhooks_allow: list[Cidr] = Field(default_factory=list, description=(
+        "CIDRs of loopback, private, link-local, CGNAT or NAT64 addresses webhooks created "
+        "through the API may reach"))
 
     @field_validator("listen")
     @classmethod
