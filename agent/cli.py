@@ -153,10 +153,10 @@ def _api(args: argparse.Namespace) -> int:
 
 def _token_create(args: argparse.Namespace) -> int:
     from api.auth import create_token
-    from api.store import Database
+    from api.store import open_database
 
     site = load_site(args.config, secrets=False)
-    database = Database(site.config.server.database)
+    database = open_database(site.config.server)
     try:
         with database.write() as session:
             token = create_token(session, name=args.name, role=args.role)
@@ -169,9 +169,9 @@ def _token_create(args: argparse.Namespace) -> int:
 
 def _token_list(args: argparse.Namespace) -> int:
     from api.auth import list_tokens
-    from api.store import Database
+    from api.store import open_database
 
-    database = Database(load_site(args.config, secrets=False).config.server.database)
+    database = open_database(load_site(args.config, secrets=False).config.server)
     try:
         with database.session() as session:
             rows = list_tokens(session)
@@ -187,9 +187,9 @@ def _token_list(args: argparse.Namespace) -> int:
 
 def _token_revoke(args: argparse.Namespace) -> int:
     from api.auth import revoke_token
-    from api.store import Database
+    from api.store import open_database
 
-    database = Database(load_site(args.config, secrets=False).config.server.database)
+    database = open_database(load_site(args.config, secrets=False).config.server)
     try:
         with database.write() as session:
             rows = revoke_token(session, name=args.name, token_id=args.id)

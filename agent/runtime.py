@@ -117,7 +117,7 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
     import uvicorn
 
     from api.app import create_app
-    from api.store import Database
+    from api.store import open_database
 
     class Server(uvicorn.Server):
         """Our loop owns SIGTERM/SIGINT; uvicorn must not re-raise them after shutdown."""
@@ -127,7 +127,7 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
             yield
 
     server_config = site.config.server
-    database = Database(server_config.database)
+    database = open_database(server_config)
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
                      site_id=site.id, assets=[asset.id for asset in site.config.assets],
                      allow_self_verify=server_config.allow_self_verify,
