@@ -3,7 +3,7 @@ seconds it spent in each state over a window of UTC days. No HTTP here.
 
 The seconds are summed by the database over the page's pairs and the window's days only
 (the primary key of `compliance_days` is (site, asset, standard, day), so each pair is
-one index range): an answer reads at most `limit` x window-days rows, however many pairs
+one index range): an answer reads at most `limit` x window days rows, however many pairs
 and years the store holds.
 """
 
@@ -13,13 +13,14 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.service import COMPLIANCE_STATES, BadCursor, list_compliance
-from api.store import Compliance, ComplianceDay
+from api.service import COMPLIANCE_STATES, BadCursor, compliance_query
+from api.store import ComplianceDay
 
 DEFAULT_DAYS = 30
 """The window when neither `from` nor `to` is given: the last 30 UTC days, today included."""
@@ -55,48 +56,52 @@ class Window:
         return cls(first, last)
 
 
+class PairState(NamedTuple):
+    """A `compliance` row, in its columns' order."""
+
+    site_id: str
+    asset_id: str
+    standard_id: str
+    standard_version: int
+    state: str
+    updated_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class CompliancePage:
-    rows: list[Compliance]
-    seconds: dict[Pair, dict[str, float]]
+    rows: list[tuple[PairState, dict[str, float]]]
+    """Each pair and its seconds per state in the window (0.0 where none)."""
     next_cursor: str | None
 
 
 def compliance_page(session: Session, *, window: Window, limit: int, cursor: str | None,
-                    site_id: str | None = None, asset_id: str | None = None,
-                    standard_id: str | None = None, state: str | None = None
-                    ) -> CompliancePage:
-    """One page of pairs in (site, asset, standard) order and their seconds in `window`."""
+                    **filters: Any) -> CompliancePage:
+    """One page of pairs in (site, asset, standard) order with their seconds in `window`,
+    in one statement. `filters` are `compliance_query`'s.
+
+    Each sum is a subquery per pair over one range of the covering index: a third of the
+    CPU of joining the days and grouping them again (SQLite sorts the join to group it)."""
     after = decode_pair(cursor) if cursor else None
-    rows = list_compliance(session, site_id=site_id, asset_id=asset_id,
-                           standard_id=standard_id, state=state, limit=limit + 1,
-                           after=after)
-    next_cursor = encode_pair(_pair(rows[limit - 1])) if len(rows) > limit else None
-    rows = rows[:limit]
-    return CompliancePage(rows, seconds_in(session, [_pair(row) for row in rows], window),
-                          next_cursor)
-
-
-def seconds_in(session: Session, pairs: list[Pair], window: Window
-               ) -> dict[Pair, dict[str, float]]:
-    """Seconds per state of each pair over the window's days (0.0 where none)."""
-    totals = {pair: dict.fromkeys(COMPLIANCE_STATES, 0.0) for pair in pairs}
-    if not pairs:
-        return totals
+    page = compliance_query(**filters, after=after).limit(limit + 1).subquery("page")
     day = ComplianceDay
-    query = (select(day.site_id, day.asset_id, day.standard_id,
-                    *(func.sum(getattr(day, name)) for name in COMPLIANCE_STATES))
-             .where(tuple_(day.site_id, day.asset_id, day.standard_id).in_(pairs),
-                    day.day >= window.first.isoformat(), day.day <= window.last.isoformat())
-             .group_by(day.site_id, day.asset_id, day.standard_id))
-    for site, asset, standard, *sums in session.execute(query):
-        totals[(site, asset, standard)] = {
-            name: float(total or 0.0) for name, total in zip(COMPLIANCE_STATES, sums,
-                                                             strict=True)}
-    return totals
+    in_window = (day.site_id == page.c.site_id, day.asset_id == page.c.asset_id,
+                 day.standard_id == page.c.standard_id,
+                 day.day >= window.first.isoformat(), day.day <= window.last.isoformat())
+    sums = [select(func.sum(getattr(day, name))).where(*in_window).scalar_subquery()
+            for name in COMPLIANCE_STATES]
+    columns = [page.c[name] for name in PairState._fields]
+    query = (select(*columns, *sums)  # plain rows: no ORM objects to build for a read
+             .order_by(page.c.site_id, page.c.asset_id, page.c.standard_id))
+    width = len(columns)
+    rows = [(PairState(*row[:width]), {
+        name: float(total or 0.0)
+        for name, total in zip(COMPLIANCE_STATES, row[width:], strict=True)})
+        for row in session.execute(query)]
+    next_cursor = encode_pair(_pair(rows[limit - 1][0])) if len(rows) > limit else None
+    return CompliancePage(rows[:limit], next_cursor)
 
 
-def _pair(row: Compliance) -> Pair:
+def _pair(row: PairState) -> Pair:
     return row.site_id, row.asset_id, row.standard_id
 
 

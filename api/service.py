@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text, tuple_
+from sqlalchemy import Select, and_, or_, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -239,6 +239,15 @@ def list_compliance(session: Session, *, site_id: str | None, asset_id: str | No
                     standard_id: str | None, state: str | None, limit: int = 10_000,
                     after: tuple[str, str, str] | None = None) -> list[Compliance]:
     """Pairs in (site, asset, standard) order; `after` is the last pair of a page before."""
+    return list(session.scalars(compliance_query(
+        site_id=site_id, asset_id=asset_id, standard_id=standard_id, state=state,
+        after=after).limit(limit)))
+
+
+def compliance_query(*, site_id: str | None = None, asset_id: str | None = None,
+                     standard_id: str | None = None, state: str | None = None,
+                     after: tuple[str, str, str] | None = None) -> Select[tuple[Compliance]]:
+    """The pairs a compliance read is about, in (site, asset, standard) order."""
     query = select(Compliance)
     for name, value in (("site_id", site_id), ("asset_id", asset_id),
                         ("standard_id", standard_id), ("state", state)):
@@ -247,8 +256,7 @@ def list_compliance(session: Session, *, site_id: str | None, asset_id: str | No
     if after is not None:
         query = query.where(tuple_(Compliance.site_id, Compliance.asset_id,
                                    Compliance.standard_id) > tuple_(*after))
-    query = query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
-    return list(session.scalars(query.limit(limit)))
+    return query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
 
 
 __all__ = ["ENDED_STATES", "BadCursor", "Filters", "list_ncs", "record", "to_public"]

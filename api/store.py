@@ -174,7 +174,8 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),
-                      Index("ix_delivery_order", "webhook_id", "nc_pk", "id"))
+                      Index("ix_delivery_order", "webhook_id", "nc_pk", "id"),
+                      Index("ix_delivery_list", "webhook_id", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"), index=True)
@@ -218,6 +219,11 @@ class ComplianceDay(Base):
     """Seconds in each state per (asset, standard) and UTC day: compliance rates."""
 
     __tablename__ = "compliance_days"
+    __table_args__ = (
+        # covering: a window's sums read one index range per pair and no table row
+        Index("ix_compliance_days_sums", "site_id", "asset_id", "standard_id", "day", "ok",
+              "violating", "no_data", "inactive"),
+    )
 
     site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     asset_id: Mapped[str] = mapped_column(String(128), primary_key=True)
