@@ -45,10 +45,14 @@ class Window:
     @classmethod
     def of(cls, first: date | None, last: date | None, today: date) -> Window:
         """The window a request names; a missing end is DEFAULT_DAYS from the other."""
-        if last is None:
-            last = today if first is None else first + timedelta(days=DEFAULT_DAYS - 1)
-        if first is None:
-            first = last - timedelta(days=DEFAULT_DAYS - 1)
+        span = timedelta(days=DEFAULT_DAYS - 1)
+        try:
+            if last is None:
+                last = today if first is None else first + span
+            if first is None:
+                first = last - span
+        except OverflowError:
+            raise BadWindow(f"the window reaches past the calendar ({first or last})") from None
         if first > last:
             raise BadWindow(f"from ({first}) is after to ({last})")
         if (last - first).days + 1 > MAX_DAYS:

@@ -125,7 +125,7 @@ def test_compliance_pages_return_every_pair_exactly_once_in_order(
 @pytest.mark.parametrize(("params", "status"), [
     ({"from": "2026-03-02", "to": "2026-03-01"}, 422),  # backwards
     ({"from": "2024-01-01", "to": "2026-01-01"}, 422),  # over MAX_DAYS
-    ({"from": "yesterday"}, 422),
+    ({"from": "yesterday"}, 422), ({"to": "0001-01-02"}, 422), ({"from": "9999-12-30"}, 422),
     ({"limit": 0}, 422), ({"limit": 1001}, 422),
     ({"cursor": "not-a-cursor"}, 400), ({"cursor": "WyJhIl0"}, 400),  # ["a"]
 ])
