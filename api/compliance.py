@@ -2,9 +2,9 @@
 seconds it spent in each state over a window of UTC days. No HTTP here.
 
 The seconds are summed by the database over the page's pairs and the window's days only
-(the primary key of `compliance_days` is (site, asset, standard, day), so each pair is
-one index range): an answer reads at most `limit` x window days rows, however many pairs
-and years the store holds.
+(`ix_compliance_days_sums` covers (site, asset, standard, day) and the seconds, so each
+pair is one index range): an answer reads at most `limit` x window days index entries,
+however many pairs and years the store holds.
 """
 
 from __future__ import annotations
