@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from api.service import COMPLIANCE_STATES, BadCursor, compliance_query
@@ -83,19 +83,25 @@ def compliance_page(session: Session, *, window: Window, limit: int, cursor: str
     """One page of pairs in (site, asset, standard) order with their seconds in `window`,
     in one statement. `filters` are `compliance_query`'s.
 
-    Each sum is a subquery per pair over one range of the covering index: a third of the
-    CPU of joining the days and grouping them again (SQLite sorts the join to group it)."""
+    Each pair's sums read one range of the covering index: a LATERAL subquery on
+    PostgreSQL, a subquery per state on SQLite. Either is a third of the time of joining
+    the days and grouping them again (SQLite sorts the join to group it)."""
     after = decode_pair(cursor) if cursor else None
     page = compliance_query(**filters, after=after).limit(limit + 1).subquery("page")
     day = ComplianceDay
     in_window = (day.site_id == page.c.site_id, day.asset_id == page.c.asset_id,
                  day.standard_id == page.c.standard_id,
                  day.day >= window.first.isoformat(), day.day <= window.last.isoformat())
-    sums = [select(func.sum(getattr(day, name))).where(*in_window).scalar_subquery()
-            for name in COMPLIANCE_STATES]
-    columns = [page.c[name] for name in PairState._fields]
-    query = (select(*columns, *sums)  # plain rows: no ORM objects to build for a read
-             .order_by(page.c.site_id, page.c.asset_id, page.c.standard_id))
+    columns = [page.c[name] for name in PairState._fields]  # plain rows, no ORM objects
+    if session.get_bind().dialect.name == "postgresql":  # one index scan per pair
+        totals = select(*(func.sum(getattr(day, name)).label(name)
+                          for name in COMPLIANCE_STATES)).where(*in_window).lateral("totals")
+        query = select(*columns, *totals.c).select_from(page).outerjoin(totals, true())
+    else:  # no LATERAL in SQLite
+        query = select(*columns, *(
+            select(func.sum(getattr(day, name))).where(*in_window).scalar_subquery()
+            for name in COMPLIANCE_STATES))
+    query = query.order_by(page.c.site_id, page.c.asset_id, page.c.standard_id)
     width = len(columns)
     rows = [(PairState(*row[:width]), {
         name: float(total or 0.0)
