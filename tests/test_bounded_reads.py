@@ -191,3 +191,20 @@ def test_deliveries_page_newest_first_and_return_every_one_once(api: Api, db: Da
     assert got == sorted(got, reverse=True) and len(set(got)) == len(got) == 23
     dead = api.client.get(url, params={"status": "dead", "limit": 1000}, headers=admin).json()
     assert len(dead) == 11 and {d["status"] for d in dead} == {"dead"}
+
+
+def test_webhooks_page_by_id_and_leave_out_the_deleted(api: Api) -> None:
+    admin = api.headers("admin")
+    ids = [api.client.post("/api/v1/webhooks", json={"url": f"http://203.0.113.{n}/hook"},
+                           headers=admin).json()["id"] for n in range(1, 8)]
+    assert api.client.delete(f"/api/v1/webhooks/{ids[2]}", headers=admin).status_code == 204
+    got: list[int] = []
+    after = None
+    while True:
+        page = api.client.get("/api/v1/webhooks", params={"limit": 3, **(
+            {"after": after} if after else {})}, headers=admin).json()
+        got += [hook["id"] for hook in page]
+        if len(page) < 3:
+            break
+        after = page[-1]["id"]
+    assert got == [hook_id for hook_id in ids if hook_id != ids[2]]
