@@ -156,7 +156,7 @@ def _api(args: argparse.Namespace) -> int:
 
 def _token_create(args: argparse.Namespace) -> int:
     from api.auth import SITE_ID, create_token
-    from api.store import Database
+    from api.store import open_database
 
     if args.role == "agent" and not args.site:
         print("an agent token needs --site ID (repeatable): the sites whose events it may "
@@ -168,7 +168,7 @@ def _token_create(args: argparse.Namespace) -> int:
               "most 64)", file=sys.stderr)
         return EXIT_INVALID
     site = load_site(args.config, secrets=False)
-    database = Database(site.config.server.database)
+    database = open_database(site.config.server)
     try:
         with database.write() as session:
             token = create_token(session, name=args.name, role=args.role, sites=args.site)
@@ -183,9 +183,9 @@ def _token_create(args: argparse.Namespace) -> int:
 
 def _token_list(args: argparse.Namespace) -> int:
     from api.auth import describe_sites, list_tokens
-    from api.store import Database
+    from api.store import open_database
 
-    database = Database(load_site(args.config, secrets=False).config.server.database)
+    database = open_database(load_site(args.config, secrets=False).config.server)
     try:
         with database.session() as session:
             rows = list_tokens(session)
@@ -201,9 +201,9 @@ def _token_list(args: argparse.Namespace) -> int:
 
 def _token_revoke(args: argparse.Namespace) -> int:
     from api.auth import revoke_token
-    from api.store import Database
+    from api.store import open_database
 
-    database = Database(load_site(args.config, secrets=False).config.server.database)
+    database = open_database(load_site(args.config, secrets=False).config.server)
     try:
         with database.write() as session:
             rows = revoke_token(session, name=args.name, token_id=args.id)

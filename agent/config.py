@@ -170,6 +170,9 @@ def _secret_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
         named.append(("influxdb", "password", influx.password_env, influx.password_file))
     if config.forward:
         named.append(("forward", "token", config.forward.token_env, config.forward.token_file))
+    server = config.server
+    named.append(("server", "database_password", server.database_password_env,
+                  server.database_password_file))
     problems = []
     for section, key, env, file in named:
         try:

@@ -118,7 +118,7 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
     import uvicorn
 
     from api.app import create_app
-    from api.store import Database
+    from api.store import open_database
 
     class Server(uvicorn.Server):
         """Our loop owns SIGTERM/SIGINT; uvicorn must not re-raise them after shutdown."""
@@ -128,11 +128,12 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
             yield
 
     server_config = site.config.server
-    database = Database(server_config.database)
+    database = open_database(server_config)
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
                      site_id=site.id, assets=[asset.id for asset in site.config.assets],
                      allow_self_verify=server_config.allow_self_verify,
-                     webhooks_allow_private=server_config.webhooks_allow_private, jobs=True,
+                     webhooks_allow_private=server_config.webhooks_allow_private,
+                     webhooks_allow=server_config.webhooks_allow, jobs=True,
                      max_clock_skew=timedelta(seconds=server_config.max_clock_skew))
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,

@@ -21,7 +21,7 @@ from api.background import run_jobs
 from api.door import MAX_BODY, SMALL_BODY, Door
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
 from api.store import Database
-from api.webhooks import dispatch
+from api.webhooks import dispatch, parse_allow
 
 log = logging.getLogger("patrol.api")
 
@@ -29,20 +29,23 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                site_id: str = "", assets: Collection[str] = (),
                allow_self_verify: bool = False, webhooks_allow_private: bool = False,
                jobs: bool = False, max_body: int = MAX_BODY, small_body: int = SMALL_BODY,
-               max_clock_skew: timedelta = timedelta(minutes=5)) -> FastAPI:
+               max_clock_skew: timedelta = timedelta(minutes=5),
+               webhooks_allow: Collection[str] = ()) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
     it and are checked against its assets. `jobs` runs the overdue and verification scans
     and the webhook dispatcher. `max_body` limits bodies of `POST /events`, `small_body`
     those of every other route (api.door); events dated more than `max_clock_skew` ahead
-    of this server's clock are refused.
+    of this server's clock are refused. `webhooks_allow` (CIDRs) are the loopback and
+    private addresses webhooks may reach; `webhooks_allow_private` allows them all.
     """
+    allow = parse_allow(webhooks_allow)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(run_jobs(db.write)),
-                 asyncio.create_task(dispatch(db.write,
+                 asyncio.create_task(dispatch(db.write, allow=allow,
                                               allow_private=webhooks_allow_private))
                  ] if jobs else []
         yield
@@ -62,6 +65,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.allow_self_verify = allow_self_verify
     app.state.webhooks_allow_private = webhooks_allow_private
     app.state.max_clock_skew = max_clock_skew
+    app.state.webhooks_allow = allow
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks):
         app.include_router(module.router, prefix="/api/v1")
 

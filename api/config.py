@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from collector.units import Duration
+from collector.secrets import read_secret
+from collector.units import ConfigPath, Duration
 
 DEFAULT_DATABASE = "sqlite:///data/patrol.sqlite"
+
+
+def _cidr(network: str) -> str:
+    try:
+        ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        raise ValueError(f"{network!r} is not an address or CIDR like 10.20.0.0/16") from None
+    return network
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+def _has_password(url: str) -> bool:
+    """Whether a database URL carries a password (`user:secret@host`)."""
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:  # a malformed netloc: the engine will say so
+        return False
 
 
 class ServerConfig(BaseModel):
@@ -16,10 +47,17 @@ class ServerConfig(BaseModel):
 
     listen: str = "127.0.0.1:8080"
     database: str = Field(DEFAULT_DATABASE, validate_default=True)
+    database_password_env: str | None = Field(None, description="PostgreSQL password from "
+                                              "this environment variable")
+    database_password_file: ConfigPath | None = Field(None, description="PostgreSQL "
+                                                      "password from this file")
     allow_self_verify: bool = Field(False, description="let the rectifier verify their own fix")
     recurrence_window: Duration = Field(90 * 86400.0, gt=0)
-    webhooks_allow_private: bool = Field(False, description="allow webhook URLs that resolve "
-                                         "to link-local or cloud metadata addresses")
+    webhooks_allow_private: bool = Field(False, description="let webhooks created through "
+                                         "the API reach every address webhooks_allow could")
+    webhooks_allow: list[Cidr] = Field(default_factory=list, description=(
+        "CIDRs of loopback, private, link-local, CGNAT or NAT64 addresses webhooks created "
+        "through the API may reach"))
     max_clock_skew: Duration = Field(300.0, ge=0, description="how far ahead of the "
                                      "server's clock an event may be dated (422 beyond)")
 
@@ -42,7 +80,23 @@ class ServerConfig(BaseModel):
                 return f"sqlite:///{(Path(base) / rest).resolve()}"
         elif not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
             raise ValueError(f"{url!r}: database must be sqlite:///PATH or postgresql://...")
+        elif _has_password(url):
+            raise ValueError("a password is never written in site.yaml: remove it from the "
+                             "URL and use server.database_password_env (an environment "
+                             "variable) or server.database_password_file (a file holding it)")
         return url
+
+    @model_validator(mode="after")
+    def _password_for_postgresql(self) -> ServerConfig:
+        if (self.database_password_env or self.database_password_file) \
+                and not self.database.startswith("postgresql"):
+            raise ValueError("database_password_env / database_password_file are for a "
+                             "postgresql:// database")
+        return self
+
+    def database_password(self) -> str | None:
+        """The PostgreSQL password, read now; SecretError names what could not be read."""
+        return read_secret(self.database_password_env, self.database_password_file)
 
     @property
     def host(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -148,8 +148,19 @@ class CompliancePublic(BaseModel):
     seconds: dict[str, float]
 
 
+class ComplianceWindow(BaseModel):
+    """The UTC days `seconds` covers, both included."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: date = Field(alias="from")
+    to: date
+
+
 class ComplianceList(BaseModel):
     items: list[CompliancePublic]
+    next_cursor: str | None = None
+    window: ComplianceWindow | None = None
 
 
 class EventsResult(BaseModel):
@@ -261,3 +272,4 @@ class HistoryPublic(BaseModel):
 
 class HistoryList(BaseModel):
     items: list[HistoryPublic]
+    next_cursor: str | None = None

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import Select, and_, or_, select, text, tuple_
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.schemas import NonconformancePublic
@@ -128,6 +129,16 @@ SELECT :type, :at, :site_id, :nc_pk, CAST(:nc AS json) FROM feed_lock
 """)
 
 
+def database_fault(session: Session) -> str | None:
+    """None when the database answers; else the name of the error (never its text, which
+    may hold the URL)."""
+    try:
+        session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return type(exc).__name__
+    return None
+
+
 def feed_after(session: Session, after: int, limit: int, site_id: str | None = None,
                sites: Collection[str] | None = None) -> list[FeedEvent]:
     query = select(FeedEvent).where(FeedEvent.seq > after)
@@ -154,9 +165,38 @@ def get_nc(session: Session, pk: int, *, lock: bool = False) -> Nonconformance |
     return session.get(Nonconformance, pk)
 
 
-def history(session: Session, pk: int) -> list[HistoryEntry]:
-    return list(session.scalars(select(HistoryEntry).where(HistoryEntry.nc_pk == pk)
-                                .order_by(HistoryEntry.id)))
+def history(session: Session, pk: int, *, limit: int | None = None,
+            after: int | None = None) -> list[HistoryEntry]:
+    """Oldest first; `after` is the id of the last entry of a page before."""
+    query = select(HistoryEntry).where(HistoryEntry.nc_pk == pk)
+    if after is not None:
+        query = query.where(HistoryEntry.id > after)
+    query = query.order_by(HistoryEntry.id)
+    return list(session.scalars(query if limit is None else query.limit(limit)))
+
+
+def history_page(session: Session, pk: int, *, limit: int, cursor: str | None
+                 ) -> tuple[list[HistoryEntry], str | None]:
+    """A page of an NC's history and the cursor of the next one (None: the last page)."""
+    rows = history(session, pk, limit=limit + 1, after=decode_id(cursor) if cursor else None)
+    return rows[:limit], encode_id(rows[limit - 1].id) if len(rows) > limit else None
+
+
+def encode_id(row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id|{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_id(cursor: str) -> int:
+    """The row id an `encode_id` cursor holds; BadCursor for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        tag, _, number = raw.partition("|")
+        row_id = int(number)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadCursor("cursor is not one this API gave out") from None
+    if tag != "id" or not 0 < row_id < 2**63:
+        raise BadCursor("cursor is not one this API gave out")
+    return row_id
 
 
 def list_ncs(session: Session, filters: Filters, *, limit: int, cursor: str | None,
@@ -203,8 +243,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 def list_compliance(session: Session, *, site_id: str | None, asset_id: str | None,
-                    standard_id: str | None, state: str | None,
+                    standard_id: str | None, state: str | None, limit: int = 10_000,
+                    after: tuple[str, str, str] | None = None,
                     sites: Collection[str] | None = None) -> list[Compliance]:
+    """Pairs in (site, asset, standard) order; `after` is the last pair of a page before."""
+    return list(session.scalars(compliance_query(
+        site_id=site_id, asset_id=asset_id, standard_id=standard_id, state=state,
+        after=after, sites=sites).limit(limit)))
+
+
+def compliance_query(*, site_id: str | None = None, asset_id: str | None = None,
+                     standard_id: str | None = None, state: str | None = None,
+                     after: tuple[str, str, str] | None = None,
+                     sites: Collection[str] | None = None) -> Select[tuple[Compliance]]:
+    """The pairs a compliance read is about, in (site, asset, standard) order; `sites`
+    None: every site."""
     query = select(Compliance)
     if sites is not None:
         query = query.where(Compliance.site_id.in_(sorted(sites)))
@@ -212,8 +265,10 @@ def list_compliance(session: Session, *, site_id: str | None, asset_id: str | No
                         ("standard_id", standard_id), ("state", state)):
         if value is not None:
             query = query.where(getattr(Compliance, name) == value)
-    query = query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
-    return list(session.scalars(query.limit(10_000)))
+    if after is not None:
+        query = query.where(tuple_(Compliance.site_id, Compliance.asset_id,
+                                   Compliance.standard_id) > tuple_(*after))
+    return query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
 
 
 __all__ = ["ENDED_STATES", "BadCursor", "Filters", "list_ncs", "record", "to_public"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -23,9 +25,15 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from api.config import ServerConfig
+from collector.secrets import SecretError
+
+log = logging.getLogger("patrol.api.store")
 
 ENDED_STATES = ("closed", "cancelled")
 
@@ -166,7 +174,8 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (Index("ix_delivery_due", "status", "next_attempt_at"),
-                      Index("ix_delivery_order", "webhook_id", "nc_pk", "id"))
+                      Index("ix_delivery_order", "webhook_id", "nc_pk", "id"),
+                      Index("ix_delivery_list", "webhook_id", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"), index=True)
@@ -210,6 +219,11 @@ class ComplianceDay(Base):
     """Seconds in each state per (asset, standard) and UTC day: compliance rates."""
 
     __tablename__ = "compliance_days"
+    __table_args__ = (
+        # covering: a window's sums read one index range per pair and no table row
+        Index("ix_compliance_days_sums", "site_id", "asset_id", "standard_id", "day", "ok",
+              "violating", "no_data", "inactive"),
+    )
 
     site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     asset_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -248,19 +262,47 @@ def parse_nc_id(text: str) -> int | None:
     return int(digits)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `sqlite:///...` (WAL, busy timeout) or `postgresql://...` (psycopg 3)."""
+def make_engine(url: str, *, password: str | None = None) -> Engine:
+    """An engine for `sqlite:///...` (WAL, busy timeout) or `postgresql://...` (psycopg 3);
+    `password` is PostgreSQL's, kept out of the URL (and so out of anything that prints
+    it)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = make_url(url).database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    address = make_url(url)
+    if password is not None:
+        address = address.set(password=password)
+    return create_engine(address, pool_pre_ping=True)
+
+
+def private_file(path: Path) -> None:
+    """Create the database file 0600 in a directory created 0700 (webhook secrets and token
+    hashes are inside). SQLite gives its -wal, -shm and -journal files the database file's
+    mode. A file left readable by others by an older version is made 0600, with a warning."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        path.parent.chmod(0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for name in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        with contextlib.suppress(FileNotFoundError):
+            if name.stat().st_mode & 0o077:
+                try:
+                    name.chmod(0o600)
+                    log.warning("%s was readable by others; made it 0600", name)
+                except PermissionError:
+                    log.warning("%s is readable by others and not ours to change: "
+                                "chmod 600 it", name)
 
 
 def _sqlite_begin_immediate(connection: Any) -> None:
@@ -314,9 +356,9 @@ SessionFactory = Callable[[], AbstractContextManager[Session]]
 class Database:
     """One engine and its session factories; the schema is migrated on open."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, password: str | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, password=password)
         try:
             migrate(self.engine)
         except SQLAlchemyError as exc:
@@ -343,3 +385,12 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def open_database(server: ServerConfig) -> Database:
+    """The database of site.yaml's `server:`, with its password read from its env/file."""
+    try:
+        password = server.database_password()
+    except SecretError as exc:
+        raise DatabaseUnavailable(f"server.database_password: {exc}") from None
+    return Database(server.database, password=password)

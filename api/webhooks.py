@@ -28,6 +28,7 @@ import json
 import logging
 import secrets
 import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,7 +58,7 @@ STOPPED = "webhook disabled or deleted"
 
 
 class UnsafeUrl(ValueError):
-    """The webhook URL resolves to a link-local or cloud-metadata address."""
+    """The webhook URL is not http(s) or resolves to an address webhooks may not reach."""
 
 
 def new_secret() -> str:
@@ -77,8 +78,47 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def check_url(url: str, *, allow_private: bool = False) -> None:
-    """Refuse URLs that are not http(s) or resolve to link-local/metadata addresses."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+FORBIDDEN: tuple[tuple[Network, str], ...] = tuple(
+    (ipaddress.ip_network(net), kind) for net, kind in (
+        ("127.0.0.0/8", "loopback"), ("::1/128", "loopback"),
+        ("0.0.0.0/8", "this-host"), ("::/128", "this-host"),  # connects to this machine
+        ("10.0.0.0/8", "private"), ("172.16.0.0/12", "private"),
+        ("192.168.0.0/16", "private"), ("fc00::/7", "private"), ("fec0::/10", "private"),
+        ("169.254.0.0/16", "link-local"), ("fe80::/10", "link-local"),
+        ("100.64.0.0/10", "CGNAT"),
+        ("64:ff9b::/96", "NAT64-mapped"), ("64:ff9b:1::/48", "NAT64-mapped")))
+"""Where webhooks created through the API may not connect unless `server.webhooks_allow`
+lists the address: this machine and the networks behind the API's own firewall."""
+
+
+def parse_allow(networks: Iterable[str | Network]) -> tuple[Network, ...]:
+    """`server.webhooks_allow` as networks; ValueError names an entry that is not a CIDR."""
+    return tuple(net if isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
+                 else ipaddress.ip_network(net, strict=False) for net in networks)
+
+
+def refusal(host: str, allow: Sequence[Network] = ()) -> str | None:
+    """Why a webhook may not connect to the address `host`, or None when it may."""
+    address: Address = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 connects over IPv4
+    if any(address in net for net in allow):
+        return None
+    if address in METADATA:
+        return f"{address}, a cloud metadata address"
+    for net, kind in FORBIDDEN:
+        if address in net:
+            return f"{address}, a {kind} address"
+    return None
+
+
+def check_url(url: str, *, allow_private: bool = False,
+              allow: Sequence[Network] = ()) -> None:
+    """Refuse URLs that are not http(s) or resolve to an address `refusal` forbids;
+    `allow_private` allows every address."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeUrl(f"{url!r} is not an http(s) URL")
@@ -89,34 +129,32 @@ def check_url(url: str, *, allow_private: bool = False) -> None:
     except OSError as exc:
         raise UnsafeUrl(f"{parts.hostname!r} does not resolve: {exc.strerror or exc}") from None
     for info in infos:
-        address = _unsafe(str(info[4][0]))
-        if address is not None:
-            raise UnsafeUrl(f"{parts.hostname!r} resolves to {address}, a link-local or "
-                            "metadata address (allow with server.webhooks_allow_private)")
-
-
-def _unsafe(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address, when it is link-local or a cloud metadata service's; else None."""
-    address = ipaddress.ip_address(host.split("%")[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped  # ::ffff:169.254.169.254 connects over IPv4
-    return address if address.is_link_local or address in METADATA else None
+        reason = refusal(str(info[4][0]), allow)
+        if reason is not None:
+            raise UnsafeUrl(f"{parts.hostname!r} resolves to {reason} (allow it with "
+                            "server.webhooks_allow)")
 
 
 class SafeResolver(AbstractResolver):
-    """aiohttp's resolver, less link-local and metadata addresses: the address a delivery
+    """aiohttp's resolver, less the addresses `refusal` forbids: the address a delivery
     connects to is the one checked, so a DNS answer that changes after `check_url` (DNS
     rebinding) cannot reach them."""
 
-    def __init__(self, inner: AbstractResolver | None = None) -> None:
+    def __init__(self, inner: AbstractResolver | None = None, *,
+                 allow: Sequence[Network] = ()) -> None:
         self._inner = inner or aiohttp.ThreadedResolver()
+        self._allow = tuple(allow)
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         answers = await self._inner.resolve(host, port, family)
-        safe = [answer for answer in answers if _unsafe(answer["host"]) is None]
+        reasons = [refusal(answer["host"], self._allow) for answer in answers]
+        safe = [answer for answer, reason in zip(answers, reasons, strict=True)
+                if reason is None]
         if not safe:
-            raise OSError(f"{host} resolves only to link-local or metadata addresses")
+            raise OSError(f"{host} resolves only to refused addresses: "
+                          f"{'; '.join(str(r) for r in reasons)} (allow with "
+                          "server.webhooks_allow)")
         return safe
 
     async def close(self) -> None:
@@ -215,8 +253,10 @@ class UrlChecks:
     """`check_url` answers kept for a minute: a receiver's address is looked up once a
     minute, not once per delivery (and a changed DNS answer is seen within a minute)."""
 
-    def __init__(self, allow_private: bool, ttl: float = 60.0) -> None:
+    def __init__(self, allow_private: bool, ttl: float = 60.0, *,
+                 allow: Sequence[Network] = ()) -> None:
         self.allow_private = allow_private
+        self.allow = tuple(allow)
         self.ttl = ttl
         self._answers: dict[str, tuple[float, str | None]] = {}
 
@@ -225,7 +265,8 @@ class UrlChecks:
         cached = self._answers.get(url)
         if cached is None or cached[0] < now:
             try:
-                await asyncio.to_thread(check_url, url, allow_private=self.allow_private)
+                await asyncio.to_thread(check_url, url, allow_private=self.allow_private,
+                                        allow=self.allow)
                 cached = (now + self.ttl, None)
             except UnsafeUrl as exc:
                 cached = (now + self.ttl, str(exc))
@@ -312,13 +353,14 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
 
 
 async def dispatch(factory: SessionFactory, *, allow_private: bool = False,
-                   every: float = 0.5, concurrency: int = 32) -> None:
+                   every: float = 0.5, concurrency: int = 32,
+                   allow: Sequence[Network] = ()) -> None:
     """Fan out and deliver until cancelled: claim a batch, send it concurrently, record
     every outcome of the batch in one transaction."""
     limit = asyncio.Semaphore(concurrency)
-    checks = UrlChecks(allow_private)
+    checks = UrlChecks(allow_private, allow=allow)
     connector = aiohttp.TCPConnector(
-        limit=concurrency, resolver=None if allow_private else SafeResolver())
+        limit=concurrency, resolver=None if allow_private else SafeResolver(allow=allow))
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as client:
 

@@ -7,11 +7,16 @@ threads (http.client, one keep-alive connection each) measure, on SQLite and on 
 
 - the filtered list `GET /api/v1/nonconformances?state=open&severity=major&limit=50`,
 - a page further down the same list (`&cursor=...`, ten pages in),
-- an action: `assign` with alternating assignees, each request on another open NC.
+- an action: `assign` with alternating assignees, each request on another open NC;
+- `GET /api/v1/compliance` over 1,000 (asset, standard) pairs with 365 days of seconds each
+  (365,000 `compliance_days` rows, whatever `--quick` says): the default answer (first page
+  of 100 pairs, the last 30 days), the same page over the whole year, and all 1,000 pairs
+  in one page (`limit=1000`) over the last 30 days.
 
 Prints per case: requests/s, p50 / p99 latency (ms) and the server process's CPU time
 per request (`cpu ms`: its capacity on one core, whatever else the machine runs; the
-database server's own CPU is not in it). Targets: list p99 < 50 ms, actions >= 300/s.
+database server's own CPU is not in it). Targets: list p99 < 50 ms, actions >= 300/s,
+compliance p99 < 50 ms. `--case` runs only the cases named (default: all).
 `--quick`: 10,000 NCs and 100,000 history rows, shorter runs. PostgreSQL:
 `$PATROL_BENCH_PG` (default the local `test` database), in a fresh schema dropped
 afterwards. The API's background jobs are off (they would only add noise).
@@ -33,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +58,14 @@ from sqlalchemy import (
 
 from api.app import create_app
 from api.auth import create_token
-from api.store import Database, HistoryEntry, Nonconformance, make_engine
+from api.store import (
+    Compliance,
+    ComplianceDay,
+    Database,
+    HistoryEntry,
+    Nonconformance,
+    make_engine,
+)
 from api.workflow import OPEN_STATES
 from bench.servers import free_port
 
@@ -64,6 +76,11 @@ STATES = (["open"] * 30 + ["acknowledged"] * 10 + ["rectifying"] * 10
           + ["pending_verification"] * 5 + ["closed"] * 40 + ["cancelled"] * 5)
 SEVERITIES = ["minor"] * 40 + ["major"] * 45 + ["critical"] * 15
 LIST = "/api/v1/nonconformances?state=open&severity=major&limit=50"
+PAIRS = 1000
+"""(asset, standard) pairs with compliance seconds: 50 assets x STANDARDS standards."""
+DAYS = 365
+COMPLIANCE = "/api/v1/compliance"
+CASES = ("list", "cursor", "assign", "compliance")
 
 
 def app() -> FastAPI:
@@ -127,6 +144,36 @@ def fill(engine: Engine, n: int) -> float:
                    literal("bench"))
             .select_from(ncs.join(numbers.subquery("numbers"), true()))))
         conn.execute(text("ANALYZE"))
+    return time.perf_counter() - started
+
+
+def fill_compliance(engine: Engine, today: date) -> float:
+    """PAIRS pairs, each with DAYS days of seconds up to today; returns the seconds taken."""
+    started = time.perf_counter()
+    pairs = [(f"site-{a % 10}", f"AHU-{a:05d}", f"STD-{s:02d}")
+             for a in range(PAIRS // STANDARDS) for s in range(STANDARDS)]
+    with engine.begin() as conn:
+        conn.execute(insert(Compliance), [
+            {"site_id": site, "asset_id": asset, "standard_id": standard,
+             "standard_version": 1, "state": "ok", "updated_at": datetime.now(UTC)}
+            for site, asset, standard in pairs])
+        chunk: list[dict[str, Any]] = []
+        for back in range(DAYS):
+            day = (today - timedelta(days=back)).isoformat()
+            for i, (site, asset, standard) in enumerate(pairs):
+                violating = float((i * 37 + back * 11) % 600)
+                chunk.append({"site_id": site, "asset_id": asset, "standard_id": standard,
+                              "day": day, "ok": 86400.0 - violating - 60.0,
+                              "violating": violating, "no_data": 60.0, "inactive": 0.0})
+            if len(chunk) >= 10_000:
+                conn.execute(insert(ComplianceDay), chunk)
+                chunk = []
+        if chunk:
+            conn.execute(insert(ComplianceDay), chunk)
+        conn.execute(text("ANALYZE"))
+    if engine.dialect.name == "postgresql":  # as autovacuum leaves a table after inserts
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE compliance_days"))
     return time.perf_counter() - started
 
 
@@ -269,11 +316,17 @@ def load(name: str, threads: int, seconds: float, base: str, pid: int, token: st
                   time.perf_counter() - started, cpu_seconds(pid) - cpu)
 
 
-def bench(backend: str, n: int, threads: int, seconds: float) -> None:
+def bench(backend: str, n: int, threads: int, seconds: float,
+          cases: tuple[str, ...] = CASES) -> None:
     with tempfile.TemporaryDirectory(prefix="patrol-bench-") as tmp, \
             database(backend, Path(tmp)) as url:
         db = Database(url)
         filled = fill(db.engine, n)
+        today = datetime.now(UTC).date()
+        if "compliance" in cases:
+            spent = fill_compliance(db.engine, today)
+            print(f"{backend}: {PAIRS:,} pairs x {DAYS} days of compliance "
+                  f"({PAIRS * DAYS:,} rows) inserted in {spent:.1f} s", flush=True)
         with db.write() as session:
             token = create_token(session, name="bench", role="engineer")
         with db.session() as session:
@@ -308,8 +361,19 @@ def bench(backend: str, n: int, threads: int, seconds: float) -> None:
                 return client.post(f"/api/v1/nonconformances/{nc_id}/assign",
                                    {"assignee": who})
 
-            for name, request in (("list open+major", listing), ("list cursor page", paging),
-                                  ("assign", assign)):
+            year = f"{COMPLIANCE}?from={today - timedelta(days=DAYS - 1)}&to={today}"
+            paths = {"compliance 30d": COMPLIANCE, "compliance 365d": year,
+                     "compliance 1000x30": f"{COMPLIANCE}?limit={PAIRS}"}
+
+            def getter(path: str) -> Callable[[Client, int, int], int]:
+                return lambda client, _t, _i: client.get(path)
+
+            runs = [(name, request) for case, name, request in (
+                ("list", "list open+major", listing), ("cursor", "list cursor page", paging),
+                ("assign", "assign", assign),
+                *(("compliance", name, getter(path)) for name, path in paths.items()),
+            ) if case in cases]
+            for name, request in runs:
                 for conc in sorted({1, threads}):
                     round_[0] += 1
                     result = load(name, conc, seconds, base, pid, token, request)
@@ -324,6 +388,8 @@ def main() -> None:
                         help="default: both")
     parser.add_argument("--threads", type=int, default=4, help="concurrent clients")
     parser.add_argument("--seconds", type=float, help="per case (default 8, quick 3)")
+    parser.add_argument("--case", choices=CASES, action="append",
+                        help="only these cases (repeat it); default: all")
     args = parser.parse_args()
     n = 10_000 if args.quick else 100_000
     seconds = args.seconds or (3.0 if args.quick else 8.0)
@@ -332,7 +398,7 @@ def main() -> None:
     print(f"{'backend':<11} {'case':<18} {'conc':>4} {'requests':>8} {'req/s':>7} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'cpu ms':>7} {'errors':>6}", flush=True)
     for backend in args.backend or ["sqlite", "postgresql"]:
-        bench(backend, n, args.threads, seconds)
+        bench(backend, n, args.threads, seconds, tuple(args.case or CASES))
 
 if __name__ == "__main__":
     main()

@@ -17,3 +17,19 @@ def test_patrol_agent_imports_neither_fastapi_nor_sqlalchemy_nor_uvicorn() -> No
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_routers_hold_no_sql() -> None:
+    """Queries live in the service layer (api/service.py and the modules beside it), where
+    they can be bounded and tested apart from HTTP; a router only calls them."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for module in sorted((Path(__file__).parent.parent / "api" / "routes").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{module.name}: {name}" for name in names
+                          if name.split(".")[0] == "sqlalchemy"]
+    assert offenders == []

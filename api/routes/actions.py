@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -22,7 +22,7 @@ from api.deps import (
 from api.door import PRINCIPAL
 from api.schemas import ActionBody, HistoryList, HistoryPublic, ManualNonconformance, Text
 from api.schemas import NonconformancePublic as NC
-from api.service import get_nc, history, record, to_public
+from api.service import BadCursor, get_nc, history_page, record, to_public
 from api.store import Database, parse_nc_id
 
 router = APIRouter(prefix="/nonconformances", tags=["nonconformances"])
@@ -107,15 +107,22 @@ def put_external_ref(nc_id: str, body: ExternalRef,
 
 
 @router.get("/{nc_id}/history", response_model=HistoryList)
-def get_history(nc_id: str, session: SessionDep, principal: CurrentPrincipal) -> HistoryList:
+def get_history(nc_id: str, session: SessionDep, principal: CurrentPrincipal,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+                cursor: Annotated[str | None, Query(max_length=200)] = None) -> HistoryList:
+    """Oldest first, `limit` at a time: pass `next_cursor` back as `cursor`."""
     pk = _pk(nc_id)
     nc = get_nc(session, pk)
     if nc is None or not principal.reaches(nc.site_id):
         raise HTTPException(404, f"no nonconformance {nc_id!r}")
+    try:
+        rows, next_cursor = history_page(session, pk, limit=limit, cursor=cursor)
+    except BadCursor as exc:
+        raise HTTPException(400, str(exc)) from None
     return HistoryList(items=[
         HistoryPublic(at=h.at, actor=h.actor, role=h.role, action=h.action,
                       from_state=h.from_state, to_state=h.to_state, changes=h.changes,
-                      note=h.note) for h in history(session, pk)])
+                      note=h.note) for h in rows], next_cursor=next_cursor)
 
 
 __all__ = ["Principal", "router"]

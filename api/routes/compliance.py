@@ -1,22 +1,25 @@
-"""Where every (asset, standard) stands now: ok, violating, no_data or inactive."""
+"""Where every (asset, standard) stands now: ok, violating, no_data or inactive, and the
+seconds it spent in each over a window of UTC days."""
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
+from api.compliance import DEFAULT_DAYS, MAX_DAYS, BadWindow, Window, compliance_page
 from api.deps import CurrentPrincipal, SessionDep, get_principal
-from api.schemas import ComplianceList, CompliancePublic
-from api.service import COMPLIANCE_STATES, list_compliance
-from api.store import ComplianceDay
+from api.schemas import ComplianceList, CompliancePublic, ComplianceWindow
+from api.service import BadCursor
 
 router = APIRouter(prefix="/compliance", tags=["compliance"],
                    dependencies=[Depends(get_principal)])
 
 
-@router.get("", response_model=ComplianceList)
+@router.get("", response_model=ComplianceList,
+            responses={400: {"description": "bad cursor"},
+                       422: {"description": "bad window"}})
 def get_compliance(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -24,21 +27,30 @@ def get_compliance(
     asset_id: str | None = None,
     standard_id: str | None = None,
     state: Literal["ok", "violating", "no_data", "inactive"] | None = None,
+    from_: Annotated[date | None, Query(alias="from", description=(
+        f"first UTC day of `seconds`; default {DEFAULT_DAYS} days before `to`"))] = None,
+    to: Annotated[date | None, Query(description=(
+        f"last UTC day, included; default today, at most {MAX_DAYS} days after `from`"
+    ))] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=4000)] = None,
 ) -> ComplianceList:
-    rows = list_compliance(session, site_id=site_id, asset_id=asset_id,
-                           standard_id=standard_id, state=state, sites=principal.sites)
-    totals: dict[tuple[str, str, str], dict[str, float]] = {}
-    if rows:
-        for day in session.scalars(select(ComplianceDay).where(
-                ComplianceDay.asset_id.in_({row.asset_id for row in rows}))):
-            key = (day.site_id, day.asset_id, day.standard_id)
-            bucket = totals.setdefault(key, dict.fromkeys(COMPLIANCE_STATES, 0.0))
-            for name in COMPLIANCE_STATES:
-                bucket[name] += getattr(day, name)
-    return ComplianceList(items=[
-        CompliancePublic(site_id=row.site_id, asset_id=row.asset_id,
-                         standard_id=row.standard_id, standard_version=row.standard_version,
-                         state=row.state, updated_at=row.updated_at,
-                         seconds=totals.get((row.site_id, row.asset_id, row.standard_id),
-                                            dict.fromkeys(COMPLIANCE_STATES, 0.0)))
-        for row in rows])
+    """Pairs in (site, asset, standard) order, `limit` at a time: pass `next_cursor` back
+    as `cursor` for the next page."""
+    try:
+        window = Window.of(from_, to, datetime.now(UTC).date())
+        page = compliance_page(session, window=window, limit=limit, cursor=cursor,
+                               site_id=site_id, asset_id=asset_id, standard_id=standard_id,
+                               state=state, sites=principal.sites)
+    except BadWindow as exc:
+        raise HTTPException(422, str(exc)) from None
+    except BadCursor as exc:
+        raise HTTPException(400, str(exc)) from None
+    answer = ComplianceList(
+        items=[CompliancePublic(**row._asdict(), seconds=seconds) for row, seconds in page.rows],
+        next_cursor=page.next_cursor,
+        window=ComplianceWindow(from_=window.first, to=window.last))
+    # JSON straight from pydantic's serializer, as the NC list does: FastAPI would check
+    # and convert the answer once more on the way out
+    return Response(answer.model_dump_json(by_alias=True),  # type: ignore[return-value]
+                    media_type="application/json")

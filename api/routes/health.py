@@ -5,11 +5,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, HTTPException
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import SessionDep
 from api.schemas import Health
+from api.service import database_fault
 
 router = APIRouter(tags=["health"])
 
@@ -21,8 +20,7 @@ except PackageNotFoundError:  # running from a source tree
 
 @router.get("/health", response_model=Health)
 def health(session: SessionDep) -> Health:
-    try:
-        session.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        raise HTTPException(503, f"database unavailable: {type(exc).__name__}") from None
+    fault = database_fault(session)
+    if fault is not None:
+        raise HTTPException(503, f"database unavailable: {fault}")
     return Health(status="ok", version=VERSION, database="ok")

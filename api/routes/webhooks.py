@@ -9,13 +9,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, select, update
 
+from api import webhook_admin
 from api.auth import Principal
 from api.deps import SessionDep, get_db, require
-from api.schemas import Text
-from api.store import Database, Delivery, FeedEvent, Webhook
-from api.webhooks import STOPPED, UnsafeUrl, check_url, describe, new_secret, secret_key
+from api.schemas import MAX_INT, Text
+from api.store import Database, Delivery, Webhook
+from api.webhooks import UnsafeUrl, check_url, describe, new_secret, secret_key
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -73,11 +73,19 @@ class DeliveryPublic(BaseModel):
 
 
 def _hook(session: Any, hook_id: int, principal: Principal) -> Webhook:
-    hook = session.get(Webhook, hook_id)
-    if (hook is None or hook.disabled_reason == "deleted"
-            or not principal.reaches(hook.site_id)):
+    hook = webhook_admin.get_webhook(session, hook_id)
+    if hook is None or not principal.reaches(hook.site_id):
         raise HTTPException(404, f"no webhook {hook_id}")
     return hook
+
+
+def _check(request: Request, url: str) -> None:
+    """422 with the reason when webhooks created through the API may not reach `url`."""
+    try:
+        check_url(url, allow_private=request.app.state.webhooks_allow_private,
+                  allow=request.app.state.webhooks_allow)
+    except UnsafeUrl as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.post("", response_model=WebhookCreated, status_code=status.HTTP_201_CREATED,
@@ -86,17 +94,11 @@ def _hook(session: Any, hook_id: int, principal: Principal) -> Webhook:
 def create_webhook(body: WebhookCreate, request: Request, _admin: Admin,
                    db: Annotated[Database, Depends(get_db)]) -> dict[str, Any]:
     site_id = _site_of(body, _admin)
-    try:
-        check_url(body.url, allow_private=request.app.state.webhooks_allow_private)
-    except UnsafeUrl as exc:
-        raise HTTPException(422, str(exc)) from None
+    _check(request, body.url)
     with db.write() as session:
-        # start at the feed's end: a new receiver gets changes from now on
-        cursor = session.scalar(select(func.coalesce(func.max(FeedEvent.seq), 0)))
-        hook = Webhook(url=body.url, event_types=list(body.event_types),
-                       secret=body.secret or new_secret(), site_id=site_id,
-                       cursor=cursor or 0)
-        session.add(hook)
+        hook = webhook_admin.create_webhook(
+            session, url=body.url, event_types=list(body.event_types),
+            secret=body.secret or new_secret(), site_id=site_id)
         session.commit()
         return {**describe(hook), "secret": hook.secret}
 
@@ -117,10 +119,13 @@ def _site_of(body: WebhookCreate, principal: Principal) -> str | None:
 
 
 @router.get("", response_model=list[WebhookPublic])
-def list_webhooks(session: SessionDep, _admin: Admin) -> list[dict[str, Any]]:
-    hooks = session.scalars(select(Webhook).order_by(Webhook.id))
-    return [describe(h) for h in hooks
-            if h.disabled_reason != "deleted" and _admin.reaches(h.site_id)]
+def list_webhooks(session: SessionDep, _admin: Admin,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  after: Annotated[int | None, Query(ge=0, le=MAX_INT, description=(
+                      "the last id of the page before"))] = None) -> list[dict[str, Any]]:
+    """Oldest first, `limit` at a time."""
+    return [describe(h) for h in webhook_admin.list_webhooks(session, limit=limit, after=after,
+                                                             sites=_admin.sites)]
 
 
 @router.get("/{hook_id}", response_model=WebhookPublic)
@@ -132,8 +137,7 @@ def get_webhook(hook_id: Id, session: SessionDep, _admin: Admin) -> dict[str, An
 def delete_webhook(hook_id: Id, _admin: Admin,
                    db: Annotated[Database, Depends(get_db)]) -> Response:
     with db.write() as session:
-        hook = _hook(session, hook_id, _admin)
-        hook.disabled_at, hook.disabled_reason = datetime.now(UTC), "deleted"
+        webhook_admin.delete_webhook(_hook(session, hook_id, _admin), datetime.now(UTC))
         session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -147,19 +151,8 @@ def enable_webhook(hook_id: Id, request: Request, _admin: Admin,
     out again, so the receiver misses nothing."""
     with db.write() as session:
         hook = _hook(session, hook_id, _admin)
-        try:
-            check_url(hook.url, allow_private=request.app.state.webhooks_allow_private)
-        except UnsafeUrl as exc:
-            raise HTTPException(422, str(exc)) from None
-        if hook.disabled_at is not None:
-            stopped_since = hook.disabled_at
-            hook.disabled_at = hook.disabled_reason = None
-            now = datetime.now(UTC)
-            session.execute(update(Delivery).where(
-                Delivery.webhook_id == hook_id, Delivery.status == "dead",
-                (Delivery.last_status == 410) | (Delivery.created_at >= stopped_since)
-                | (Delivery.last_error == STOPPED),
-            ).values(status="pending", lease_until=None, next_attempt_at=now, created_at=now))
+        _check(request, hook.url)
+        webhook_admin.enable_webhook(session, hook, datetime.now(UTC))
         session.commit()
         return describe(hook)
 
@@ -168,12 +161,13 @@ def enable_webhook(hook_id: Id, request: Request, _admin: Admin,
 def list_deliveries(hook_id: Id, session: SessionDep, _admin: Admin,
                     status_filter: Annotated[Literal["pending", "delivered", "dead"] | None,
                                              Query(alias="status")] = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Delivery]:
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    before: Annotated[int | None, Query(ge=1, le=MAX_INT, description=(
+                        "the last id of the page before"))] = None) -> list[Delivery]:
+    """Newest first, `limit` at a time."""
     _hook(session, hook_id, _admin)
-    query = select(Delivery).where(Delivery.webhook_id == hook_id)
-    if status_filter is not None:
-        query = query.where(Delivery.status == status_filter)
-    return list(session.scalars(query.order_by(Delivery.id.desc()).limit(limit)))
+    return webhook_admin.list_deliveries(session, hook_id, status=status_filter,
+                                         limit=limit, before=before)
 
 
 @router.post("/{hook_id}/deliveries/{delivery_id}/redeliver", response_model=DeliveryPublic,
@@ -182,11 +176,9 @@ def redeliver(hook_id: Id, delivery_id: Id, _admin: Admin,
               db: Annotated[Database, Depends(get_db)]) -> Delivery:
     with db.write() as session:
         _hook(session, hook_id, _admin)
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.webhook_id != hook_id:
+        delivery = webhook_admin.get_delivery(session, hook_id, delivery_id)
+        if delivery is None:
             raise HTTPException(404, f"no delivery {delivery_id} for webhook {hook_id}")
-        delivery.status, delivery.lease_until = "pending", None
-        delivery.next_attempt_at = datetime.now(UTC)
-        delivery.created_at = datetime.now(UTC)  # three more days of retries
+        webhook_admin.redeliver(delivery, datetime.now(UTC))
         session.commit()
         return delivery

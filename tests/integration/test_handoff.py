@@ -58,7 +58,7 @@ def central_site(directory: Path, port: int, database: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     site = directory / "site.yaml"
     site.write_text(f"site: {{id: central}}\nserver: {{listen: '127.0.0.1:{port}', "
-                    f"database: '{database}'}}\n")
+                    f"database: '{database}', webhooks_allow: [127.0.0.0/8]}}\n")
     return site
 
 
