@@ -8,12 +8,20 @@ and off-delays fire when readings stop.
 When the disk is full and the buffer cannot make room, judged batches wait in memory
 (sources not acknowledged, so MQTT keeps its messages) and are retried every second; past
 `MAX_HELD` readings the oldest held ones are dropped, counted and logged.
+
+Nothing one reading holds ends a task: the engine refuses what it cannot judge per pair
+(rules.refusals), a reading dated more than `MAX_AHEAD` ahead of this machine's clock is
+stored as bad quality and never judged (its NC events would be dated in the future, which
+the API refuses), and an event that cannot be written out is logged and left out. What
+does end `run` or `tick` is a fault every later batch would meet too (the buffer itself
+failing): the runtime then stops with one error line and exit status 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -21,13 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.buffer import Buffer, BufferFull
-from collector.reading import Reading
+from collector.reading import Reading, bad
 from rules.engine import Engine
+from rules.events import Event, Snapshot
 
 log = logging.getLogger("patrol.pipeline")
 
 MAX_BATCH = 5000
 MAX_HELD = 200_000
+MAX_AHEAD = 300.0
+"""Seconds a reading may be dated ahead of this machine's clock and still be judged."""
 _Item = tuple[Sequence[Reading], Callable[[], None] | None]
 
 
@@ -44,13 +55,17 @@ class _Judged:
 class Pipeline:
     def __init__(self, engine: Engine, buffer: Buffer, *,
                  clock: Callable[[], float] = time.time, tick_every: float = 1.0,
-                 snapshot_every: float = 60.0, save_every: float = 30.0) -> None:
+                 snapshot_every: float = 60.0, save_every: float = 30.0,
+                 max_ahead: float = MAX_AHEAD) -> None:
         self.engine = engine
         self.buffer = buffer
         self.clock = clock
         self.tick_every = tick_every
         self.snapshot_every = snapshot_every
         self.save_every = save_every
+        self.max_ahead = max_ahead
+        self.ahead = 0  # readings stored as bad quality: dated too far ahead of the clock
+        self._ahead_logged = -math.inf
         self._snapshot_due = clock() + snapshot_every
         self._save_due = clock() + save_every
         self.events_ready = asyncio.Event()
@@ -96,9 +111,9 @@ class Pipeline:
     def tick_once(self, now: float) -> None:
         """Timers, the periodic compliance snapshot, and the periodic save of rule state."""
         events = self.engine.tick(now)
-        bodies = [event.to_dict() for event in events]
+        bodies = _wire(events)
         if now >= self._snapshot_due:
-            bodies.append(self.engine.snapshot(now).to_dict())
+            bodies += _wire([self.engine.snapshot(now)])
             self._snapshot_due = now + self.snapshot_every
         save = bool(events) or now >= self._save_due
         if bodies or save:
@@ -123,11 +138,30 @@ class Pipeline:
         return batch, acks
 
     def _process(self, batch: list[Reading], acks: list[Callable[[], None]]) -> None:
+        self._refuse_ahead(batch)
         events = self.engine.observe(batch)
         self.readings += len(batch)
-        self._judged(_Judged(batch, [event.to_dict() for event in events], acks,
-                             save_state=bool(events)))
+        self._judged(_Judged(batch, _wire(events), acks, save_state=bool(events)))
         self._log_events(events)
+
+    def _refuse_ahead(self, batch: list[Reading]) -> None:
+        """Readings dated beyond the clock + max_ahead: bad quality, so never judged (one
+        comparison a reading). A device clock years ahead would date NC events in the
+        future, and hold back every later reading of its series as out of order."""
+        now = self.clock()
+        limit = now + self.max_ahead
+        for reading in batch:
+            if reading.ts <= limit or not reading.quality.good:
+                continue
+            ahead = reading.ts - now  # NaN too: not a time, never judged
+            reading.quality = bad(f"timestamp ahead of clock by {_roughly(ahead)}")
+            self.ahead += 1
+            if now - self._ahead_logged >= 60.0:
+                self._ahead_logged = now
+                log.warning("%s/%s: a reading dated %s ahead of this machine's clock (more "
+                            "than %s) is stored as bad quality, not judged (%d so far); check "
+                            "the device's clock", reading.asset, reading.metric,
+                            _roughly(ahead), _roughly(self.max_ahead), self.ahead)
 
     def _judged(self, judged: _Judged) -> None:
         self._held.append(judged)
@@ -174,7 +208,27 @@ class Pipeline:
         self._held = deque(j for j in self._held if j.readings or j.events)
 
     @staticmethod
-    def _log_events(events: list[Any]) -> None:
+    def _log_events(events: Sequence[Any]) -> None:
         for event in events:
             log.info("%s: %s %s (event %s)", event.type, event.asset_id, event.standard_id,
                      event.id)
+
+
+def _wire(items: Sequence[Event | Snapshot]) -> list[dict[str, Any]]:
+    """The wire form of each event; one that cannot be written out is logged, left out."""
+    bodies = []
+    for item in items:
+        try:
+            bodies.append(item.to_dict())
+        except Exception as exc:
+            log.error("%s of %s could not be written out and is dropped: %s: %s", item.type,
+                      getattr(item, "standard_id", item.site_id), type(exc).__name__, exc)
+    return bodies
+
+
+def _roughly(seconds: float) -> str:
+    """`1095.0d`, `2.5h`, `301s`: a duration for a person, to a tenth of its unit."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
