@@ -196,6 +196,10 @@ def _secret_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
         except SecretError as exc:
             suffix = "_env" if env else "_file"
             problems.append(doc.problem((section, key + suffix), str(exc)))
+        except ValueError as exc:  # a NUL in the path, a file that is not UTF-8
+            suffix = "_env" if env else "_file"
+            problems.append(doc.problem((section, key + suffix),
+                                        f"cannot read secret file {str(file)!r}: {exc}"))
     return problems
 
 

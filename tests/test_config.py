@@ -389,6 +389,20 @@ def test_secret_env_var_not_set(site_dir: Path, monkeypatch: pytest.MonkeyPatch)
     ]
 
 
+def test_a_secret_file_that_cannot_be_opened_or_decoded_is_a_problem_at_its_key(
+        site_dir: Path) -> None:
+    """A NUL in the path stopped `patrol check` with a ValueError traceback (exit 1)."""
+    (site_dir / "not-utf8").write_bytes(b"\xff\xfe")
+    site = 'site: {id: tower-a}\nmqtt:\n  password_file: "pass\\0word"\n' \
+        "influxdb: {url: 'http://127.0.0.1:8086', bucket: b, token_file: not-utf8}\n"
+    assert site_problems(site_dir, site) == [
+        f"site.yaml:3: mqtt.password_file: cannot read secret file "
+        f"'{site_dir}/pass\\x00word': embedded null byte",
+        f"site.yaml:4: influxdb.token_file: cannot read secret file '{site_dir}/not-utf8': "
+        "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
+    ]
+
+
 def test_secret_env_var_set(site_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATROL_TEST_MQTT_PASSWORD", "s3cret")
     site = load_site(write(site_dir / "site.yaml", SECRET_SITE))
