@@ -66,6 +66,8 @@ class Pipeline:
         self.max_ahead = max_ahead
         self.ahead = 0  # readings stored as bad quality: dated too far ahead of the clock
         self._ahead_logged = -math.inf
+        self.unstorable = 0  # readings the buffer refused alone (not for a full disk)
+        self._unstorable_logged = -math.inf
         self._snapshot_due = clock() + snapshot_every
         self._save_due = clock() + save_every
         self.events_ready = asyncio.Event()
@@ -173,7 +175,12 @@ class Pipeline:
             judged = self._held[0]
             state = ("engine", self.engine.state()) if judged.save_state else None
             try:
-                self.buffer.put(judged.readings, judged.events, state)
+                try:
+                    self.buffer.put(judged.readings, judged.events, state)
+                except BufferFull:
+                    raise
+                except Exception as exc:  # not the disk: one reading, or the buffer itself
+                    self._store_apart(judged, state, exc)
             except BufferFull as exc:
                 if not self._full_logged:
                     log.error("%s: holding readings in memory, sources not acknowledged", exc)
@@ -192,6 +199,35 @@ class Pipeline:
                     ack()
                 except Exception:
                     log.exception("acknowledging stored readings to their source failed")
+
+    def _store_apart(self, judged: _Judged, state: tuple[str, Any] | None,
+                     error: Exception) -> None:
+        """A batch the buffer refused whole, not for a full disk: its events and state alone
+        (refused too: the buffer itself is failing, raised and the task ends), then each
+        reading alone. A reading refused again (e.g. a name SQLite cannot encode) is
+        dropped, counted and logged; its source is acknowledged, as it would only be
+        refused again."""
+        self.buffer.put([], judged.events, state)
+        if judged.events:
+            self.events += len(judged.events)
+            self.events_ready.set()
+        judged.events, judged.save_state = [], False
+        readings, judged.readings = judged.readings, []
+        for i, reading in enumerate(readings):
+            try:
+                self.buffer.put([reading])
+            except BufferFull:
+                judged.readings = readings[i:]  # the rest waits with the held batches
+                raise
+            except Exception as exc:
+                self.unstorable += 1
+                now = self.clock()
+                if now - self._unstorable_logged >= 60.0:
+                    self._unstorable_logged = now
+                    log.error("a reading the buffer cannot store is dropped (%d so far): "
+                              "%r/%r: %s: %s (the batch failed with %s)", self.unstorable,
+                              reading.asset, reading.metric, type(exc).__name__, exc,
+                              type(error).__name__)
 
     def _bound_held(self) -> None:
         """Past MAX_HELD readings, drop the oldest held ones; events are always kept."""

@@ -79,3 +79,16 @@ def test_a_reading_dated_years_ahead_is_stored_as_bad_quality_and_not_judged(
     assert first.reading.ts == T0 + 3 * YEAR and not first.reading.quality.good
     assert first.reading.quality.reason == "timestamp ahead of clock by 1095.0d"
     assert second.reading.quality.good
+
+
+def test_a_reading_the_buffer_cannot_store_is_dropped_alone(tmp_path: Path) -> None:
+    """A name SQLite cannot encode made the buffer raise, and the pipeline task ended."""
+    line = pipeline(tmp_path)
+    unstorable = Reading("\ud800", "a", 1.0, T0)
+    assert feed(line, [[unstorable, Reading("CH-1", "a", 150.0, T0)],
+                       [Reading("CH-1", "a", 10.0, T0 + 1)]]) == 2
+    assert [(s.reading.asset, s.reading.value) for s in line.buffer.oldest(10)] == [
+        ("CH-1", 150.0), ("CH-1", 10.0)]
+    assert events(line.buffer) == [("violation_started", "PLAIN", "2026-03-02T10:00:00Z"),
+                                   ("violation_cleared", "PLAIN", "2026-03-02T10:00:01Z")]
+    assert line.unstorable == 1
