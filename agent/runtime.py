@@ -114,7 +114,7 @@ async def _until_stop_or_failure(stop: asyncio.Event, tasks: list[asyncio.Task[A
     for task in done:
         if task is not stopper:
             error = task.exception() if not task.cancelled() else None
-            why = f"{type(error).__name__}: {error}" if error else "it returned"
+            why = f"{type(error).__name__}: {error}" if error else "it ended on its own"
             log.error("%s failed: %s; stopping, exit status 1 (a service manager restarts "
                       "patrol)", task.get_name(), why)
             if error is not None:
