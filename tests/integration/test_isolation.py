@@ -128,6 +128,18 @@ def test_a_message_no_expr_can_judge_or_dated_years_ahead_stops_nothing(
     assert [(m, v) for m, _, v, _ in ahead] == [("a", 150.0), ("b", 1.0)]
     assert all(reason.startswith("timestamp ahead of clock by 109") for *_, reason in ahead)
 
+    # It was acknowledged once stored: the broker does not send it again to our session.
+    again = PatrolProcess("run", "-c", tmp_path / "site.yaml", cwd=tmp_path)
+    try:
+        again.wait_for_output("subscribing to")
+        publish(topic, [{"a": 200, "b": 1, "ts": time.time()}])  # after any redelivery
+        api.wait_for("/nonconformances?standard_id=PLAIN", lambda b: len(b["items"]) == 1,
+                     timeout=30)
+    finally:
+        assert again.stop(signal.SIGTERM) == 0, again.output
+    assert "cannot judge" not in again.output
+    assert [row for row in stored(tmp_path) if row[1] == now - 3] == rows[:2]
+
 
 def test_a_reload_onto_a_standards_file_the_parser_cannot_take_keeps_the_old_set(
         tmp_path: Path) -> None:
