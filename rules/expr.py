@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import warnings
 from collections.abc import Callable, Mapping
 
 Values = Mapping[str, float]
@@ -63,7 +64,9 @@ class Expr:
             raise ExprError(f"the expression has {len(text):,} characters; at most "
                             f"{MAX_LENGTH:,} are allowed")
         try:
-            tree = ast.parse(text.strip(), mode="eval")
+            with warnings.catch_warnings():  # e.g. "invalid decimal literal" on stderr,
+                warnings.simplefilter("ignore", SyntaxWarning)  # outside FILE:LINE
+                tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as exc:
             where = f" at column {exc.offset}" if exc.offset else ""
             raise ExprError(f"not an expression: {exc.msg}{where}") from None

@@ -8,6 +8,7 @@ limits now fail at load with a reason, not with RecursionError.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pytest
 from pydantic import ValidationError
@@ -144,3 +145,13 @@ def test_expressions_past_the_limits_are_refused_at_load_with_the_limit() -> Non
     for deep in ("-" * 1500 + "a", "(" * 300 + "a" + ")" * 300, "**".join(["a"] * 600)):
         with pytest.raises(ExprError):
             Expr(deep)
+
+
+def test_a_refused_expression_prints_no_syntax_warning_beside_its_problem() -> None:
+    """`1if a else b` printed "SyntaxWarning: invalid decimal literal" on stderr, a line
+    without FILE:LINE in the middle of `patrol check`'s output."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ExprError, match="IfExp is not allowed"):
+            Expr("1if a else b")
+    assert [str(w.message) for w in caught] == []
