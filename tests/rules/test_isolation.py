@@ -155,3 +155,17 @@ def test_a_refused_expression_prints_no_syntax_warning_beside_its_problem() -> N
         with pytest.raises(ExprError, match="IfExp is not allowed"):
             Expr("1if a else b")
     assert [str(w.message) for w in caught] == []
+
+
+def test_a_window_near_the_float_limit_restores_after_a_restart() -> None:
+    """Two readings of 9e307 in a sum window: restoring the saved state raised
+    OverflowError (math.fsum), so the agent could not start again on its own buffer."""
+    window = standard("SUM", metric="a", check={"kind": "window", "agg": "sum", "over": "1h",
+                                                "max": 1e308})
+    rules = engine(window)
+    started = rules.observe([reading("a", 9e307, 1), reading("a", 9e307, 2)])
+    assert kinds(started) == [("violation_started", "SUM")]  # the sum is inf
+    again = engine(window)
+    assert again.restore(rules.state()) == 1
+    assert again.observe([reading("a", 1.0, 3)]) == []  # still violating, not raised again
+    assert again.refused == {}
