@@ -179,8 +179,16 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
                     started=time.time())
     saved = buffer.load_state("engine")
     if saved is not None:
-        log.info("rule state restored for %d of %d (asset, standard) pairs",
-                 engine.restore(saved), engine.pairs)
+        try:
+            restored = engine.restore(saved)
+        except Exception as exc:  # else the same saved state stops every start
+            log.error("rule state not restored (%s: %s): every pair starts afresh",
+                      type(exc).__name__, exc)
+            engine = Engine(site.id, config.assets, site.standards,
+                            timezone=config.site.timezone, started=time.time())
+        else:
+            log.info("rule state restored for %d of %d (asset, standard) pairs", restored,
+                     engine.pairs)
     pipeline = Pipeline(engine, buffer, snapshot_every=config.rules.snapshot_every,
                         save_every=config.rules.save_every)
     if database is not None:

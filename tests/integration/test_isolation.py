@@ -162,3 +162,22 @@ def test_a_reload_onto_a_standards_file_the_parser_cannot_take_keeps_the_old_set
         code = process.stop(signal.SIGTERM)
     assert code == 0, process.output
     assert "Traceback" not in process.output
+
+
+def test_a_saved_rule_state_this_version_cannot_read_does_not_stop_a_start(
+        tmp_path: Path) -> None:
+    """`patrol run` exited 1 at every start on such a state: a crash loop."""
+    buffer = Buffer(tmp_path / "data" / "buffer.sqlite")
+    buffer.put([], [], ("engine", {"v": 2, "last_ts": [["CH-1", "a"]]}))
+    buffer.close()
+    prefix = f"patrol-iso-{uuid.uuid4().hex[:8]}"
+    process, api = start(tmp_path, prefix)
+    try:
+        assert "rule state not restored (ValueError: " in process.output
+        publish(f"{prefix}/CH-1/data", [{"a": 150, "b": 1, "ts": time.time()}])
+        body = api.wait_for("/nonconformances", lambda b: len(b["items"]) == 2, timeout=30)
+        assert sorted(nc["standard_id"] for nc in body["items"]) == ["PLAIN", "SQRT"]
+    finally:
+        code = process.stop(signal.SIGTERM)
+    assert code == 0, process.output
+    assert "Traceback" not in process.output
