@@ -115,7 +115,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _serve(site: Site, mode: str) -> int:
-    from agent.runtime import install_stop_signals, run_site
+    from agent.runtime import TaskFailed, install_stop_signals, run_site
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -129,6 +129,8 @@ def _serve(site: Site, mode: str) -> int:
 
     try:
         asyncio.run(main())
+    except TaskFailed:  # its one error line is in the log already
+        return EXIT_FAILURE
     except (OSError, RuntimeError) as exc:
         log.error("%s", exc)
         return EXIT_FAILURE

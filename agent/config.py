@@ -1,7 +1,9 @@
 """The whole site config: site.yaml plus the standards files it names, checked together.
 
 `load_site` collects every problem (schema, cross references, standards) before raising,
-so `patrol check` shows them all at once, each as `FILE:LINE: key: message`.
+so `patrol check` shows them all at once, each as `FILE:LINE: key: message`. Whatever else
+loading a file raises (a library's own limit, a bug) is a problem in that file too, never
+a traceback: a reload that meets it keeps the standards it has.
 """
 
 from __future__ import annotations
@@ -98,6 +100,23 @@ class Site:
 def load_site(path: Path | str, *, secrets: bool = True) -> Site:
     """Load and check site.yaml and its standards; raise ConfigError listing every problem."""
     path = Path(path).absolute()
+    try:
+        return _load_site(path, secrets)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a last resort: the file is named, the process goes on
+        raise ConfigError([unexpected(path, exc)]) from None
+
+
+def unexpected(path: Path, exc: Exception) -> Problem:
+    """A problem for an exception no check foresaw while loading `path`."""
+    text = str(exc)
+    text = text if len(text) <= 200 else text[:200] + "..."
+    return Problem(display_path(path), 1, "", f"cannot be loaded: {type(exc).__name__}: "
+                   f"{text}")
+
+
+def _load_site(path: Path, secrets: bool) -> Site:
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
         raise ConfigError([Problem(doc.name, 1, "", "expected a mapping with a site: section")])
@@ -180,6 +199,10 @@ def _secret_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
         except SecretError as exc:
             suffix = "_env" if env else "_file"
             problems.append(doc.problem((section, key + suffix), str(exc)))
+        except ValueError as exc:  # a NUL in the path, a file that is not UTF-8
+            suffix = "_env" if env else "_file"
+            problems.append(doc.problem((section, key + suffix),
+                                        f"cannot read secret file {str(file)!r}: {exc}"))
     return problems
 
 
@@ -202,6 +225,9 @@ def _load_standards(globs: list[str], assets: set[str] | None,
                 loaded: StandardsFile = validate_doc(StandardsFile, sdoc)
             except ConfigError as exc:
                 problems += exc.problems
+                continue
+            except Exception as exc:  # a last resort, naming this file
+                problems.append(unexpected(Path(file), exc))
                 continue
             for i, standard in enumerate(loaded.standards):
                 loc: Loc = ("standards", i)

@@ -78,6 +78,8 @@ def format_loc(loc: Loc) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not str(part).isprintable():  # a key holding a newline would split the line
+            out += f"[{str(part)!r}]"
         else:
             out += f".{part}" if out else str(part)
     return out

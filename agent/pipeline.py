@@ -8,12 +8,20 @@ and off-delays fire when readings stop.
 When the disk is full and the buffer cannot make room, judged batches wait in memory
 (sources not acknowledged, so MQTT keeps its messages) and are retried every second; past
 `MAX_HELD` readings the oldest held ones are dropped, counted and logged.
+
+Nothing one reading holds ends a task: the engine refuses what it cannot judge per pair
+(rules.refusals), a reading dated more than `MAX_AHEAD` ahead of this machine's clock is
+stored as bad quality and never judged (its NC events would be dated in the future, which
+the API refuses), and an event that cannot be written out is logged and left out. What
+does end `run` or `tick` is a fault every later batch would meet too (the buffer itself
+failing): the runtime then stops with one error line and exit status 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -21,13 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.buffer import Buffer, BufferFull
-from collector.reading import Reading
+from collector.reading import Reading, bad
 from rules.engine import Engine
+from rules.events import Event, Snapshot
 
 log = logging.getLogger("patrol.pipeline")
 
 MAX_BATCH = 5000
 MAX_HELD = 200_000
+MAX_AHEAD = 300.0
+"""Seconds a reading may be dated ahead of this machine's clock and still be judged."""
 _Item = tuple[Sequence[Reading], Callable[[], None] | None]
 
 
@@ -44,13 +55,19 @@ class _Judged:
 class Pipeline:
     def __init__(self, engine: Engine, buffer: Buffer, *,
                  clock: Callable[[], float] = time.time, tick_every: float = 1.0,
-                 snapshot_every: float = 60.0, save_every: float = 30.0) -> None:
+                 snapshot_every: float = 60.0, save_every: float = 30.0,
+                 max_ahead: float = MAX_AHEAD) -> None:
         self.engine = engine
         self.buffer = buffer
         self.clock = clock
         self.tick_every = tick_every
         self.snapshot_every = snapshot_every
         self.save_every = save_every
+        self.max_ahead = max_ahead
+        self.ahead = 0  # readings stored as bad quality: dated too far ahead of the clock
+        self._ahead_logged = -math.inf
+        self.unstorable = 0  # readings the buffer refused alone (not for a full disk)
+        self._unstorable_logged = -math.inf
         self._snapshot_due = clock() + snapshot_every
         self._save_due = clock() + save_every
         self.events_ready = asyncio.Event()
@@ -96,9 +113,9 @@ class Pipeline:
     def tick_once(self, now: float) -> None:
         """Timers, the periodic compliance snapshot, and the periodic save of rule state."""
         events = self.engine.tick(now)
-        bodies = [event.to_dict() for event in events]
+        bodies = _wire(events)
         if now >= self._snapshot_due:
-            bodies.append(self.engine.snapshot(now).to_dict())
+            bodies += _wire([self.engine.snapshot(now)])
             self._snapshot_due = now + self.snapshot_every
         save = bool(events) or now >= self._save_due
         if bodies or save:
@@ -123,11 +140,30 @@ class Pipeline:
         return batch, acks
 
     def _process(self, batch: list[Reading], acks: list[Callable[[], None]]) -> None:
+        self._refuse_ahead(batch)
         events = self.engine.observe(batch)
         self.readings += len(batch)
-        self._judged(_Judged(batch, [event.to_dict() for event in events], acks,
-                             save_state=bool(events)))
+        self._judged(_Judged(batch, _wire(events), acks, save_state=bool(events)))
         self._log_events(events)
+
+    def _refuse_ahead(self, batch: list[Reading]) -> None:
+        """Readings dated beyond the clock + max_ahead: bad quality, so never judged (one
+        comparison a reading). A device clock years ahead would date NC events in the
+        future, and hold back every later reading of its series as out of order."""
+        now = self.clock()
+        limit = now + self.max_ahead
+        for reading in batch:
+            if reading.ts <= limit or not reading.quality.good:
+                continue
+            ahead = reading.ts - now  # NaN too: not a time, never judged
+            reading.quality = bad(f"timestamp ahead of clock by {_roughly(ahead)}")
+            self.ahead += 1
+            if now - self._ahead_logged >= 60.0:
+                self._ahead_logged = now
+                log.warning("%s/%s: a reading dated %s ahead of this machine's clock (more "
+                            "than %s) is stored as bad quality, not judged (%d so far); check "
+                            "the device's clock", reading.asset, reading.metric,
+                            _roughly(ahead), _roughly(self.max_ahead), self.ahead)
 
     def _judged(self, judged: _Judged) -> None:
         self._held.append(judged)
@@ -139,7 +175,12 @@ class Pipeline:
             judged = self._held[0]
             state = ("engine", self.engine.state()) if judged.save_state else None
             try:
-                self.buffer.put(judged.readings, judged.events, state)
+                try:
+                    self.buffer.put(judged.readings, judged.events, state)
+                except BufferFull:
+                    raise
+                except Exception as exc:  # not the disk: one reading, or the buffer itself
+                    self._store_apart(judged, state, exc)
             except BufferFull as exc:
                 if not self._full_logged:
                     log.error("%s: holding readings in memory, sources not acknowledged", exc)
@@ -159,6 +200,35 @@ class Pipeline:
                 except Exception:
                     log.exception("acknowledging stored readings to their source failed")
 
+    def _store_apart(self, judged: _Judged, state: tuple[str, Any] | None,
+                     error: Exception) -> None:
+        """A batch the buffer refused whole, not for a full disk: its events and state alone
+        (refused too: the buffer itself is failing, raised and the task ends), then each
+        reading alone. A reading refused again (e.g. a name SQLite cannot encode) is
+        dropped, counted and logged; its source is acknowledged, as it would only be
+        refused again."""
+        self.buffer.put([], judged.events, state)
+        if judged.events:
+            self.events += len(judged.events)
+            self.events_ready.set()
+        judged.events, judged.save_state = [], False
+        readings, judged.readings = judged.readings, []
+        for i, reading in enumerate(readings):
+            try:
+                self.buffer.put([reading])
+            except BufferFull:
+                judged.readings = readings[i:]  # the rest waits with the held batches
+                raise
+            except Exception as exc:
+                self.unstorable += 1
+                now = self.clock()
+                if now - self._unstorable_logged >= 60.0:
+                    self._unstorable_logged = now
+                    log.error("a reading the buffer cannot store is dropped (%d so far): "
+                              "%r/%r: %s: %s (the batch failed with %s)", self.unstorable,
+                              reading.asset, reading.metric, type(exc).__name__, exc,
+                              type(error).__name__)
+
     def _bound_held(self) -> None:
         """Past MAX_HELD readings, drop the oldest held ones; events are always kept."""
         held = sum(len(j.readings) for j in self._held)
@@ -174,7 +244,27 @@ class Pipeline:
         self._held = deque(j for j in self._held if j.readings or j.events)
 
     @staticmethod
-    def _log_events(events: list[Any]) -> None:
+    def _log_events(events: Sequence[Any]) -> None:
         for event in events:
             log.info("%s: %s %s (event %s)", event.type, event.asset_id, event.standard_id,
                      event.id)
+
+
+def _wire(items: Sequence[Event | Snapshot]) -> list[dict[str, Any]]:
+    """The wire form of each event; one that cannot be written out is logged, left out."""
+    bodies = []
+    for item in items:
+        try:
+            bodies.append(item.to_dict())
+        except Exception as exc:
+            log.error("%s of %s could not be written out and is dropped: %s: %s", item.type,
+                      getattr(item, "standard_id", item.site_id), type(exc).__name__, exc)
+    return bodies
+
+
+def _roughly(seconds: float) -> str:
+    """`1095.0d`, `2.5h`, `301s`: a duration for a person, to a tenth of its unit."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"

@@ -39,6 +39,12 @@ log = logging.getLogger("patrol")
 STOP_GRACE = 10.0
 
 
+class TaskFailed(RuntimeError):
+    """A task ended on its own: a fault every later item would meet too (the buffer's disk
+    failing, a bug). Already logged as one line; the process exits 1 for systemd to restart
+    it. What one reading, message or event raises never gets here (see agent.pipeline)."""
+
+
 def collectors_for(site: Site) -> list[Collector]:
     config = site.config
     collectors: list[Collector] = []
@@ -96,20 +102,24 @@ async def run_site(site: Site, *, mode: str, stop: asyncio.Event,
     if database is not None:
         database.close()
     if failed:
-        raise RuntimeError(f"stopped because {failed} failed (see the log above)")
+        raise TaskFailed(f"stopped because {failed} failed")
     log.info("stopped")
 
 
 async def _until_stop_or_failure(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> str:
-    """Wait for `stop`; a task that ends on its own is a failure: name it and stop all."""
+    """Wait for `stop`; a task that ends on its own is a failure: name it in one error line
+    (its traceback at debug level, `patrol -v`) and stop all."""
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     for task in done:
         if task is not stopper:
             error = task.exception() if not task.cancelled() else None
-            log.error("%s ended unexpectedly: %r", task.get_name(), error,
-                      exc_info=error)
+            why = f"{type(error).__name__}: {error}" if error else "it ended on its own"
+            log.error("%s failed: %s; stopping, exit status 1 (a service manager restarts "
+                      "patrol)", task.get_name(), why)
+            if error is not None:
+                log.debug("%s failed", task.get_name(), exc_info=error)
             return task.get_name()
     return ""
 
@@ -191,8 +201,16 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
                     started=time.time())
     saved = buffer.load_state("engine")
     if saved is not None:
-        log.info("rule state restored for %d of %d (asset, standard) pairs",
-                 engine.restore(saved), engine.pairs)
+        try:
+            restored = engine.restore(saved)
+        except Exception as exc:  # else the same saved state stops every start
+            log.error("rule state not restored (%s: %s): every pair starts afresh",
+                      type(exc).__name__, exc)
+            engine = Engine(site.id, config.assets, site.standards,
+                            timezone=config.site.timezone, started=time.time())
+        else:
+            log.info("rule state restored for %d of %d (asset, standard) pairs", restored,
+                     engine.pairs)
     pipeline = Pipeline(engine, buffer, snapshot_every=config.rules.snapshot_every,
                         save_every=config.rules.save_every)
     if database is not None:
@@ -277,13 +295,17 @@ async def watch_standards(site: Site, pipeline: Pipeline, every: float = 2.0) ->
         seen = now
         try:
             new = await asyncio.to_thread(load_site, site.path)
+            engine = pipeline.engine.reloaded(new.config.assets, new.standards, time.time())
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
             log.error("kept the previous %d standards", len(site.standards))
             continue
-        old = pipeline.engine
-        pipeline.engine = old.reloaded(new.config.assets, new.standards, time.time())
+        except Exception as exc:  # load_site turns its own into problems: a last resort
+            log.error("reload refused: %s: %s: %s; kept the previous %d standards",
+                      site.path, type(exc).__name__, exc, len(site.standards))
+            continue
+        pipeline.engine = engine
         site.standards = new.standards
         log.info("reloaded %d standards over %d assets (%d pairs); state kept for unchanged "
                  "(asset, standard, version)", len(new.standards), len(new.config.assets),

@@ -348,6 +348,11 @@ class PayloadMapper:
         if not asset or topic_metric == "":
             return _Topic(asset, (), f"topic {topic!r} has an empty {{asset}} or {{metric}} level",
                           "")
+        if not topic.isascii():
+            try:  # a lone surrogate names no asset the buffer (or a TSDB) can store
+                topic.encode("utf-8")
+            except UnicodeEncodeError:
+                return _Topic(asset, (), f"topic {topic!r} is not valid UTF-8", "")
         if self._number or not self._metrics:
             metric = topic_metric or ""
             metrics = ((metric, _WHOLE, units.get(metric, "")),)

@@ -411,7 +411,10 @@ class WindowChecker(Checker):
 
     def restore(self, state: Any) -> None:
         self.times, self.values = deque(state[0]), deque(state[1])
-        self.total = math.fsum(self.values)
+        try:
+            self.total = math.fsum(self.values)
+        except OverflowError:  # values near the float limit: inf, as adding them up gave
+            self.total = sum(self.values)
         if self.ordered is not None:
             self.ordered = sorted(self.values)
         self._set_due()

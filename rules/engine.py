@@ -16,14 +16,18 @@ state machine applies the timing, on the readings' own timestamps:
 (stale, windows, transitions, budget periods) judge. Bad-quality readings count as
 missing: never compliant, never violating. A reading older than the last one seen for its
 (asset, metric) is ignored and counted in `out_of_order`: devices and brokers replay, and
-a late value must not rewrite an episode that has been reported.
+a late value must not rewrite an episode that has been reported. Whatever judging one
+reading (or ticking one pair) raises refuses only that for that pair: counted per
+standard in `refused` and logged with a sample (rules.refusals); nothing one reading
+holds stops the engine.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Any
@@ -33,6 +37,7 @@ from collector.reading import Reading
 from rules.checks import Checker, Judgement, TickClock, make_checker
 from rules.events import Event, EventType, Snapshot
 from rules.expr import Expr
+from rules.refusals import ANY_STANDARD, Refusals, when
 from rules.schedule import Schedule
 from rules.standard import Asset, Standard
 
@@ -142,10 +147,13 @@ class Engine:
     """Evaluates a set of standards over a site's assets."""
 
     def __init__(self, site_id: str, assets: Sequence[Asset], standards: Sequence[Standard],
-                 *, timezone: str = "UTC", started: float = 0.0) -> None:
+                 *, timezone: str = "UTC", started: float = 0.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.site_id = site_id
         self.zone = ZoneInfo(timezone)
         self.out_of_order = 0
+        self.refusals = Refusals(monotonic)  # `monotonic` only spaces its log lines
+        self.refused = self.refusals.counts  # standard id -> readings refused
         self.assets = list(assets)
         self.standards = list(standards)
         self._tracks: list[Track] = []
@@ -212,50 +220,68 @@ class Engine:
         events: list[Event] = []
         series_of, evidence = self._series, self._evidence
         for reading in readings:
-            value = reading.value
-            if value != value or not reading.quality.good:  # NaN or bad: missing
-                continue
-            series = series_of.get((reading.asset, reading.metric))
-            if series is None:
-                continue
-            ts = reading.ts
-            if ts < series.last_ts:  # late: an episode is not rewritten
-                self.out_of_order += 1
-                continue
-            series.last_ts = ts
-            if series.expr:
-                self._latest.setdefault(reading.asset, {})[reading.metric] = value
-            for track in series.tracks:
-                judged = value
-                if track.expr is not None:
-                    judged = self._expr_value(track)
-                    if judged != judged:
-                        continue  # not every input seen yet, or undefined
-                checker = track.checker
-                if track.schedule is not None and not (
-                        track.active_since <= ts < track.active_until
-                        or self._in_schedule(track, ts)):
-                    checker.outside(ts, judged)
+            try:  # free in CPython 3.11 while nothing is raised, as is the one per pair
+                value = reading.value
+                if value != value or not reading.quality.good:  # NaN or bad: missing
                     continue
-                track.last_good = ts
-                track.readings += 1
-                at = track.evidence_at
-                evidence[at] = ts
-                evidence[at + 1] = judged
-                at += 2
-                if at % _RING:
-                    track.evidence_at = at
-                else:  # round the ring: from now on every slot holds a reading
-                    track.evidence_at, track.evidence_full = at - _RING, True
-                judgement = checker.observe(ts, judged)
-                if judgement is _VIOLATES or track.status != OK:
-                    self._step(track, judgement, ts, events)
-                    self._arm(track)
+                series = series_of.get((reading.asset, reading.metric))
+                if series is None:
+                    continue
+                ts = reading.ts
+                if ts < series.last_ts:  # late: an episode is not rewritten
+                    self.out_of_order += 1
+                    continue
+                series.last_ts = ts
+                if series.expr:
+                    self._latest.setdefault(reading.asset, {})[reading.metric] = value
+            except Exception as exc:
+                self.refusals.add(ANY_STANDARD, _sample(reading), exc)
+                continue
+            for track in series.tracks:
+                try:
+                    judged = value
+                    if track.expr is not None:
+                        judged = self._expr_value(track)
+                        if judged != judged:
+                            continue  # not every input seen yet
+                    checker = track.checker
+                    if track.schedule is not None and not (
+                            track.active_since <= ts < track.active_until
+                            or self._in_schedule(track, ts)):
+                        checker.outside(ts, judged)
+                        continue
+                    judgement = checker.observe(ts, judged)  # first: if it raises, the
+                    track.last_good = ts  # pair is left as it was
+                    track.readings += 1
+                    at = track.evidence_at
+                    evidence[at] = ts
+                    evidence[at + 1] = judged
+                    at += 2
+                    if at % _RING:
+                        track.evidence_at = at
+                    else:  # round the ring: from now on every slot holds a reading
+                        track.evidence_at, track.evidence_full = at - _RING, True
+                    if judgement is _VIOLATES or track.status != OK:
+                        self._step(track, judgement, ts, events)
+                        self._arm(track)
+                except Exception as exc:
+                    self._refuse(track, exc, reading)
         return events
+
+    def _refuse(self, track: Track, error: Exception, reading: Reading | None = None,
+                now: float = math.nan) -> None:
+        """Count and (now and then) log what judging one reading or tick of a pair raised."""
+        if reading is None:
+            sample = f"asset {track.asset.id} at the tick of {when(now)}"
+        else:
+            sample = f"asset {track.asset.id}: {_sample(reading)}"
+        if track.expr is not None:
+            sample += f", expr {track.expr.text} over {self._latest.get(track.asset.id)}"
+        self.refusals.add(track.standard.id, sample, error)
 
     def _expr_value(self, track: Track) -> float:
         """The track's expression over the asset's latest values; NaN while an input has
-        not been seen yet, or when the result is undefined."""
+        not been seen yet (rules.expr.Undefined when there is no finite real result)."""
         expr = track.expr
         assert expr is not None
         values = self._latest.get(track.asset.id)
@@ -291,26 +317,29 @@ class Engine:
             stretches.bound()
         for track in visit:
             checker = track.checker
-            if track.schedule is None or self._in_schedule(track, now):
-                judgement, at = checker.tick(now)
-                if judgement is _NOTHING and track not in armed:
-                    pass  # nothing new, nothing running
-                elif (judgement is not _VIOLATES and track.status == OK
-                      and not track.chattering):
-                    pass  # in limits and ok: nothing moves (a window, most of the time)
-                else:
-                    if judgement is not _NOTHING:
-                        self._step(track, judgement, at, events)
-                    standard = track.standard
-                    if track.status == PENDING and now - track.since >= standard.for_:
-                        self._start(track, now, events)
-                    elif (track.status == RECOVERING
-                          and now - track.recover_since >= standard.clear_after):
-                        self._clear(track, now, events)
-                    if track.chattering and (not track.flips or track.flips[-1]
-                                             <= now - standard.chattering.per):
-                        self._end_chattering(track, now, events)
-                    self._arm(track)
+            try:
+                if track.schedule is None or self._in_schedule(track, now):
+                    judgement, at = checker.tick(now)
+                    if judgement is _NOTHING and track not in armed:
+                        pass  # nothing new, nothing running
+                    elif (judgement is not _VIOLATES and track.status == OK
+                          and not track.chattering):
+                        pass  # in limits and ok: nothing moves (a window, most of the time)
+                    else:
+                        if judgement is not _NOTHING:
+                            self._step(track, judgement, at, events)
+                        standard = track.standard
+                        if track.status == PENDING and now - track.since >= standard.for_:
+                            self._start(track, now, events)
+                        elif (track.status == RECOVERING
+                              and now - track.recover_since >= standard.clear_after):
+                            self._clear(track, now, events)
+                        if track.chattering and (not track.flips or track.flips[-1]
+                                                 <= now - standard.chattering.per):
+                            self._end_chattering(track, now, events)
+                        self._arm(track)
+            except Exception as exc:
+                self._refuse(track, exc, now=now)
             if checker.due < track.due:  # not ticked (out of schedule): still due
                 self._wake(track, checker.due)
         if now >= self._account_due:
@@ -369,13 +398,16 @@ class Engine:
         """Compliance of every pair now, and seconds in each state since the last snapshot."""
         items = []
         for track in self._tracks:
-            self._account(track, now)
-            items.append({
-                "asset_id": track.asset.id, "standard_id": track.standard.id,
-                "standard_version": track.standard.version, "state": track.compliance,
-                "seconds": {k: round(v, 3) for k, v in track.seconds.items()},
-                "readings": track.readings,
-            })
+            try:
+                self._account(track, now)
+                items.append({
+                    "asset_id": track.asset.id, "standard_id": track.standard.id,
+                    "standard_version": track.standard.version, "state": track.compliance,
+                    "seconds": {k: round(v, 3) for k, v in track.seconds.items()},
+                    "readings": track.readings,
+                })
+            except Exception as exc:  # this pair is left out of this snapshot only
+                self._refuse(track, exc, now=now)
             track.seconds = dict.fromkeys(COMPLIANCE_STATES, 0.0)
             track.readings = 0
         snapshot = Snapshot(self.site_id, self._snapshot_at, now, items)
@@ -491,10 +523,13 @@ class Engine:
         """Everything needed to resume after a restart, as plain JSON-able data."""
         tracks = {}
         for t in self._tracks:
-            tracks[t.key] = [t.status, t.since, t.recover_since, t.reported, t.chattering,
-                             list(t.flips), self._recent(t), t.last_good, t.compliance,
-                             t.compliance_since, t.seconds, t.checker.state(),
-                             _finite(t.checker.value)]
+            try:
+                tracks[t.key] = [t.status, t.since, t.recover_since, t.reported, t.chattering,
+                                 list(t.flips), self._recent(t), t.last_good, t.compliance,
+                                 t.compliance_since, t.seconds, t.checker.state(),
+                                 _finite(t.checker.value)]
+            except Exception as exc:  # not saved: this pair alone starts afresh
+                self._refuse(t, exc, now=self._snapshot_at)
         return {
             "v": STATE_VERSION,
             "tracks": tracks,
@@ -557,7 +592,7 @@ class Engine:
                                  clock=TickClock())
             probe.restore(row[11])
             return True
-        except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+        except Exception:  # whatever a saved state holds, one pair must not stop a start
             return False
 
     def _recent(self, track: Track) -> list[tuple[float, float]]:
@@ -590,8 +625,13 @@ class Engine:
         """A new engine for a new set of standards, keeping the state of unchanged pairs."""
         new = Engine(self.site_id, assets, standards, timezone=self.zone.key, started=now)
         new.restore(self.state())
+        new.refusals, new.refused = self.refusals, self.refused  # counters keep counting
         return new
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _sample(reading: Reading) -> str:
+    return f"{reading.metric}={reading.value!r} at {when(reading.ts)}"

@@ -3,7 +3,13 @@
 Parsed once at load with Python's own parser, then checked against a short whitelist
 (numbers, metric names, + - * / % **, unary minus, comparisons, and/or/not, abs, min, max)
 and compiled into nested closures. Nothing is ever passed to `eval`; attribute access,
-subscripts, imports, lambdas and every other call are refused with the reason.
+subscripts, imports, lambdas and every other call are refused with the reason, and so is
+an expression past the size limits below (Python's parser and the closures recurse: a
+3,000-term sum would stop a reload with RecursionError instead of a config problem).
+
+Evaluating never returns an undefined value: a result that is not a finite real number
+(division by zero, overflow, a complex power such as `(a - b) ** 0.5` with a < b) raises
+`Undefined`, which the engine counts as a refused reading for that standard.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import warnings
 from collections.abc import Callable, Mapping
 
 Values = Mapping[str, float]
@@ -26,9 +33,24 @@ _COMPARE: dict[type, Callable[[float, float], bool]] = {
 }
 _FUNCTIONS: dict[str, Callable[..., float]] = {"abs": abs, "min": min, "max": max}
 
+MAX_LENGTH = 2000
+"""Characters an expression may have."""
+MAX_NODES = 500
+"""Numbers, names, operations and calls an expression may have."""
+MAX_DEPTH = 50
+"""How deeply they may nest (`a + b + c` is 3 deep: sums group from the left)."""
+
 
 class ExprError(ValueError):
     """The expression uses something outside the whitelist, or is not an expression."""
+
+
+class Undefined(ArithmeticError):
+    """The expression has no finite real value for these inputs; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Expr:
@@ -38,10 +60,20 @@ class Expr:
 
     def __init__(self, text: str) -> None:
         self.text = text
+        if len(text) > MAX_LENGTH:
+            raise ExprError(f"the expression has {len(text):,} characters; at most "
+                            f"{MAX_LENGTH:,} are allowed")
         try:
-            tree = ast.parse(text.strip(), mode="eval")
+            with warnings.catch_warnings():  # e.g. "invalid decimal literal" on stderr,
+                warnings.simplefilter("ignore", SyntaxWarning)  # outside FILE:LINE
+                tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as exc:
-            raise ExprError(f"not an expression: {exc.msg} at column {exc.offset}") from None
+            where = f" at column {exc.offset}" if exc.offset else ""
+            raise ExprError(f"not an expression: {exc.msg}{where}") from None
+        except (RecursionError, MemoryError, ValueError):  # the parser's own limits
+            raise ExprError(f"the expression is nested too deeply (at most {MAX_DEPTH} "
+                            "levels)") from None
+        _check_size(tree.body)
         names: set[str] = set()
         self._fn = _compile(tree.body, names)
         if not names:
@@ -50,18 +82,47 @@ class Expr:
         self.inputs = frozenset(names)
 
     def __call__(self, values: Values) -> float:
-        """The value, or NaN when it is undefined (division by zero, overflow)."""
+        """The value; `Undefined` when it is not a finite real number."""
         try:
-            result = float(self._fn(values))
-        except (ZeroDivisionError, OverflowError, ValueError):
-            return math.nan
-        return result if math.isfinite(result) else math.nan
+            result = self._fn(values)
+            if type(result) is not float:  # a complex power, or an int restored from JSON
+                if isinstance(result, complex):
+                    raise Undefined(f"not a real number ({result:.6g})")
+                result = float(result)
+        except ZeroDivisionError:
+            raise Undefined("division by zero") from None
+        except OverflowError:
+            raise Undefined("overflow") from None
+        except (TypeError, ValueError) as exc:  # e.g. a complex compared with a number
+            raise Undefined(f"not a real number ({exc})") from None
+        if math.isfinite(result):
+            return result
+        raise Undefined(f"not finite ({result})")
+
+
+def _check_size(root: ast.expr) -> None:
+    """ExprError past MAX_NODES or MAX_DEPTH; iterative, so no limit of its own applies."""
+    nodes, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ExprError(f"the expression has more than {MAX_NODES} numbers, names and "
+                            "operations")
+        if depth > MAX_DEPTH:
+            raise ExprError(f"the expression is nested more than {MAX_DEPTH} levels deep "
+                            "(a long sum counts one level per term)")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node)
+                     if isinstance(child, ast.expr))
 
 
 def _compile(node: ast.AST, names: set[str]) -> _Fn:
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float) \
             and not isinstance(node.value, bool):
-        constant = float(node.value)
+        try:
+            constant = float(node.value)
+        except OverflowError:
+            raise ExprError("a number in the expression is too large") from None
         return lambda _v: constant
     if isinstance(node, ast.Name):
         if node.id in _FUNCTIONS:

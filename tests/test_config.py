@@ -334,6 +334,27 @@ def test_expr_outside_the_whitelist_is_refused_at_its_key(site_dir: Path) -> Non
     ]
 
 
+def test_an_expr_past_the_size_limits_is_a_problem_at_its_key(site_dir: Path) -> None:
+    """It used to stop the loader with RecursionError (and a reload with it)."""
+    long_sum = " + ".join(f"m{i % 7}" for i in range(3000))
+    deep = "+".join(["a"] * 60)
+    stds = "standards:\n" + (f"  - id: S1\n    title: t\n    expr: {long_sum}\n"
+                             f"    check: {{max: 8}}\n  - id: S2\n    title: t\n"
+                             f"    expr: {deep}\n    check: {{max: 8}}\n")
+    assert site_problems(site_dir, HEADER + STANDARDS_GLOB, {"a.yaml": stds}) == [
+        "standards/a.yaml:4: standards[0].expr: the expression has 14,997 characters; at "
+        "most 2,000 are allowed",
+        "standards/a.yaml:8: standards[1].expr: the expression is nested more than 50 levels "
+        "deep (a long sum counts one level per term)",
+    ]
+
+
+def test_a_key_holding_a_line_break_stays_on_its_problem_line(site_dir: Path) -> None:
+    assert site_problems(site_dir, HEADER + '    "a\\rb": 1\n') == [
+        "site.yaml:6: assets[0]['a\\rb']: unknown key",
+    ]
+
+
 def test_unreadable_schedule_is_refused_at_its_key(site_dir: Path) -> None:
     stds = "standards:\n" + standard("S1", "active: Mon-Fry 08:00-18:00")
     assert site_problems(site_dir, HEADER + STANDARDS_GLOB, {"a.yaml": stds}) == [
@@ -365,6 +386,20 @@ def test_secret_env_var_not_set(site_dir: Path, monkeypatch: pytest.MonkeyPatch)
     assert site_problems(site_dir, SECRET_SITE) == [
         "site.yaml:8: mqtt.password_env: environment variable PATROL_TEST_MQTT_PASSWORD "
         "is not set",
+    ]
+
+
+def test_a_secret_file_that_cannot_be_opened_or_decoded_is_a_problem_at_its_key(
+        site_dir: Path) -> None:
+    """A NUL in the path stopped `patrol check` with a ValueError traceback (exit 1)."""
+    (site_dir / "not-utf8").write_bytes(b"\xff\xfe")
+    site = 'site: {id: tower-a}\nmqtt:\n  password_file: "pass\\0word"\n' \
+        "influxdb: {url: 'http://127.0.0.1:8086', bucket: b, token_file: not-utf8}\n"
+    assert site_problems(site_dir, site) == [
+        f"site.yaml:3: mqtt.password_file: cannot read secret file "
+        f"'{site_dir}/pass\\x00word': embedded null byte",
+        f"site.yaml:4: influxdb.token_file: cannot read secret file '{site_dir}/not-utf8': "
+        "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
     ]
 
 
@@ -651,6 +686,22 @@ def test_check_reports_a_yaml_error_without_traceback(site_dir: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "site.yaml:7: YAML syntax error: mapping values are not allowed here" in result.stderr
+
+
+def test_check_of_an_expr_the_parser_cannot_take_exits_2_with_file_and_line(
+        site_dir: Path) -> None:
+    """`patrol check` exited 1 with a RecursionError traceback."""
+    long_sum = " + ".join(["chw_supply_temp"] * 3000)
+    write(site_dir / "site.yaml", HEADER + STANDARDS_GLOB)
+    write(site_dir / "standards" / "a.yaml", f"standards:\n  - id: S1\n    title: t\n"
+                                              f"    expr: {long_sum}\n    check: {{max: 8}}\n")
+    result = patrol("check", "-c", "site.yaml", cwd=site_dir)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "standards/a.yaml:4: standards[0].expr: the expression has 53,997 characters; at "
+        "most 2,000 are allowed",
+    ]
 
 
 def test_check_of_a_valid_site_says_ok(full_site: Path, site_dir: Path) -> None:

@@ -91,6 +91,15 @@ def test_empty_asset_level_is_refused() -> None:
         mapper(topic="a/{asset}/s", metrics={"t": "$.t"}).map("a//s", b'{"t": 1}', ARRIVAL)
 
 
+def test_a_topic_holding_a_lone_surrogate_is_refused_not_stored() -> None:
+    """Its asset could not be stored: the buffer's UnicodeEncodeError ended the pipeline."""
+    sub = mapper(topic="a/{asset}/s", metrics={"t": "$.t"})
+    with pytest.raises(PayloadError, match="not valid UTF-8"):
+        sub.map("a/\ud800/s", b'{"t": 1}', ARRIVAL)
+    assert sub.map("a/\u00e9\U0001f321/s", b'{"t": 1}', ARRIVAL).readings[0].asset == \
+        "\u00e9\U0001f321"
+
+
 # --- JSON paths -----------------------------------------------------------------------
 
 DOC = {
