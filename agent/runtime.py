@@ -24,7 +24,7 @@ from agent.config import ConfigError, Site, load_site
 from agent.forward import Forwarder, Rejected, Sink, http_sink
 from agent.pipeline import Pipeline
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
-from collector.reading import Collector
+from collector.reading import Collector, Pausable
 from collector.secrets import read_secret
 from rules.engine import Engine
 
@@ -183,8 +183,10 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     forwarder = Forwarder(buffer, sink, pipeline.events_ready)
     log.info("%d standards over %d assets: %d (asset, standard) pairs",
              len(site.standards), len(config.assets), engine.pairs)
-    sources = [asyncio.create_task(c.run(pipeline.emit), name=c.name)
-               for c in collectors_for(site)]
+    collectors = collectors_for(site)
+    # Backpressure: a collector that can pause stops reading while the pipeline is behind.
+    pipeline.on_backlog.extend(c.pause for c in collectors if isinstance(c, Pausable))
+    sources = [asyncio.create_task(c.run(pipeline.emit), name=c.name) for c in collectors]
     processing = [asyncio.create_task(pipeline.run(), name="pipeline"),
                   asyncio.create_task(pipeline.tick(), name="tick"),
                   asyncio.create_task(watch_standards(site, pipeline), name="reload")]

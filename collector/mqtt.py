@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import sys
 import threading
@@ -42,6 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from collector.mqtt_acks import Acks
 from collector.mqtt_config import MqttConfig
+from collector.mqtt_flow import MAX_INBOX, STEP, Gate
 from collector.payload import PayloadError, PayloadMapper, compile_subscriptions
 from collector.reading import Emit, Reading
 from collector.secrets import read_secret
@@ -107,6 +109,7 @@ class _Client(mqtt.Client):
 
     READ = 65536
     on_incoming: Callable[[str, bytes, int, int, Properties | None], None] | None = None
+    gate: Gate | None = None  # closed: the agent is behind, do not read (collector.mqtt_flow)
     _rsock: object = None  # the socket `_rbuf` came from
     _rbuf = b""
     _rpos = 0
@@ -129,9 +132,51 @@ class _Client(mqtt.Client):
         return self._rbuf[pos:pos + bufsize]
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        gate = self.gate
+        # Paused: acks and pings first (back to paho's loop at once), else wait a little.
+        if (gate is not None and not gate.is_open()
+                and (self.want_write() or not gate.wait()) and self._peer_alive()):
+            return mqtt.MQTT_ERR_SUCCESS  # the broker holds the rest
         rc = super().loop_read(max_packets)
-        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and not self._empty():
+        while (rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and not self._empty()
+               and (gate is None or gate.is_open())):
             rc = super().loop_read(max_packets)
+        return rc
+
+    def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
+        if not self._empty():  # read before a pause and not handled: select() cannot see it
+            if self.gate is None or self.gate.is_open():
+                rc = self.loop_read()
+                if rc != mqtt.MQTT_ERR_SUCCESS or self._sock is None:
+                    return rc
+            else:
+                timeout = min(timeout, STEP)  # look at the gate again soon
+        return super()._loop(timeout)
+
+    def _peer_alive(self) -> bool:
+        """Paused, on a socket select() found readable: bytes from the broker are waiting,
+        which is what paho's keepalive wants to know (it counts bytes received, not
+        packets), so tell it. False when the broker closed the connection: read it."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            if not sock.recv(1, socket.MSG_PEEK):
+                return False  # end of stream: paho's read notices and reconnects
+        except ValueError:
+            pass  # TLS cannot peek; select() said readable, that will do
+        except BlockingIOError:
+            return True  # nothing after all: paho's keepalive judges as usual
+        except OSError:
+            return False
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return True
+
+    def _packet_queue(self, *args: Any, **kwargs: Any) -> mqtt.MQTTErrorCode:
+        rc = super()._packet_queue(*args, **kwargs)
+        if self.gate is not None:  # an ack or a ping to send: a waiting reader goes back
+            self.gate.poke()
         return rc
 
     def _packet_read(self) -> mqtt.MQTTErrorCode:
@@ -221,6 +266,8 @@ class MqttStats:
     """QoS 1 messages acknowledged to the broker (after their readings were stored)."""
     acks_dropped: int = 0
     """Stored after their connection was gone: not acked; the broker delivers them again."""
+    pauses: int = 0
+    """Times reading paused because the pipeline was behind (backpressure)."""
     connected: bool = False
     subscribed: bool = False
     """True once the broker acknowledged every subscription of the current connection."""
@@ -246,9 +293,13 @@ class MqttCollector:
 
     name = "mqtt"
 
-    def __init__(self, config: MqttConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: MqttConfig, clock: Callable[[], float] = time.time, *,
+                 max_inbox: int = MAX_INBOX) -> None:
         self._config = config
         self._clock = clock
+        self._max_inbox = max_inbox
+        self._gate: Gate | None = None
+        self._inbox: deque[_Message] = deque()
         # Compiled now so a bad path or a repeated topic fails at start, not per message.
         mappers = compile_subscriptions(config.subscriptions, max_payload=config.max_payload)
         self._routes = [_Route(m, SubscriptionStats()) for m in mappers]
@@ -295,16 +346,17 @@ class MqttCollector:
         try:
             await loop.create_future()  # runs until cancelled
         finally:
+            client.gate.stop()  # never wait at the gate again: paho reads to its DISCONNECT
             # Blocking on purpose: the network thread must be gone before the loop closes.
             client.disconnect()
             client.loop_stop()
             self._acks.closed()  # from now on an on_stored acks nothing
             while self._inbox:  # QoS 0 would be lost; QoS 1 comes again, unacked (at least once)
-                self._drain()
+                self._drain(force=True)
             self.stats.connected = self.stats.subscribed = False
             log.info("mqtt: stopped")
 
-    def _client(self, loop: asyncio.AbstractEventLoop, emit: Emit) -> mqtt.Client:
+    def _client(self, loop: asyncio.AbstractEventLoop, emit: Emit) -> _Client:
         cfg = self._config
         v5 = cfg.protocol == "5"
         client = _Client(
@@ -333,7 +385,8 @@ class MqttCollector:
         self._acks = acks = Acks(client, self.stats)
         self._loop, self._emit = loop, emit
         # paho's thread appends, the loop's thread drains; fresh for each run.
-        self._inbox: deque[_Message] = deque()
+        self._inbox = deque()
+        self._gate = client.gate = Gate(self._inbox, self._max_inbox)
         self._drain_scheduled = False
         inbox, clock = self._inbox, self._clock
 
@@ -422,9 +475,32 @@ class MqttCollector:
 
     # --- on the event loop's thread ---------------------------------------------------
 
-    def _drain(self) -> None:
+    @property
+    def queued(self) -> int:
+        """Messages read from the socket and not yet mapped (any thread may ask)."""
+        return len(self._inbox)
+
+    def pause(self, paused: bool) -> None:
+        """The pipeline is behind (True) or caught up (False): stop or go on reading.
+
+        While paused the inbox is not drained either, so neither it nor the pipeline's
+        queue grows; the broker holds the rest (see collector.mqtt_flow)."""
+        gate = self._gate
+        if gate is None:
+            return
+        if paused and not gate.pressed:
+            self.stats.pauses += 1
+        gate.press(paused)
+        if not paused and self._inbox and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self, force: bool = False) -> None:
         """Map what the inbox holds and emit it at once; QoS 1 acks wait for `on_stored`."""
         self._drain_scheduled = False
+        gate = self._gate
+        if gate is not None and gate.pressed and not force:
+            return  # `pause(False)` drains again
         inbox = self._inbox
         readings: list[Reading] = []
         ids: list[tuple[int, int]] = []
@@ -437,6 +513,8 @@ class MqttCollector:
             self._emit(readings, self._acks.hold(ids) if ids else None)
         elif ids:
             self._acks.nothing_to_store(ids)
+        if gate is not None:
+            gate.poke()  # room in the inbox: paho's thread may read again
         if inbox and not self._drain_scheduled:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
