@@ -48,7 +48,7 @@ def collectors_for(site: Site) -> list[Collector]:
     if config.mqtt and config.mqtt.subscriptions:
         from collector.mqtt import MqttCollector
 
-        collectors.append(MqttCollector(config.mqtt))
+        collectors.append(MqttCollector(config.mqtt, assets=[a.id for a in config.assets]))
     return collectors
 
 

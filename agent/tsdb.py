@@ -39,8 +39,9 @@ from influxdb_client.client.write.point import (  # the library's own line seria
 from influxdb_client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.buffer import Buffer, LineBatch, Row
+from agent.buffer import SERIES_CACHE, Buffer, LineBatch, Row
 from collector.reading import Reading
+from collector.recent import Recent
 from collector.secrets import read_secret
 from collector.units import ConfigPath, Duration, retry_after_seconds
 
@@ -105,7 +106,8 @@ class LineSerializer:
         self._measurement = _escape_key(measurement, _ESCAPE_MEASUREMENT)
         self._site = site_id
         self._assets = assets  # id -> (type, location)
-        self._prefix: dict[tuple[str, str, str], str] = {}
+        # Bounded: with accept_unknown_assets, topics (and so sources) may never repeat.
+        self._prefix: Recent[tuple[str, str, str], str] = Recent(SERIES_CACHE)
 
     def line(self, reading: Reading) -> str:
         prefix = self._prefix_of(reading.asset, reading.metric, reading.source)

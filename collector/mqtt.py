@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,6 +252,8 @@ class SubscriptionStats:
     readings: int = 0
     bad_payloads: int = 0
     partial_payloads: int = 0
+    unknown_assets: int = 0
+    """Messages refused because their asset is not in site.yaml (see accept_unknown_assets)."""
 
 
 @dataclass(slots=True)
@@ -280,6 +282,8 @@ class _Route:
     stats: SubscriptionStats
     warned_at: float = float("-inf")
     suppressed: int = 0
+    refuse_unknown: bool = False
+    unknown_warned: bool = False
 
 
 class MqttCollector:
@@ -294,15 +298,18 @@ class MqttCollector:
     name = "mqtt"
 
     def __init__(self, config: MqttConfig, clock: Callable[[], float] = time.time, *,
-                 max_inbox: int = MAX_INBOX) -> None:
+                 assets: Collection[str] | None = None, max_inbox: int = MAX_INBOX) -> None:
         self._config = config
         self._clock = clock
+        self._assets = frozenset(assets) if assets is not None else frozenset()
         self._max_inbox = max_inbox
         self._gate: Gate | None = None
         self._inbox: deque[_Message] = deque()
         # Compiled now so a bad path or a repeated topic fails at start, not per message.
         mappers = compile_subscriptions(config.subscriptions, max_payload=config.max_payload)
-        self._routes = [_Route(m, SubscriptionStats()) for m in mappers]
+        # Without an asset list (a bench, a test) every asset is accepted.
+        self._routes = [_Route(m, SubscriptionStats(), refuse_unknown=assets is not None
+                               and not m.subscription.accept_unknown_assets) for m in mappers]
         self.stats = MqttStats(
             subscriptions={r.mapper.topic.pattern: r.stats for r in self._routes}
         )
@@ -581,6 +588,9 @@ class MqttCollector:
             matched = True
             stats = route.stats
             stats.messages += 1
+            if route.refuse_unknown and plan.asset not in self._assets:
+                self._unknown(route, topic, plan.asset)
+                continue
             try:
                 readings, problems = route.mapper.map_planned(plan, payload, arrival)
             except PayloadError as exc:
@@ -596,6 +606,16 @@ class MqttCollector:
         if not matched:
             self.stats.unmatched += 1
             log.debug("mqtt: no subscription matches %s", topic)
+
+    def _unknown(self, route: _Route, topic: str, asset: str) -> None:
+        """Counted; one WARNING per subscription, the rest at DEBUG."""
+        route.stats.unknown_assets += 1
+        level = logging.DEBUG if route.unknown_warned else logging.WARNING
+        route.unknown_warned = True
+        log.log(level, "mqtt: refused a message on %s (subscription %s): asset %r is not in "
+                "site.yaml's assets; set accept_unknown_assets: true on the subscription to "
+                "keep such readings (further ones are counted in unknown_assets, logged at "
+                "DEBUG)", topic, route.mapper.topic.pattern, asset)
 
     def _warn(self, route: _Route, what: str, topic: str, reason: str, payload: bytes) -> None:
         """WARNING at most once a minute per subscription, with a sample; repeats at DEBUG."""
