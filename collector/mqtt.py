@@ -304,6 +304,7 @@ class MqttCollector:
         self._assets = frozenset(assets) if assets is not None else frozenset()
         self._max_inbox = max_inbox
         self._gate: Gate | None = None
+        self._paused = False
         self._inbox: deque[_Message] = deque()
         # Compiled now so a bad path or a repeated topic fails at start, not per message.
         mappers = compile_subscriptions(config.subscriptions, max_payload=config.max_payload)
@@ -394,6 +395,7 @@ class MqttCollector:
         # paho's thread appends, the loop's thread drains; fresh for each run.
         self._inbox = deque()
         self._gate = client.gate = Gate(self._inbox, self._max_inbox)
+        self._gate.pressed = self._paused  # the pipeline may be behind already
         self._drain_scheduled = False
         inbox, clock = self._inbox, self._clock
 
@@ -492,11 +494,12 @@ class MqttCollector:
 
         While paused the inbox is not drained either, so neither it nor the pipeline's
         queue grows; the broker holds the rest (see collector.mqtt_flow)."""
+        if paused and not self._paused:
+            self.stats.pauses += 1
+        self._paused = paused
         gate = self._gate
         if gate is None:
             return
-        if paused and not gate.pressed:
-            self.stats.pauses += 1
         gate.press(paused)
         if not paused and self._inbox and not self._drain_scheduled:
             self._drain_scheduled = True
