@@ -135,7 +135,8 @@ class _Client(mqtt.Client):
         gate = self.gate
         # Paused: acks and pings first (back to paho's loop at once), else wait a little.
         if (gate is not None and not gate.is_open()
-                and (self.want_write() or not gate.wait()) and self._peer_alive()):
+                and (self.want_write() or not gate.wait(self.want_write))
+                and self._peer_alive()):
             return mqtt.MQTT_ERR_SUCCESS  # the broker holds the rest
         rc = super().loop_read(max_packets)
         while (rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and not self._empty()

@@ -17,7 +17,7 @@ read every half keepalive: the connection survives a pause of any length.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 
 STEP = 0.25
 """Longest single wait of paho's thread at a closed gate, seconds."""
@@ -38,6 +38,7 @@ class Gate:
         """Times paho's thread found the gate closed and waited (a sign of backpressure)."""
         self._stopping = False
         self._poked = False
+        self._waiting = False  # paho's thread is in `wait`: only then is a poke needed
         self._cond = threading.Condition(threading.Lock())
 
     def is_open(self) -> bool:
@@ -56,15 +57,22 @@ class Gate:
             self._cond.notify_all()
 
     def poke(self) -> None:
-        """Something was drained or queued to send: let a waiting reader look again."""
-        with self._cond:
-            self._poked = True
-            self._cond.notify_all()
+        """Something was drained or queued to send: let a waiting reader look again.
 
-    def wait(self, timeout: float = STEP) -> bool:
-        """On paho's thread: wait until open, poked, or `timeout`; True when open."""
+        Called per ack and per drain, so it takes the lock only when paho's thread waits;
+        `wait` sets `_waiting` under the lock before it looks at its condition, so a change
+        made before a poke that skipped is seen by that look."""
+        if self._waiting:
+            with self._cond:
+                self._poked = True
+                self._cond.notify_all()
+
+    def wait(self, until: Callable[[], bool], timeout: float = STEP) -> bool:
+        """On paho's thread: wait until open, poked, `until()` (something to send) or
+        `timeout`; True when open."""
         with self._cond:
             self.pauses += 1
-            self._cond.wait_for(lambda: self._poked or self.is_open(), timeout)
-            self._poked = False
+            self._waiting = True
+            self._cond.wait_for(lambda: self._poked or self.is_open() or until(), timeout)
+            self._waiting = self._poked = False
             return self.is_open()
