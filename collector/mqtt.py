@@ -293,7 +293,9 @@ class MqttCollector:
     `clean_session: false` gives a persistent session only with a fixed `client_id` (MQTT 5:
     `clean_start=False` and a session that never expires); with a generated id the session
     is clean, or every restart would leave an orphan session queueing on the broker.
-    `clock` stamps arrival times and is called on paho's thread.
+    `clock` stamps arrival times and is called on paho's thread. `assets`, when given, are
+    the ids whose readings are kept (site.yaml's; see `accept_unknown_assets`); the caller
+    may change the collection on the loop thread (a reload does).
     """
 
     name = "mqtt"
@@ -302,7 +304,8 @@ class MqttCollector:
                  assets: Collection[str] | None = None, max_inbox: int = MAX_INBOX) -> None:
         self._config = config
         self._clock = clock
-        self._assets = frozenset(assets) if assets is not None else frozenset()
+        # Read per message on the loop thread, not copied: a reload may update the set.
+        self._assets = assets if isinstance(assets, set | frozenset) else frozenset(assets or ())
         self._max_inbox = max_inbox
         self._gate: Gate | None = None
         self._paused = False

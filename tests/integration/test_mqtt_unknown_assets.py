@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +25,9 @@ from collector.mqtt_config import MqttConfig, Subscription
 from collector.payload import PayloadMapper
 from rules.engine import Engine
 from rules.standard import Asset, Standard
-from tests.integration.mosquitto import HOST, Mosquitto, mosquitto_available
+from tests.conftest import free_port
+from tests.integration.conftest import PatrolProcess
+from tests.integration.mosquitto import HOST, Mosquitto, Publisher, mosquitto_available
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -122,3 +125,50 @@ def test_random_topics_unknown_assets_refused_and_caches_bounded(
     assert len(buffer._series_by_id) <= 2 * SERIES_CACHE
     assert len(engine._series) == engine_series
     buffer.close()
+
+
+AGENT_SITE = """\
+site: {{id: plant}}
+assets: [{assets}]
+mqtt:
+  url: {url}
+  client_id: unknown-agent
+  subscriptions:
+    - {{topic: "meters/{{asset}}/{{metric}}", format: number}}
+standards: []
+buffer: {{path: data/buffer.sqlite}}
+forward: {{url: "http://127.0.0.1:{dead}", token_env: PATROL_AGENT_TOKEN}}
+"""
+
+
+def stored_for(buffer: Path, asset: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{buffer}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT count(*) FROM readings JOIN series ON series.id = "
+                              "readings.series WHERE asset = ?", (asset,)).fetchone()[0])
+
+
+def test_patrol_agent_refuses_unlisted_assets_until_a_reload_lists_them(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    layout = {"url": broker.url, "dead": free_port()}
+    site.write_text(AGENT_SITE.format(assets="{id: m-1}", **layout))
+    agent = PatrolProcess("agent", "-c", site, cwd=tmp_path,
+                          env={"PATROL_AGENT_TOKEN": "unused"})
+    publisher = Publisher(broker.port)
+    try:
+        agent.wait_for_output("mqtt: connected")
+        time.sleep(0.5)  # the SUBACK
+        publisher.publish([("meters/m-2/power", "1"), ("meters/m-1/power", "2")])
+        agent.wait_for_output("asset 'm-2' is not in site.yaml's assets")
+        site.write_text(AGENT_SITE.format(assets="{id: m-1}, {id: m-2}", **layout))
+        agent.wait_for_output("reloaded 0 standards over 2 assets")
+        publisher.publish([("meters/m-2/power", "3"), ("meters/m-1/power", "4")])
+        buffer = tmp_path / "data" / "buffer.sqlite"
+        deadline = time.monotonic() + 20
+        while stored_for(buffer, "m-1") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (stored_for(buffer, "m-1"), stored_for(buffer, "m-2")) == (2, 1)
+    finally:
+        publisher.close()
+        assert agent.stop() == 0, agent.output
+    assert agent.output.count("is not in site.yaml's assets") == 1
