@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from collector.reading import GOOD, Reading, bad
+from collector.recent import Recent
 
 log = logging.getLogger("patrol.buffer")
 
@@ -100,6 +101,10 @@ FROM (
 influxdb-client writes them, the time rounded half away from zero (`to_ms`). group_concat
 follows the order of the subquery's rows (a LIMIT subquery is not flattened)."""
 
+SERIES_CACHE = 10_000
+"""Series ids kept in memory (`Recent`: up to twice this); the rest are looked up in the
+file, so a flood of new topics costs rows in `series`, not memory."""
+
 T = TypeVar("T")
 Row = tuple[int, int, float, float | None, str | None]
 """A stored reading as `rows` returns it: id, series id, ts, value (None: NaN), bad reason."""
@@ -156,10 +161,10 @@ class Buffer:
         self.dropped = 0
         """Readings dropped (oldest first) to stay under max_size, since this file began."""
         private_dirs(path.parent)
-        self._series: dict[tuple[str, str, str, str], int] = {}
-        self._series_by_id: dict[int, tuple[str, str, str, str]] = {}
+        self._series: Recent[tuple[str, str, str, str], int] = Recent(SERIES_CACHE)
+        self._series_by_id: Recent[int, tuple[str, str, str, str]] = Recent(SERIES_CACHE)
+        self._resolved: list[tuple[str, str, str, str]] = []  # by the open transaction
         self._head: Head | None = None
-        self._heads_known: set[int] = set()
         self._db = self._open()
 
     # --- writing ----------------------------------------------------------------------
@@ -208,7 +213,7 @@ class Buffer:
 
     def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
                 state: tuple[str, str] | None) -> None:
-        known = len(self._series)
+        self._resolved.clear()
         try:
             with self._transaction():
                 if state is not None:
@@ -223,8 +228,10 @@ class Buffer:
         except BaseException:
             # The rollback took back the series rows this transaction inserted: forget
             # their ids too, or the next new series reuses one and takes their readings.
-            for key in list(self._series)[known:]:
-                del self._series_by_id[self._series.pop(key)]
+            for key in self._resolved:
+                series = self._series.pop(key)
+                if series is not None:
+                    self._series_by_id.pop(series)
             raise
 
     def _series_id(self, reading: Reading) -> int:
@@ -237,6 +244,7 @@ class Buffer:
                 "SELECT id FROM series WHERE asset=? AND metric=? AND unit=? AND source=?",
                 key).fetchone()[0]
             self._series[key], self._series_by_id[series] = series, key
+            self._resolved.append(key)
         return series
 
     # --- the readings queue -----------------------------------------------------------
@@ -248,7 +256,7 @@ class Buffer:
             (limit,)).fetchall())
         out = []
         for row_id, series, ts, value, reason in rows:
-            asset, metric, unit, source = self._series_by_id[series]
+            asset, metric, unit, source = self.series(series)
             quality = GOOD if reason is None else bad(reason)
             out.append(Stored(row_id, Reading(asset, metric, loaded_value(value), ts, quality,
                                               unit, source)))
@@ -267,7 +275,11 @@ class Buffer:
 
         def run() -> tuple[int, int, int | None, int | None, bytes | None]:
             self._sync_heads(head)
-            return self._db.execute(_LINES, (after, limit)).fetchone()
+            row = self._db.execute(_LINES, (after, limit)).fetchone()
+            if row[0] and row[1] != row[0]:  # series without a head yet: add theirs, again
+                self._add_heads(head, after, limit)
+                row = self._db.execute(_LINES, (after, limit)).fetchone()
+            return row
 
         count, lines, first, last, body = self._guard(run)
         if not count:
@@ -279,17 +291,27 @@ class Buffer:
     def _sync_heads(self, head: Head) -> None:
         if head != self._head:
             self._db.execute("DELETE FROM temp.heads")
-            self._heads_known.clear()
             self._head = head
-        if len(self._heads_known) < len(self._series_by_id):
-            new = [(sid, head(key)) for sid, key in self._series_by_id.items()
-                   if sid not in self._heads_known]
-            self._db.executemany("INSERT INTO temp.heads (series, head) VALUES (?, ?)", new)
-            self._heads_known.update(sid for sid, _ in new)
+
+    def _add_heads(self, head: Head, after: int, limit: int) -> None:
+        """Heads for the series of the batch `line_batch` is building that have none yet
+        (new since the last batch), from the file: the series cache is bounded."""
+        missing = self._db.execute(
+            "SELECT id, asset, metric, unit, source FROM series WHERE id IN "
+            "(SELECT series FROM readings WHERE id > ? ORDER BY id LIMIT ?) "
+            "AND id NOT IN (SELECT series FROM temp.heads)", (after, limit)).fetchall()
+        self._db.executemany("INSERT INTO temp.heads (series, head) VALUES (?, ?)",
+                             [(sid, head((a, m, u, s))) for sid, a, m, u, s in missing])
 
     def series(self, series_id: int) -> tuple[str, str, str, str]:
         """(asset, metric, unit, source) of a series id of `rows`."""
-        return self._series_by_id[series_id]
+        key = self._series_by_id.get(series_id)
+        if key is None:
+            asset, metric, unit, source = self._db.execute(
+                "SELECT asset, metric, unit, source FROM series WHERE id = ?",
+                (series_id,)).fetchone()
+            key = self._series_by_id[series_id] = (asset, metric, unit, source)
+        return key
 
     def delete_range(self, first: int, last: int) -> None:
         """Forget a `LineBatch` the TSDB acknowledged."""
@@ -447,10 +469,10 @@ class Buffer:
             _migrate(db)
             db.execute(_HEADS)
             self._head = None
-            self._heads_known.clear()
             self._series.clear()
             self._series_by_id.clear()
-            for series, *key in db.execute("SELECT id, asset, metric, unit, source FROM series"):
+            for series, *key in db.execute("SELECT id, asset, metric, unit, source FROM series "
+                                           "ORDER BY id DESC LIMIT ?", (SERIES_CACHE,)):
                 self._series[tuple(key)] = series  # type: ignore[index]
                 self._series_by_id[series] = tuple(key)  # type: ignore[assignment]
             row = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()

@@ -15,6 +15,11 @@ stored as bad quality and never judged (its NC events would be dated in the futu
 the API refuses), and an event that cannot be written out is logged and left out. What
 does end `run` or `tick` is a fault every later batch would meet too (the buffer itself
 failing): the runtime then stops with one error line and exit status 1.
+
+Backpressure: `backlog` counts readings emitted and not yet judged. When it reaches
+`high_water` the pipeline tells its `on_backlog` listeners `True` (an MQTT collector then
+stops reading its socket and the broker holds the rest), and `False` once it is back down
+to `low_water`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ MAX_BATCH = 5000
 MAX_HELD = 200_000
 MAX_AHEAD = 300.0
 """Seconds a reading may be dated ahead of this machine's clock and still be judged."""
+HIGH_WATER = 20_000
+"""Readings queued and not yet judged at which sources are asked to pause."""
+LOW_WATER = 5_000
+"""... and at which they are told to go on."""
 _Item = tuple[Sequence[Reading], Callable[[], None] | None]
 
 
@@ -56,7 +65,8 @@ class Pipeline:
     def __init__(self, engine: Engine, buffer: Buffer, *,
                  clock: Callable[[], float] = time.time, tick_every: float = 1.0,
                  snapshot_every: float = 60.0, save_every: float = 30.0,
-                 max_ahead: float = MAX_AHEAD) -> None:
+                 max_ahead: float = MAX_AHEAD, high_water: int = HIGH_WATER,
+                 low_water: int = LOW_WATER) -> None:
         self.engine = engine
         self.buffer = buffer
         self.clock = clock
@@ -77,12 +87,29 @@ class Pipeline:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._held: deque[_Judged] = deque()
         self._full_logged = False
+        self.backlog = 0
+        """Readings emitted and not yet judged (read from any thread: an int is atomic)."""
+        self.high_water, self.low_water = high_water, low_water
+        self.on_backlog: list[Callable[[bool], None]] = []
+        """Called on the loop thread: True at `high_water`, False back at `low_water`."""
+        self._pressed = False
 
     def emit(self, readings: Sequence[Reading],
              on_stored: Callable[[], None] | None = None) -> None:
         """Called by collectors on the loop thread; never blocks."""
         if readings or on_stored:
             self._queue.put_nowait((readings, on_stored))
+            self.backlog += len(readings)
+            if not self._pressed and self.backlog >= self.high_water:
+                self._press(True)
+
+    def _press(self, pressed: bool) -> None:
+        self._pressed = pressed
+        for listener in self.on_backlog:
+            try:
+                listener(pressed)
+            except Exception:
+                log.exception("a backlog listener failed")
 
     async def run(self) -> None:
         """Process batches until cancelled; on cancel, whatever was queued is still stored."""
@@ -141,7 +168,12 @@ class Pipeline:
 
     def _process(self, batch: list[Reading], acks: list[Callable[[], None]]) -> None:
         self._refuse_ahead(batch)
-        events = self.engine.observe(batch)
+        try:
+            events = self.engine.observe(batch)
+        finally:
+            self.backlog -= len(batch)
+            if self._pressed and self.backlog <= self.low_water:
+                self._press(False)
         self.readings += len(batch)
         self._judged(_Judged(batch, _wire(events), acks, save_state=bool(events)))
         self._log_events(events)

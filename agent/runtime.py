@@ -24,7 +24,7 @@ from agent.config import ConfigError, Site, load_site
 from agent.forward import Forwarder, Rejected, Sink, confirmed_ids, http_sink
 from agent.pipeline import Pipeline
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
-from collector.reading import Collector
+from collector.reading import Collector, Pausable
 from collector.secrets import read_secret
 from collector.urls import url_for_log
 from rules.engine import Engine
@@ -45,7 +45,8 @@ class TaskFailed(RuntimeError):
     it. What one reading, message or event raises never gets here (see agent.pipeline)."""
 
 
-def collectors_for(site: Site) -> list[Collector]:
+def collectors_for(site: Site, assets: set[str] | None = None) -> list[Collector]:
+    """The site's collectors; `assets` (the ids MQTT accepts) is kept up to date by reloads."""
     config = site.config
     collectors: list[Collector] = []
     if config.modbus and config.modbus.devices:
@@ -55,7 +56,8 @@ def collectors_for(site: Site) -> list[Collector]:
     if config.mqtt and config.mqtt.subscriptions:
         from collector.mqtt import MqttCollector
 
-        collectors.append(MqttCollector(config.mqtt))
+        known = assets if assets is not None else {a.id for a in config.assets}
+        collectors.append(MqttCollector(config.mqtt, assets=known))
     return collectors
 
 
@@ -223,11 +225,15 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     forwarder = Forwarder(buffer, sink, pipeline.events_ready)
     log.info("%d standards over %d assets: %d (asset, standard) pairs",
              len(site.standards), len(config.assets), engine.pairs)
-    sources = [asyncio.create_task(c.run(pipeline.emit), name=c.name)
-               for c in collectors_for(site)]
+    known_assets = {a.id for a in config.assets}
+    collectors = collectors_for(site, known_assets)
+    # Backpressure: a collector that can pause stops reading while the pipeline is behind.
+    pipeline.on_backlog.extend(c.pause for c in collectors if isinstance(c, Pausable))
+    sources = [asyncio.create_task(c.run(pipeline.emit), name=c.name) for c in collectors]
     processing = [asyncio.create_task(pipeline.run(), name="pipeline"),
                   asyncio.create_task(pipeline.tick(), name="tick"),
-                  asyncio.create_task(watch_standards(site, pipeline), name="reload")]
+                  asyncio.create_task(watch_standards(site, pipeline, assets=known_assets),
+                                      name="reload")]
     forwarding = [asyncio.create_task(forwarder.run(), name="forward")]
     close_tsdb: Callable[[], None] | None = None
     if config.influxdb is not None:
@@ -274,7 +280,8 @@ def _fingerprint(site: Site) -> list[tuple[str, int, int]]:
     return out
 
 
-async def watch_standards(site: Site, pipeline: Pipeline, every: float = 2.0) -> None:
+async def watch_standards(site: Site, pipeline: Pipeline, every: float = 2.0, *,
+                          assets: set[str] | None = None) -> None:
     """Reload assets and standards on SIGHUP or when their files change.
 
     A valid new set replaces the old one, keeping the state of unchanged (asset,
@@ -307,6 +314,9 @@ async def watch_standards(site: Site, pipeline: Pipeline, every: float = 2.0) ->
             continue
         pipeline.engine = engine
         site.standards = new.standards
+        if assets is not None:  # the MQTT collector reads this set: new assets are accepted
+            assets.clear()
+            assets.update(a.id for a in new.config.assets)
         log.info("reloaded %d standards over %d assets (%d pairs); state kept for unchanged "
                  "(asset, standard, version)", len(new.standards), len(new.config.assets),
                  pipeline.engine.pairs)

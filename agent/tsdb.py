@@ -41,8 +41,9 @@ from influxdb_client.client.write.point import (  # the library's own line seria
 from influxdb_client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.buffer import Buffer, BufferFull, LineBatch, Row
+from agent.buffer import SERIES_CACHE, Buffer, BufferFull, LineBatch, Row
 from collector.reading import Reading
+from collector.recent import Recent
 from collector.secrets import read_secret
 from collector.units import ConfigPath, Duration, retry_delay
 from collector.urls import location_host, url_for_log
@@ -110,7 +111,8 @@ class LineSerializer:
         self._measurement = _escape_key(measurement, _ESCAPE_MEASUREMENT)
         self._site = site_id
         self._assets = assets  # id -> (type, location)
-        self._prefix: dict[tuple[str, str, str], str] = {}
+        # Bounded: with accept_unknown_assets, topics (and so sources) may never repeat.
+        self._prefix: Recent[tuple[str, str, str], str] = Recent(SERIES_CACHE)
 
     def line(self, reading: Reading) -> str:
         prefix = self._prefix_of(reading.asset, reading.metric, reading.source)

@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from collector.mqtt_acks import Acks
 from collector.mqtt_config import MqttConfig
+from collector.mqtt_flow import MAX_INBOX, STEP, Gate
 from collector.payload import PayloadError, PayloadMapper, compile_subscriptions
 from collector.reading import Emit, Reading
 from collector.secrets import read_secret
@@ -107,6 +109,7 @@ class _Client(mqtt.Client):
 
     READ = 65536
     on_incoming: Callable[[str, bytes, int, int, Properties | None], None] | None = None
+    gate: Gate | None = None  # closed: the agent is behind, do not read (collector.mqtt_flow)
     _rsock: object = None  # the socket `_rbuf` came from
     _rbuf = b""
     _rpos = 0
@@ -129,9 +132,52 @@ class _Client(mqtt.Client):
         return self._rbuf[pos:pos + bufsize]
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        gate = self.gate
+        # Paused: acks and pings first (back to paho's loop at once), else wait a little.
+        if (gate is not None and not gate.is_open()
+                and (self.want_write() or not gate.wait(self.want_write))
+                and self._peer_alive()):
+            return mqtt.MQTT_ERR_SUCCESS  # the broker holds the rest
         rc = super().loop_read(max_packets)
-        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and not self._empty():
+        while (rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and not self._empty()
+               and (gate is None or gate.is_open())):
             rc = super().loop_read(max_packets)
+        return rc
+
+    def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
+        if not self._empty():  # read before a pause and not handled: select() cannot see it
+            if self.gate is None or self.gate.is_open():
+                rc = self.loop_read()
+                if rc != mqtt.MQTT_ERR_SUCCESS or self._sock is None:
+                    return rc
+            else:
+                timeout = min(timeout, STEP)  # look at the gate again soon
+        return super()._loop(timeout)
+
+    def _peer_alive(self) -> bool:
+        """Paused, on a socket select() found readable: bytes from the broker are waiting,
+        which is what paho's keepalive wants to know (it counts bytes received, not
+        packets), so tell it. False when the broker closed the connection: read it."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            if not sock.recv(1, socket.MSG_PEEK):
+                return False  # end of stream: paho's read notices and reconnects
+        except ValueError:
+            pass  # TLS cannot peek; select() said readable, that will do
+        except BlockingIOError:
+            return True  # nothing after all: paho's keepalive judges as usual
+        except OSError:
+            return False
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        return True
+
+    def _packet_queue(self, *args: Any, **kwargs: Any) -> mqtt.MQTTErrorCode:
+        rc = super()._packet_queue(*args, **kwargs)
+        if self.gate is not None:  # an ack or a ping to send: a waiting reader goes back
+            self.gate.poke()
         return rc
 
     def _packet_read(self) -> mqtt.MQTTErrorCode:
@@ -207,6 +253,8 @@ class SubscriptionStats:
     readings: int = 0
     bad_payloads: int = 0
     partial_payloads: int = 0
+    unknown_assets: int = 0
+    """Messages refused because their asset is not in site.yaml (see accept_unknown_assets)."""
 
 
 @dataclass(slots=True)
@@ -221,6 +269,8 @@ class MqttStats:
     """QoS 1 messages acknowledged to the broker (after their readings were stored)."""
     acks_dropped: int = 0
     """Stored after their connection was gone: not acked; the broker delivers them again."""
+    pauses: int = 0
+    """Times reading paused because the pipeline was behind (backpressure)."""
     connected: bool = False
     subscribed: bool = False
     """True once the broker acknowledged every subscription of the current connection."""
@@ -233,6 +283,8 @@ class _Route:
     stats: SubscriptionStats
     warned_at: float = float("-inf")
     suppressed: int = 0
+    refuse_unknown: bool = False
+    unknown_warned: bool = False
 
 
 class MqttCollector:
@@ -241,17 +293,28 @@ class MqttCollector:
     `clean_session: false` gives a persistent session only with a fixed `client_id` (MQTT 5:
     `clean_start=False` and a session that never expires); with a generated id the session
     is clean, or every restart would leave an orphan session queueing on the broker.
-    `clock` stamps arrival times and is called on paho's thread.
+    `clock` stamps arrival times and is called on paho's thread. `assets`, when given, are
+    the ids whose readings are kept (site.yaml's; see `accept_unknown_assets`); the caller
+    may change the collection on the loop thread (a reload does).
     """
 
     name = "mqtt"
 
-    def __init__(self, config: MqttConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: MqttConfig, clock: Callable[[], float] = time.time, *,
+                 assets: Collection[str] | None = None, max_inbox: int = MAX_INBOX) -> None:
         self._config = config
         self._clock = clock
+        # Read per message on the loop thread, not copied: a reload may update the set.
+        self._assets = assets if isinstance(assets, set | frozenset) else frozenset(assets or ())
+        self._max_inbox = max_inbox
+        self._gate: Gate | None = None
+        self._paused = False
+        self._inbox: deque[_Message] = deque()
         # Compiled now so a bad path or a repeated topic fails at start, not per message.
         mappers = compile_subscriptions(config.subscriptions, max_payload=config.max_payload)
-        self._routes = [_Route(m, SubscriptionStats()) for m in mappers]
+        # Without an asset list (a bench, a test) every asset is accepted.
+        self._routes = [_Route(m, SubscriptionStats(), refuse_unknown=assets is not None
+                               and not m.subscription.accept_unknown_assets) for m in mappers]
         self.stats = MqttStats(
             subscriptions={r.mapper.topic.pattern: r.stats for r in self._routes}
         )
@@ -295,16 +358,17 @@ class MqttCollector:
         try:
             await loop.create_future()  # runs until cancelled
         finally:
+            client.gate.stop()  # never wait at the gate again: paho reads to its DISCONNECT
             # Blocking on purpose: the network thread must be gone before the loop closes.
             client.disconnect()
             client.loop_stop()
             self._acks.closed()  # from now on an on_stored acks nothing
             while self._inbox:  # QoS 0 would be lost; QoS 1 comes again, unacked (at least once)
-                self._drain()
+                self._drain(force=True)
             self.stats.connected = self.stats.subscribed = False
             log.info("mqtt: stopped")
 
-    def _client(self, loop: asyncio.AbstractEventLoop, emit: Emit) -> mqtt.Client:
+    def _client(self, loop: asyncio.AbstractEventLoop, emit: Emit) -> _Client:
         cfg = self._config
         v5 = cfg.protocol == "5"
         client = _Client(
@@ -333,7 +397,9 @@ class MqttCollector:
         self._acks = acks = Acks(client, self.stats)
         self._loop, self._emit = loop, emit
         # paho's thread appends, the loop's thread drains; fresh for each run.
-        self._inbox: deque[_Message] = deque()
+        self._inbox = deque()
+        self._gate = client.gate = Gate(self._inbox, self._max_inbox)
+        self._gate.pressed = self._paused  # the pipeline may be behind already
         self._drain_scheduled = False
         inbox, clock = self._inbox, self._clock
 
@@ -422,9 +488,33 @@ class MqttCollector:
 
     # --- on the event loop's thread ---------------------------------------------------
 
-    def _drain(self) -> None:
+    @property
+    def queued(self) -> int:
+        """Messages read from the socket and not yet mapped (any thread may ask)."""
+        return len(self._inbox)
+
+    def pause(self, paused: bool) -> None:
+        """The pipeline is behind (True) or caught up (False): stop or go on reading.
+
+        While paused the inbox is not drained either, so neither it nor the pipeline's
+        queue grows; the broker holds the rest (see collector.mqtt_flow)."""
+        if paused and not self._paused:
+            self.stats.pauses += 1
+        self._paused = paused
+        gate = self._gate
+        if gate is None:
+            return
+        gate.press(paused)
+        if not paused and self._inbox and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self, force: bool = False) -> None:
         """Map what the inbox holds and emit it at once; QoS 1 acks wait for `on_stored`."""
         self._drain_scheduled = False
+        gate = self._gate
+        if gate is not None and gate.pressed and not force:
+            return  # `pause(False)` drains again
         inbox = self._inbox
         readings: list[Reading] = []
         ids: list[tuple[int, int]] = []
@@ -437,6 +527,8 @@ class MqttCollector:
             self._emit(readings, self._acks.hold(ids) if ids else None)
         elif ids:
             self._acks.nothing_to_store(ids)
+        if gate is not None:
+            gate.poke()  # room in the inbox: paho's thread may read again
         if inbox and not self._drain_scheduled:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
@@ -503,6 +595,9 @@ class MqttCollector:
             matched = True
             stats = route.stats
             stats.messages += 1
+            if route.refuse_unknown and plan.asset not in self._assets:
+                self._unknown(route, topic, plan.asset)
+                continue
             try:
                 readings, problems = route.mapper.map_planned(plan, payload, arrival)
             except PayloadError as exc:
@@ -518,6 +613,16 @@ class MqttCollector:
         if not matched:
             self.stats.unmatched += 1
             log.debug("mqtt: no subscription matches %s", topic)
+
+    def _unknown(self, route: _Route, topic: str, asset: str) -> None:
+        """Counted; one WARNING per subscription, the rest at DEBUG."""
+        route.stats.unknown_assets += 1
+        level = logging.DEBUG if route.unknown_warned else logging.WARNING
+        route.unknown_warned = True
+        log.log(level, "mqtt: refused a message on %s (subscription %s): asset %r is not in "
+                "site.yaml's assets; set accept_unknown_assets: true on the subscription to "
+                "keep such readings (further ones are counted in unknown_assets, logged at "
+                "DEBUG)", topic, route.mapper.topic.pattern, asset)
 
     def _warn(self, route: _Route, what: str, topic: str, reason: str, payload: bytes) -> None:
         """WARNING at most once a minute per subscription, with a sample; repeats at DEBUG."""

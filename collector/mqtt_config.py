@@ -21,7 +21,8 @@ class Subscription(_Strict):
     """A topic pattern and how its payloads map to metrics.
 
     `{asset}` and `{metric}` each match one topic level. Without `{asset}` in the topic,
-    `asset` names it; a `number` payload without `{metric}` needs `metric`.
+    `asset` names it; a `number` payload without `{metric}` needs `metric`. Readings of an
+    asset that site.yaml does not list are refused unless `accept_unknown_assets`.
     """
 
     topic: str
@@ -32,6 +33,9 @@ class Subscription(_Strict):
     timestamp: str | None = Field(None, description="$.path to epoch s/ms or ISO 8601")
     units: dict[str, str] = Field(default_factory=dict)
     qos: Literal[0, 1] | None = None
+    accept_unknown_assets: bool = Field(
+        False, description="keep readings of assets that are not in site.yaml's assets "
+        "(refused and counted otherwise)")
 
     @field_validator("topic")
     @classmethod

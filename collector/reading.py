@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,14 @@ class Emit(Protocol):
 
     def __call__(self, readings: Sequence[Reading],
                  on_stored: Callable[[], None] | None = None) -> None: ...
+
+
+@runtime_checkable
+class Pausable(Protocol):
+    """A collector that can stop taking input while the pipeline is behind (MQTT: the
+    broker holds the rest); a polled one (Modbus) simply goes at its own pace."""
+
+    def pause(self, paused: bool) -> None: ...
 
 
 class Collector(Protocol):
