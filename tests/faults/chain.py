@@ -92,8 +92,9 @@ class Chain:
         self._write_sites()
         self.agent_token = self._token("agent", "faults-agent")
         self.reader_token = self._token("quality", "faults-reader")
-        self.start_api()
-        self.start_agent()
+        api, agent = self.start_api(wait=False), self.start_agent(wait=False)
+        api.wait_for_output("Patrol API on")  # both start at once: Python imports take a while
+        agent.wait_for_output("patrol agent started")
         self.wait_subscribed()
         return self
 
@@ -143,10 +144,11 @@ forward: {{url: '{self.api_url}', token_env: PATROL_AGENT_TOKEN}}
 
     # --- patrol processes ----------------------------------------------------------------
 
-    def start_api(self) -> PatrolProcess:
+    def start_api(self, *, wait: bool = True) -> PatrolProcess:
         self.api = PatrolProcess("api", "-c", self.central / "site.yaml", cwd=self.central)
         self.runs.append(self.api)
-        self.api.wait_for_output("Patrol API on")
+        if wait:
+            self.api.wait_for_output("Patrol API on")
         return self.api
 
     def start_agent(self, *, wait: bool = True) -> PatrolProcess:
