@@ -27,13 +27,13 @@ def tsdb_readings(chain: Chain) -> tuple[dict[tuple[str, int], float], list[Any]
 
 
 def wait_for_readings(chain: Chain, expected: dict[tuple[str, int], float],
-                      timeout: float = 60) -> dict[tuple[str, int], float]:
-    """The TSDB's readings once every expected one is there (or the timeout passed)."""
+                      may_miss: int = 0, timeout: float = 60) -> None:
+    """Until at most `may_miss` expected readings are not in the TSDB (or the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
         got, _, _ = tsdb_readings(chain)
-        if expected.keys() <= got.keys() or time.monotonic() > deadline:
-            return got
+        if len(expected.keys() - got.keys()) <= may_miss or time.monotonic() > deadline:
+            return
         time.sleep(0.5)
 
 
@@ -46,7 +46,7 @@ def assert_readings_once(chain: Chain, expected: dict[tuple[str, int], float], *
     readings that may be absent (lost with a corrupt buffer), but never doubled or wrong.
     """
     required = {k: v for k, v in expected.items() if k not in optional}
-    wait_for_readings(chain, required)
+    wait_for_readings(chain, required, may_miss)
     got, twice, supply = tsdb_readings(chain)
     missing = sorted(required.keys() - got.keys())
     extra = sorted(got.keys() - expected.keys())
@@ -76,22 +76,26 @@ def ms(text: str) -> int:
     return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def wait_for_ncs(chain: Chain, count: int, timeout: float = 60) -> list[dict[str, Any]]:
-    """Every NC once `count` of them are closed (or the timeout passed)."""
+def wait_for_ncs(chain: Chain, episodes: set[tuple[str, int]], timeout: float = 60
+                 ) -> list[dict[str, Any]]:
+    """Every NC, once each of `episodes` has a closed one (or the timeout passed)."""
     deadline = time.monotonic() + timeout
     while True:
         items = all_ncs(chain)
-        closed = sum(nc["state"] == "closed" for nc in items)
-        if closed >= count or time.monotonic() > deadline:
+        closed = {(nc["asset_id"], ms(nc["detected_at"])) for nc in items
+                  if nc["state"] == "closed"}
+        if episodes <= closed or time.monotonic() > deadline:
             return items
         time.sleep(0.5)
 
 
 def assert_one_nc_per_episode(chain: Chain, episodes: set[tuple[str, int]], *,
-                              exact: bool = True) -> None:
+                              exact: bool = True,
+                              wait_for: set[tuple[str, int]] | None = None) -> None:
     """Each episode is one NC, opened at its first violating reading and closed by the
-    recovery; no other NC (with `exact=False`, others may exist but none twice)."""
-    items = wait_for_ncs(chain, len(episodes))
+    recovery; no other NC (with `exact=False`, others may exist but none twice).
+    `wait_for`: the episodes whose NCs must be in before looking (default: all)."""
+    items = wait_for_ncs(chain, episodes if wait_for is None else wait_for)
     opened = Counter((nc["asset_id"], ms(nc["detected_at"])) for nc in items)
     twice = [key for key, n in opened.items() if n > 1]
     assert not twice, f"episodes with more than one NC: {twice[:5]}"
