@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -90,10 +91,13 @@ class Chain:
         self.modbus.start()
         self.modbus.set(SUPPLY, SUPPLY_VALUE)
         self._write_sites()
-        self.agent_token = self._token("agent", "faults-agent")
-        self.reader_token = self._token("quality", "faults-reader")
-        api, agent = self.start_api(wait=False), self.start_agent(wait=False)
-        api.wait_for_output("Patrol API on")  # both start at once: Python imports take a while
+        self.agent_token = self._token("agent", "faults-agent")  # creates the database
+        # the rest start side by side: each is mostly Python importing
+        with ThreadPoolExecutor(1) as pool:
+            reader = pool.submit(self._token, "quality", "faults-reader")
+            api, agent = self.start_api(wait=False), self.start_agent(wait=False)
+            self.reader_token = reader.result()
+        api.wait_for_output("Patrol API on")
         agent.wait_for_output("patrol agent started")
         self.wait_subscribed()
         return self
@@ -172,7 +176,7 @@ forward: {{url: '{self.api_url}', token_env: PATROL_AGENT_TOKEN}}
 
     def output(self, runs: int = 3) -> str:
         """The output of the last `runs` patrol processes, for failure messages."""
-        return "\n".join(f"--- patrol {' '.join(map(str, run.proc.args[3:5]))} ---\n"
+        return "\n".join(f"--- patrol {run.proc.args[3]} ---\n"
                          f"{run.output[-6000:]}" for run in self.runs[-runs:])
 
     # --- stopping ------------------------------------------------------------------------
