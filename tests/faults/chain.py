@@ -50,6 +50,11 @@ standards:
     check: {{max: {LIMIT:g}}}
     on_recovery: close
     chattering: {{max: 100000, per: 1s}}
+  - id: MIX-SPREAD
+    title: Mixer spread under 3
+    applies_to: {{asset_types: [mixer]}}
+    expr: (a - b) ** 0.5
+    check: {{max: 3}}
   - id: CHW-SUPPLY
     title: Chilled water supply 6-8 degC
     applies_to: {{assets: [CH-1]}}
@@ -112,6 +117,7 @@ class Chain:
 site: {{id: {SITE}}}
 assets:
 {tanks}  - {{id: CH-1, type: chiller}}
+  - {{id: MIX-1, type: mixer}}
 modbus:
   devices:
     - name: ch1
@@ -128,6 +134,9 @@ mqtt:
   subscriptions:
     - topic: load/{{asset}}/state
       metrics: {{temp: $.v}}
+      timestamp: $.t
+    - topic: mix/{{asset}}/state
+      metrics: {{a: $.a, b: $.b}}
       timestamp: $.t
 influxdb: {{url: '{self.tsdb.url}', api: v2, bucket: patrol, flush_interval: 100ms}}
 buffer: {{path: buffer/buffer.sqlite}}
