@@ -105,3 +105,15 @@ def test_a_reading_the_engine_cannot_judge_stops_nothing(
         assert time.monotonic() < deadline, f"the poison reading never landed: {stored}"
         time.sleep(0.2)
     assert_invariants(chain, load)
+
+
+def test_central_api_killed_5_times_under_load(chain: Chain,
+                                               start_load: Callable[..., Load]) -> None:
+    """An event applied but not answered is sent again: applied once, by its id."""
+    rng = random.Random(5)
+    load = start_load()
+    for _ in range(5):
+        time.sleep(rng.uniform(0.2, 1.5))
+        assert chain.api is not None and chain.api.stop(signal.SIGKILL) == -signal.SIGKILL
+        chain.start_api()
+    assert_invariants(chain, load)
