@@ -146,12 +146,10 @@ forward: {{url: '{self.api_url}', token_env: PATROL_AGENT_TOKEN}}
 """)
 
     def _token(self, role: str, name: str) -> str:
-        """`patrol token create`; agent tokens are scoped to the site where the CLI can."""
+        """`patrol token create`; agent tokens are scoped to the site (SPEC 7.1)."""
         args = ["token", "create", "-c", self.central / "site.yaml", "--role", role,
                 "--name", name]
         result = patrol(*args, "--site", SITE) if role == "agent" else patrol(*args)
-        if result.returncode == 2 and "--site" in result.stderr:  # before SPEC 7.1
-            result = patrol(*args)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip().splitlines()[-1]
 

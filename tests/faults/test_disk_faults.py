@@ -37,8 +37,6 @@ def fill(directory: Path) -> Path:
 
 
 @pytest.mark.buffer_tmpfs("16m")
-@pytest.mark.xfail(strict=True, reason="issue 12 item 6: SQLITE_FULL from the COMMIT of the "
-                   "buffer's drop-oldest escapes as OperationalError and stops the agent")
 def test_full_disk_holds_readings_and_recovers_when_space_returns(
         chain: Chain, start_load: Callable[..., Load]) -> None:
     load = start_load()
@@ -122,8 +120,6 @@ def corrupt_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorruptRun
         yield CorruptRun(chain, load, first_after, events)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 11: a corrupt buffer is moved aside "
-                   "with its undelivered NC events and rule state")
 def test_corrupt_buffer_salvages_undelivered_events_and_rule_state(
         corrupt_run: CorruptRun) -> None:
     """Every episode is still one NC: the outbox and the rule state came through, and the

@@ -82,8 +82,6 @@ def test_central_api_down_then_back(chain: Chain, start_load: Callable[..., Load
     assert "NC events flowing again" in chain.agent.output
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 1: an expr giving a complex number "
-                   "raises TypeError in the pipeline, which stops the agent")
 def test_a_reading_the_engine_cannot_judge_stops_nothing(
         chain: Chain, start_load: Callable[..., Load]) -> None:
     """(a - b) ** 0.5 with a < b is not a real number: that reading is refused, alone."""
