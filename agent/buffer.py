@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from collector.reading import GOOD, Reading, bad
-from collector.recent import Recent
+from common.recent import Recent
 
 log = logging.getLogger("patrol.buffer")
 

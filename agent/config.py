@@ -21,8 +21,8 @@ from agent.tsdb import InfluxConfig
 from api.config import NotifyConfig, ServerConfig
 from collector.modbus.config import ModbusConfig
 from collector.mqtt_config import MqttConfig
-from collector.secrets import SecretError, read_secret
-from collector.units import ByteSize, ConfigPath, Duration
+from common.config_types import ByteSize, ConfigPath, Duration
+from common.secrets import SecretError, read_secret
 from rules.standard import Asset, Standard, StandardsFile
 
 

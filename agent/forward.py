@@ -24,8 +24,8 @@ from datetime import datetime
 from typing import Any
 
 from agent.buffer import Buffer
-from collector.units import retry_after_seconds, retry_delay
-from collector.urls import location_host, url_for_log
+from common.retry import retry_after_seconds, retry_delay
+from common.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.forward")
 

@@ -25,8 +25,8 @@ from agent.forward import Forwarder, Rejected, Sink, confirmed_ids, http_sink
 from agent.pipeline import Pipeline
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
 from collector.reading import Collector, Pausable
-from collector.secrets import read_secret
-from collector.urls import url_for_log
+from common.secrets import read_secret
+from common.urls import url_for_log
 from rules.engine import Engine
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from agent.configfile import load_yaml, validate
 from collector.modbus.config import ModbusPoint
 from collector.modbus.decode import encode_value
 from collector.mqtt_config import MqttConfig
-from collector.units import Duration
+from common.config_types import Duration
 
 log = logging.getLogger("patrol.simulate")
 

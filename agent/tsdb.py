@@ -43,10 +43,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.buffer import SERIES_CACHE, Buffer, BufferFull, LineBatch, Row
 from collector.reading import Reading
-from collector.recent import Recent
-from collector.secrets import read_secret
-from collector.units import ConfigPath, Duration, retry_delay
-from collector.urls import location_host, url_for_log
+from common.config_types import ConfigPath, Duration
+from common.recent import Recent
+from common.retry import retry_delay
+from common.secrets import read_secret
+from common.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.tsdb")
 

@@ -17,8 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from collector.secrets import read_secret
-from collector.units import ConfigPath, Duration
+from common.config_types import ConfigPath, Duration
+from common.secrets import read_secret
 
 DEFAULT_DATABASE = "sqlite:///data/patrol.sqlite"
 

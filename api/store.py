@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.types import TypeDecorator
 
 from api.config import ServerConfig
-from collector.secrets import SecretError
+from common.secrets import SecretError
 
 log = logging.getLogger("patrol.api.store")
 

@@ -40,8 +40,8 @@ from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from api.store import Delivery, FeedEvent, SessionFactory, Webhook
-from collector.units import retry_after_seconds, retry_delay
-from collector.urls import location_host, url_for_log
+from common.retry import retry_after_seconds, retry_delay
+from common.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.api.webhooks")
 

@@ -46,7 +46,7 @@ from collector.mqtt_config import MqttConfig
 from collector.mqtt_flow import MAX_INBOX, STEP, Gate
 from collector.payload import PayloadError, PayloadMapper, compile_subscriptions
 from collector.reading import Emit, Reading
-from collector.secrets import read_secret
+from common.secrets import read_secret
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collector.units import ConfigPath, Duration
+from common.config_types import ConfigPath, Duration
 
 _PLACEHOLDER = re.compile(r"\{(asset|metric)\}")
 

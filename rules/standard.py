@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from collector.units import Duration
+from common.config_types import Duration
 from rules.expr import Expr
 from rules.schedule import Schedule
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from agent.cli import _parser  # noqa: E402
 from agent.config import SiteConfig  # noqa: E402
 from api.workflow import ACTIONS, STATES  # noqa: E402
-from collector.units import format_duration, parse_duration, parse_size  # noqa: E402
+from common.config_types import format_duration, parse_duration, parse_size  # noqa: E402
 from rules.standard import StandardsFile  # noqa: E402
 
 REFERENCE = ROOT / "docs" / "reference"

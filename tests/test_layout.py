@@ -33,3 +33,19 @@ def test_routers_hold_no_sql() -> None:
             offenders += [f"{module.name}: {name}" for name in names
                           if name.split(".")[0] == "sqlalchemy"]
     assert offenders == []
+
+
+def test_common_imports_nothing_of_patrol() -> None:
+    """common/ is the bottom layer: every package may import it, it imports none of them."""
+    import ast
+    from pathlib import Path
+
+    ours = {"agent", "api", "collector", "rules"}
+    offenders = []
+    for module in sorted((Path(__file__).parent.parent / "common").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{module.name}: {name}" for name in names
+                          if name.split(".")[0] in ours]
+    assert offenders == []

@@ -11,7 +11,7 @@ from pathlib import Path
 from agent.buffer import SERIES_CACHE, Buffer
 from agent.tsdb import LineSerializer
 from collector.reading import Reading
-from collector.recent import Recent
+from common.recent import Recent
 
 MANY = 2 * SERIES_CACHE + 5_000  # more series than the caches may hold
 

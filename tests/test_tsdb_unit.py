@@ -31,7 +31,7 @@ from agent.tsdb import (
     to_ms,
 )
 from collector.reading import GOOD, Reading, bad
-from collector.units import RETRY_AFTER_FLOOR, retry_after_seconds, retry_delay
+from common.retry import RETRY_AFTER_FLOOR, retry_after_seconds, retry_delay
 
 # --- the line format ------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.urls import location_host, url_for_log
+from common.urls import location_host, url_for_log
 
 
 @pytest.mark.parametrize(("url", "shown"), [

@@ -14,7 +14,7 @@ from api.deps import get_db, require
 from api.schemas import MAX_INT, NonconformancePublic
 from api.service import feed_after
 from api.store import Database
-from collector.units import parse_duration
+from common.config_types import parse_duration
 
 router = APIRouter(tags=["feed"])
 

@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from collector.units import Duration
+from common.config_types import Duration
 
 Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[

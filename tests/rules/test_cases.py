@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from collector.reading import Reading, bad
-from collector.units import parse_duration
+from common.config_types import parse_duration
 from rules.engine import Engine
 from rules.events import Event, Snapshot, iso
 from rules.standard import Asset, Standard, StandardsFile

@@ -1,13 +1,9 @@
-"""Duration and size strings shared by site.yaml and the standards (`5s`, `10m`, `1GB`),
-and the one retry delay every outgoing HTTP request waits (forwarder, TSDB, webhooks)."""
+"""The value types site.yaml and the standards share: durations (`5s`, `10m`), sizes
+(`1GB`) and paths relative to the config file."""
 
 from __future__ import annotations
 
-import math
-import random
 import re
-import time
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -82,39 +78,3 @@ def _relative_to_config(path: Path, info: ValidationInfo) -> Path:
 
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
 """A path in site.yaml; relative paths are relative to the config file."""
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta or HTTP date), capped at 10 minutes."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, min(seconds, 600.0))
-
-
-RETRY_AFTER_FLOOR = 1.0
-"""A `Retry-After` below this is raised to it: `Retry-After: 0` taken literally made a
-writer retry about 90 times a second, each attempt an fsynced write."""
-
-
-def retry_delay(retry_after: str | float | None, attempt: int, *, base: float, cap: float,
-                spread: tuple[float, float] = (0.5, 1.0)) -> float:
-    """Seconds before retry `attempt` (1 = the first retry).
-
-    A server's `Retry-After` (header text or seconds) wins, floored at RETRY_AFTER_FLOOR and
-    capped at `cap`, plus up to a quarter more so waiting clients do not return together.
-    Without one: `base` doubling per attempt up to `cap`, times a random factor in `spread`.
-    """
-    seconds = (retry_after_seconds(retry_after) if isinstance(retry_after, str)
-               else retry_after)
-    if seconds is not None and math.isfinite(seconds):
-        wait = min(cap, max(seconds, 0.0) * random.uniform(1.0, 1.25))
-        return max(RETRY_AFTER_FLOOR, wait)
-    # the exponent is capped: 2 ** 1024 overflows a float after ~17 h of failures
-    return min(cap, base * 2 ** min(max(attempt, 1) - 1, 30)) * random.uniform(*spread)
