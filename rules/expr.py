@@ -20,6 +20,8 @@ import operator
 import warnings
 from collections.abc import Callable, Mapping
 
+from rules.errors import ExprError, Undefined
+
 Values = Mapping[str, float]
 _Fn = Callable[[Values], float]
 
@@ -39,18 +41,6 @@ MAX_NODES = 500
 """Numbers, names, operations and calls an expression may have."""
 MAX_DEPTH = 50
 """How deeply they may nest (`a + b + c` is 3 deep: sums group from the left)."""
-
-
-class ExprError(ValueError):
-    """The expression uses something outside the whitelist, or is not an expression."""
-
-
-class Undefined(ArithmeticError):
-    """The expression has no finite real value for these inputs; `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Expr:

@@ -13,14 +13,12 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from rules.errors import ScheduleError
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _LAST_MICROSECOND = 59.999999  # from a minute's start: the last instant surely inside it
 _CLAUSE = re.compile(r"^\s*(?:(?P<days>[A-Za-z,\- ]+?)\s+)?"
                      r"(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$")
-
-
-class ScheduleError(ValueError):
-    """The schedule text cannot be read; the message shows the expected form."""
 
 
 def _minutes(text: str) -> int:
