@@ -12,10 +12,12 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from pymodbus.datastore import (
     ModbusDeviceContext,
@@ -168,3 +170,30 @@ class Api:
                 pass
             time.sleep(0.25)
         raise AssertionError(f"GET {path}: condition not met in {timeout}s; last: {last}")
+
+
+def write_site_folder(tmp: Path, *, standards: str, site: str, api_port: int) -> Path:
+    """A site folder for `patrol run`: `standards` as standards/plant.yaml, and site.yaml
+    holding `site`, then the standards glob, the API on `api_port` over SQLite and the
+    buffer (both under tmp/data). Returns site.yaml's path."""
+    (tmp / "standards").mkdir()
+    (tmp / "standards" / "plant.yaml").write_text(standards)
+    path = tmp / "site.yaml"
+    path.write_text(site + f"""standards: [standards/*.yaml]
+server: {{listen: 127.0.0.1:{api_port}, database: sqlite:///data/patrol.sqlite}}
+buffer: {{path: data/buffer.sqlite}}
+""")
+    return path
+
+
+def publish_json(topic: str, payloads: list[dict[str, Any]]) -> None:
+    """Each payload as JSON to the machine's Mosquitto at QoS 1, each waited for."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex}")
+    client.connect(*MOSQUITTO)
+    client.loop_start()
+    try:
+        for payload in payloads:
+            client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -6,27 +6,28 @@ SQLite on disk, and the API over HTTP with a token made by `patrol token create`
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import time
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from collector.modbus.config import ModbusPoint
 from tests.conftest import free_port
-from tests.integration.conftest import MOSQUITTO, Api, ModbusServerThread, PatrolProcess, patrol
+from tests.integration.conftest import (
+    MOSQUITTO,
+    Api,
+    ModbusServerThread,
+    PatrolProcess,
+    patrol,
+    publish_json,
+    write_site_folder,
+)
 
 SUPPLY = ModbusPoint(asset="CH-1", metric="chw_supply_temp", address=100, type="float32")
 RETURN = ModbusPoint(asset="CH-1", metric="chw_return_temp", address=102, type="float32",
                      order="CDAB")
-
-
-def write_site(tmp: Path, modbus_port: int, api_port: int, prefix: str) -> Path:
-    (tmp / "standards").mkdir()
-    (tmp / "standards" / "plant.yaml").write_text("""
+STANDARDS = """
 standards:
   - id: HVAC-CHW-SUPPLY
     version: 3
@@ -45,9 +46,11 @@ standards:
     metric: air_temp
     check: {max: 30}
     severity: minor
-""")
-    site = tmp / "site.yaml"
-    site.write_text(f"""
+"""
+
+
+def write_site(tmp: Path, modbus_port: int, api_port: int, prefix: str) -> Path:
+    return write_site_folder(tmp, standards=STANDARDS, site=f"""
 site: {{id: tower-a, name: Tower A, timezone: Asia/Shanghai}}
 assets:
   - {{id: CH-1, type: chiller, department: engineering}}
@@ -70,23 +73,7 @@ mqtt:
   subscriptions:
     - topic: {prefix}/{{asset}}/env
       metrics: {{air_temp: $.temperature, humidity: $.humidity}}
-standards: [standards/*.yaml]
-server: {{listen: 127.0.0.1:{api_port}, database: sqlite:///data/patrol.sqlite}}
-buffer: {{path: data/buffer.sqlite}}
-""")
-    return site
-
-
-def publish(topic: str, payloads: list[dict]) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex}")
-    client.connect(*MOSQUITTO)
-    client.loop_start()
-    try:
-        for payload in payloads:
-            client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+""", api_port=api_port)
 
 
 def token(site: Path, role: str) -> str:
@@ -111,7 +98,7 @@ def test_modbus_and_mqtt_readings_raise_ncs_seen_through_the_api(
     try:
         process.wait_for_output("Patrol API on")
         process.wait_for_output("subscribing to")
-        publish(f"{prefix}/PR-1/env", [{"temperature": 31.5, "humidity": 40}])
+        publish_json(f"{prefix}/PR-1/env", [{"temperature": 31.5, "humidity": 40}])
         api = Api(f"http://127.0.0.1:{api_port}/api/v1", admin)
         body = api.wait_for("/nonconformances", lambda b: len(b["items"]) == 2, timeout=30)
 

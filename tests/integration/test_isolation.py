@@ -9,17 +9,21 @@ process with it.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from agent.buffer import Buffer
 from tests.conftest import free_port
-from tests.integration.conftest import MOSQUITTO, Api, PatrolProcess, patrol
+from tests.integration.conftest import (
+    MOSQUITTO,
+    Api,
+    PatrolProcess,
+    patrol,
+    publish_json,
+    write_site_folder,
+)
 
 STANDARDS = """
 standards:
@@ -38,10 +42,7 @@ YEAR = 365 * 86400
 
 
 def write_site(tmp: Path, api_port: int, prefix: str) -> Path:
-    (tmp / "standards").mkdir()
-    (tmp / "standards" / "plant.yaml").write_text(STANDARDS)
-    site = tmp / "site.yaml"
-    site.write_text(f"""
+    return write_site_folder(tmp, standards=STANDARDS, site=f"""
 site: {{id: tower-a}}
 assets: [{{id: CH-1, type: chiller}}]
 mqtt:
@@ -52,23 +53,7 @@ mqtt:
     - topic: {prefix}/{{asset}}/data
       metrics: {{a: $.a, b: $.b}}
       timestamp: $.ts
-standards: [standards/*.yaml]
-server: {{listen: 127.0.0.1:{api_port}, database: sqlite:///data/patrol.sqlite}}
-buffer: {{path: data/buffer.sqlite}}
-""")
-    return site
-
-
-def publish(topic: str, payloads: list[dict]) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex}")
-    client.connect(*MOSQUITTO)
-    client.loop_start()
-    try:
-        for payload in payloads:
-            client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(5)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+""", api_port=api_port)
 
 
 def admin_token(site: Path) -> str:
@@ -105,14 +90,14 @@ def test_a_message_no_expr_can_judge_or_dated_years_ahead_stops_nothing(
     topic = f"{prefix}/CH-1/data"
     try:
         now = time.time()
-        publish(topic, [{"a": 1, "b": 2, "ts": now - 3}])  # sqrt(-1): complex
+        publish_json(topic, [{"a": 1, "b": 2, "ts": now - 3}])  # sqrt(-1): complex
         process.wait_for_output("rules: SQRT: cannot judge asset CH-1")
-        publish(topic, [{"a": 150, "b": 1, "ts": now + 3 * YEAR}])  # a device clock ahead
-        publish(topic, [{"a": 5, "b": 1, "ts": now - 2}])  # sqrt(4) = 2 > 1: raised
+        publish_json(topic, [{"a": 150, "b": 1, "ts": now + 3 * YEAR}])  # a device clock ahead
+        publish_json(topic, [{"a": 5, "b": 1, "ts": now - 2}])  # sqrt(4) = 2 > 1: raised
         body = api.wait_for("/nonconformances", lambda b: len(b["items"]) == 1, timeout=30)
         (nc,) = body["items"]
         assert nc["standard_id"] == "SQRT" and nc["condition"] == "violating"
-        publish(topic, [{"a": 1.5, "b": 1, "ts": now - 1}])  # sqrt(0.5): cleared
+        publish_json(topic, [{"a": 1.5, "b": 1, "ts": now - 1}])  # sqrt(0.5): cleared
         api.wait_for("/nonconformances", lambda b: b["items"][0]["condition"] == "normal",
                      timeout=30)
         assert process.proc.poll() is None
@@ -132,7 +117,7 @@ def test_a_message_no_expr_can_judge_or_dated_years_ahead_stops_nothing(
     again = PatrolProcess("run", "-c", tmp_path / "site.yaml", cwd=tmp_path)
     try:
         again.wait_for_output("subscribing to")
-        publish(topic, [{"a": 200, "b": 1, "ts": time.time()}])  # after any redelivery
+        publish_json(topic, [{"a": 200, "b": 1, "ts": time.time()}])  # after any redelivery
         api.wait_for("/nonconformances?standard_id=PLAIN", lambda b: len(b["items"]) == 1,
                      timeout=30)
     finally:
@@ -154,7 +139,7 @@ def test_a_reload_onto_a_standards_file_the_parser_cannot_take_keeps_the_old_set
         output = process.wait_for_output("kept the previous 2 standards")
         assert ("reload refused: standards/plant.yaml:4: standards[0].expr: the expression "
                 "has 11,997 characters; at most 2,000 are allowed") in output
-        publish(f"{prefix}/CH-1/data", [{"a": 150, "b": 1, "ts": time.time()}])
+        publish_json(f"{prefix}/CH-1/data", [{"a": 150, "b": 1, "ts": time.time()}])
         body = api.wait_for("/nonconformances", lambda b: len(b["items"]) == 2, timeout=30)
         assert sorted(nc["standard_id"] for nc in body["items"]) == ["PLAIN", "SQRT"]
         assert process.proc.poll() is None
@@ -174,7 +159,7 @@ def test_a_saved_rule_state_this_version_cannot_read_does_not_stop_a_start(
     process, api = start(tmp_path, prefix)
     try:
         assert "rule state not restored (ValueError: " in process.output
-        publish(f"{prefix}/CH-1/data", [{"a": 150, "b": 1, "ts": time.time()}])
+        publish_json(f"{prefix}/CH-1/data", [{"a": 150, "b": 1, "ts": time.time()}])
         body = api.wait_for("/nonconformances", lambda b: len(b["items"]) == 2, timeout=30)
         assert sorted(nc["standard_id"] for nc in body["items"]) == ["PLAIN", "SQRT"]
     finally:
