@@ -24,7 +24,13 @@ ANY_STANDARD = "*"
 
 
 class Refusals:
-    """Refused readings and ticks by standard id (`counts`), with rate-limited warnings."""
+    """Refused readings and ticks by standard id (`counts`), with rate-limited warnings.
+
+    Not common.logonce.WarnOnce, though the rate is the same: that one logs every held-back
+    occurrence at DEBUG (here one an expr refuses at every reading would flood a debug
+    log) and appends its count after the message, where this line keeps it beside the
+    total ("3 refused in all; 1 more since the last warning").
+    """
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.counts: dict[str, int] = {}
