@@ -41,6 +41,9 @@ MAX_ANSWER = 1 << 20
 
 
 class Forwarder:
+    """Delivers the outbox to a `Sink` in order until cancelled; a failure keeps the events
+    and waits (`backoff`, capped at `max_backoff`) before the next try."""
+
     def __init__(self, buffer: Buffer, sink: Sink, ready: asyncio.Event, *,
                  batch: int = 100, max_backoff: float = MAX_BACKOFF) -> None:
         self.buffer = buffer

@@ -26,14 +26,15 @@ the other (as SQL's nested replace() does) each later one sees only unescaped te
 _STRING_TABLE = str.maketrans(dict(STRING_ESCAPES))
 
 
-def number_text(value: float) -> str | None:
-    """`value` as line protocol writes a float: the shortest exact decimal text; None when
-    it is not finite. The buffer stores this text, so SQLite never formats a float."""
+def value_text(value: float) -> str | float | None:
+    """`value` as line protocol writes a float: its shortest exact decimal text. A value
+    line protocol cannot write comes back as a float (+-inf) or None (NaN), never text:
+    the buffer stores exactly this, so in SQL as here "text" means "write the field"."""
     text = repr(float(value))  # float(): a numpy scalar's repr is not a number
     if text.endswith(".0"):
         return text[:-2]
     if text[-1] in "nf":  # nan, inf, -inf (a number's repr ends in a digit)
-        return None
+        return None if text == "nan" else float(value)
     return text
 
 
@@ -47,15 +48,15 @@ def string_field(text: str) -> str:
     return '"' + text.translate(_STRING_TABLE) + '"'
 
 
-def fields(value: str | None, reason: str | None) -> str:
-    """The fields of a reading: `value` is its `number_text`, `reason` None when good."""
+def fields(value: str | float | None, reason: str | None) -> str:
+    """The fields of a reading: `value` is its `value_text`, `reason` None when good."""
     out = GOOD if reason is None else f"{BAD},reason={string_field(reason)}"
-    return out if value is None else f"{out},value={value}"
+    return f"{out},value={value}" if isinstance(value, str) else out
 
 
 def line(head: str, ts: float, value: float, reason: str | None) -> str:
     """One reading's whole line."""
-    return f"{head}{fields(number_text(value), reason)} {to_ms(ts)}"
+    return f"{head}{fields(value_text(value), reason)} {to_ms(ts)}"
 
 
 def _sql_string_field(column: str) -> str:
@@ -66,8 +67,8 @@ def _sql_string_field(column: str) -> str:
 
 
 def sql_line(head: str, value: str, bad: str, ts: str) -> str:
-    """The same line as an SQL expression over columns: `value` holds the `number_text`
-    (text) or anything else for no value, `bad` the reason or NULL, `ts` seconds."""
+    """The same line as an SQL expression over columns: `value` holds the `value_text`
+    (only text is written), `bad` the reason or NULL, `ts` seconds."""
     ms = f"CAST(round({ts} * 1000) AS INTEGER)"  # not format(): %s stops at a NUL
     return f"""CASE
         WHEN {bad} IS NULL AND typeof({value}) = 'text'  -- the usual reading

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from agent.lineprotocol import number_text, sql_line
+from agent.lineprotocol import sql_line, value_text
 
 log = logging.getLogger("patrol.buffer")
 
@@ -54,13 +54,9 @@ FROM (
 group_concat follows the order of the subquery's rows (a LIMIT subquery is not flattened)."""
 
 
-def stored_value(value: float) -> str | float | None:
-    """How a reading's value is stored: exact text, +-inf as a real, NaN as NULL."""
-    text = number_text(value)
-    if text is not None:
-        return text
-    value = float(value)
-    return None if value != value else value
+stored_value = value_text
+"""How a reading's value is stored: exact text, +-inf as a real, NaN as NULL (the line
+protocol's own rule, so SQLite never formats a float)."""
 
 
 def migrate(db: sqlite3.Connection) -> None:
