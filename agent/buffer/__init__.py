@@ -27,10 +27,8 @@ a corrupt file), `schema` (tables, stored values, migrations), `disk` (file mode
 errors told apart), `salvage` (what a corrupt file still gives).
 """
 
-from agent.buffer.disk import private_dirs, private_file
-from agent.buffer.readings import SERIES_CACHE, TRIM_MARGIN, Buffer, Head, LineBatch, Row
-from agent.buffer.schema import SCHEMA_VERSION, stored_value
+from agent.buffer.readings import SERIES_CACHE, Buffer, Head, LineBatch, Row
+from agent.buffer.schema import stored_value
 from agent.errors import BufferFull
 
-__all__ = ["SCHEMA_VERSION", "SERIES_CACHE", "TRIM_MARGIN", "Buffer", "BufferFull", "Head",
-           "LineBatch", "Row", "private_dirs", "private_file", "stored_value"]
+__all__ = ["SERIES_CACHE", "Buffer", "BufferFull", "Head", "LineBatch", "Row", "stored_value"]
