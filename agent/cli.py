@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.config import ConfigError, Site, SiteConfig, load_site
+from agent.site import ConfigError, Site, SiteConfig, load_site
 
 EXIT_FAILURE = 1
 EXIT_INVALID = 2

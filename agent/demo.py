@@ -20,9 +20,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.config import load_site
 from agent.runtime import install_stop_signals, run_site
 from agent.simulate import SimConfig, SimModbus, SimMqtt, simulate
+from agent.site import load_site
 
 log = logging.getLogger("patrol.demo")
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Collection
@@ -24,7 +23,9 @@ from datetime import datetime
 from typing import Any
 
 from agent.buffer import Buffer
-from common.retry import retry_after_seconds, retry_delay
+from agent.errors import ClockSkew, DeliveryError, Rejected
+from common.logonce import WarnOnce
+from common.retry import Backoff, retry_after_seconds
 from common.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.forward")
@@ -33,21 +34,27 @@ Sink = Callable[[list[dict[str, Any]]], Awaitable[Collection[str]]]
 """Deliver a batch; returns the ids of the events the API confirms it holds."""
 
 SKEW_LOG_EVERY = 60.0
+MAX_BACKOFF = 60.0
+"""The default of `forward.max_backoff`."""
 MAX_ANSWER = 1 << 20
 """Bytes of a 2xx answer read at most: the API's answer to 100 events is a few KB."""
 
 
 class Forwarder:
+    """Delivers the outbox to a `Sink` in order until cancelled; a failure keeps the events
+    and waits (`backoff`, capped at `max_backoff`) before the next try."""
+
     def __init__(self, buffer: Buffer, sink: Sink, ready: asyncio.Event, *,
-                 batch: int = 100, max_backoff: float = 60.0) -> None:
+                 batch: int = 100, max_backoff: float = MAX_BACKOFF) -> None:
         self.buffer = buffer
         self.sink = sink
         self.ready = ready
         self.batch = batch
         self.max_backoff = max_backoff
         self.delivered = 0
-        self.failures = 0
-        self._skew_logged_at = -SKEW_LOG_EVERY
+        self.backoff = Backoff(base=0.5, cap=max_backoff)
+        self._down = WarnOnce(log)
+        self._skewed = WarnOnce(log, every=SKEW_LOG_EVERY, level=logging.ERROR)
 
     async def run(self) -> None:
         while True:
@@ -57,15 +64,12 @@ class Forwarder:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any sink failure: keep events, retry later
-                self.failures += 1
-                wait = retry_delay(getattr(exc, "retry_after", None), self.failures,
-                                   base=0.5, cap=self.max_backoff)
+                wait = self.backoff.failed(getattr(exc, "retry_after", None))
                 if isinstance(exc, ClockSkew):
                     self._log_skew(exc, wait)
                 else:
-                    level = logging.WARNING if self.failures == 1 else logging.DEBUG
-                    log.log(level, "cannot deliver NC events yet (%s); retrying in %.1fs",
-                            exc, wait)
+                    self._down.trouble("cannot deliver NC events yet (%s); retrying in "
+                                       "%.1fs", exc, wait)
                 await asyncio.sleep(wait)
                 continue
             self._flowing()
@@ -99,21 +103,19 @@ class Forwarder:
 
     def _flowing(self) -> None:
         """A batch went through: log the recovery once, so the next outage warns again."""
-        if self.failures:
-            log.info("NC events flowing again after %d failed attempts", self.failures)
-            self.failures = 0
+        failures = self.backoff.failures
+        if self.backoff.succeeded():  # after an outage or a clock running ahead
+            self._down.reset()
+            self._skewed.reset()
+            log.info("NC events flowing again after %d failed attempts", failures)
 
     def _log_skew(self, exc: ClockSkew, wait: float) -> None:
         """An error, at most once a minute: the events wait until the clock is right."""
-        now = time.monotonic()
-        if now - self._skew_logged_at < SKEW_LOG_EVERY:
-            log.debug("%s; retrying in %.1fs", exc, wait)
-            return
-        self._skew_logged_at = now
         offset = "an unknown offset" if exc.offset is None else f"{exc.offset:+.1f}s"
-        log.error("this agent's clock runs ahead of the API's (%s: events dated %s, API "
-                  "time %s): the API refuses them; they stay in the outbox and are retried "
-                  "(fix the clock, e.g. NTP)", offset, exc.event_time, exc.server_time)
+        self._skewed.trouble("this agent's clock runs ahead of the API's (%s: events dated "
+                             "%s, API time %s): the API refuses them; they stay in the "
+                             "outbox and are retried (fix the clock, e.g. NTP); next try in "
+                             "%.1fs", offset, exc.event_time, exc.server_time, wait)
 
     async def _one_by_one(self, rows: list[tuple[int, dict[str, Any]]]) -> int:
         """A batch was refused: find the events the API refuses and set them aside."""
@@ -127,27 +129,6 @@ class Forwarder:
                 continue
             self._forget([(seq, body)], confirmed)
         return len(rows)
-
-
-class DeliveryError(Exception):
-    """The API did not take a batch now; the events stay in the outbox for a retry."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ClockSkew(DeliveryError):
-    """The API refuses events dated ahead of its clock: kept and retried, never dropped."""
-
-    def __init__(self, message: str, event_time: str, server_time: str,
-                 offset: float | None) -> None:
-        super().__init__(message)
-        self.event_time, self.server_time, self.offset = event_time, server_time, offset
-
-
-class Rejected(Exception):
-    """The API refuses these events for good (a 4xx other than auth or rate limits)."""
 
 
 RETRYABLE = (401, 403, 404, 408, 409, 425, 429)

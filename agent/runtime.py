@@ -15,15 +15,18 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.buffer import Buffer
-from agent.config import ConfigError, Site, load_site
-from agent.forward import Forwarder, Rejected, Sink, confirmed_ids, http_sink
+from agent.errors import ClockAhead, Rejected, TaskFailed
+from agent.forward import MAX_BACKOFF, Forwarder, Sink, confirmed_ids, http_sink
 from agent.pipeline import Pipeline
+from agent.site import Site, load_site
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
+from agent.yamldoc import ConfigError
 from collector.reading import Collector, Pausable
 from common.secrets import read_secret
 from common.urls import url_for_log
@@ -37,12 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("patrol")
 
 STOP_GRACE = 10.0
-
-
-class TaskFailed(RuntimeError):
-    """A task ended on its own: a fault every later item would meet too (the buffer's disk
-    failing, a bug). Already logged as one line; the process exits 1 for systemd to restart
-    it. What one reading, message or event raises never gets here (see agent.pipeline)."""
 
 
 def collectors_for(site: Site, assets: set[str] | None = None) -> list[Collector]:
@@ -153,11 +150,6 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
     return database, Server(config)
 
 
-class ClockAhead(RuntimeError):
-    """The API refused events dated ahead of its clock: retryable, never a dead letter
-    (the events wait in the outbox until the clock, or the reading times, are right)."""
-
-
 def in_process_sink(database: Database, max_clock_skew: float = 300.0) -> Sink:
     from pydantic import TypeAdapter, ValidationError
 
@@ -190,6 +182,65 @@ def in_process_sink(database: Database, max_clock_skew: float = 300.0) -> Sink:
     return send
 
 
+def restored_engine(site: Site, buffer: Buffer) -> Engine:
+    """The rules engine, with the state saved in the buffer when it can be restored."""
+    config = site.config
+
+    def fresh() -> Engine:
+        return Engine(site.id, config.assets, site.standards, timezone=config.site.timezone,
+                      started=time.time())
+
+    engine = fresh()
+    saved = buffer.load_state("engine")
+    if saved is None:
+        return engine
+    try:
+        restored = engine.restore(saved)
+    except Exception as exc:  # else the same saved state stops every start
+        log.error("rule state not restored (%s: %s): every pair starts afresh",
+                  type(exc).__name__, exc)
+        return fresh()
+    log.info("rule state restored for %d of %d (asset, standard) pairs", restored,
+             engine.pairs)
+    return engine
+
+
+@dataclass
+class Writers:
+    """What drains the buffer: NC events to the API, readings to the TSDB (if any)."""
+
+    forwarder: Forwarder
+    tsdb: TsdbWriter | None = None
+    close_tsdb: Callable[[], None] | None = None
+
+
+def writers(site: Site, buffer: Buffer, events_ready: asyncio.Event,
+            database: Database | None = None) -> Writers:
+    """The forwarder (to the API in this process, or over HTTP to `forward.url`) and the
+    TSDB writer, each with its section's `max_backoff`."""
+    config = site.config
+    if database is not None:
+        sink = in_process_sink(database, config.server.max_clock_skew)
+    elif config.forward is not None:
+        token = read_secret(config.forward.token_env, config.forward.token_file)
+        sink = http_sink(config.forward.url, token)
+    else:
+        raise RuntimeError("patrol agent needs a forward: section (where NC events go)")
+    max_backoff = config.forward.max_backoff if config.forward else MAX_BACKOFF
+    out = Writers(Forwarder(buffer, sink, events_ready, max_backoff=max_backoff))
+    if config.influxdb is not None:
+        send, out.close_tsdb = make_sender(config.influxdb)
+        assets = {a.id: (a.type, a.location) for a in config.assets}
+        serializer = LineSerializer(config.influxdb.measurement, site.id, assets)
+        out.tsdb = TsdbWriter(buffer, config.influxdb, serializer, send)
+        log.info("writing readings to %s (%s, bucket %s)", url_for_log(config.influxdb.url),
+                 config.influxdb.api, config.influxdb.bucket)
+    else:
+        log.info("no influxdb: section: readings stay in the buffer (at most %d bytes)",
+                 config.buffer.max_size)
+    return out
+
+
 @contextlib.asynccontextmanager
 async def _agent(site: Site, database: Database | None, *, enabled: bool
                  ) -> Any:
@@ -199,30 +250,10 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
         return
     config = site.config
     buffer = Buffer(config.buffer.path, config.buffer.max_size)
-    engine = Engine(site.id, config.assets, site.standards, timezone=config.site.timezone,
-                    started=time.time())
-    saved = buffer.load_state("engine")
-    if saved is not None:
-        try:
-            restored = engine.restore(saved)
-        except Exception as exc:  # else the same saved state stops every start
-            log.error("rule state not restored (%s: %s): every pair starts afresh",
-                      type(exc).__name__, exc)
-            engine = Engine(site.id, config.assets, site.standards,
-                            timezone=config.site.timezone, started=time.time())
-        else:
-            log.info("rule state restored for %d of %d (asset, standard) pairs", restored,
-                     engine.pairs)
+    engine = restored_engine(site, buffer)
     pipeline = Pipeline(engine, buffer, snapshot_every=config.rules.snapshot_every,
                         save_every=config.rules.save_every)
-    if database is not None:
-        sink = in_process_sink(database, config.server.max_clock_skew)
-    elif config.forward is not None:
-        token = read_secret(config.forward.token_env, config.forward.token_file)
-        sink = http_sink(config.forward.url, token)
-    else:
-        raise RuntimeError("patrol agent needs a forward: section (where NC events go)")
-    forwarder = Forwarder(buffer, sink, pipeline.events_ready)
+    out = writers(site, buffer, pipeline.events_ready, database)
     log.info("%d standards over %d assets: %d (asset, standard) pairs",
              len(site.standards), len(config.assets), engine.pairs)
     known_assets = {a.id for a in config.assets}
@@ -234,35 +265,30 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
                   asyncio.create_task(pipeline.tick(), name="tick"),
                   asyncio.create_task(watch_standards(site, pipeline, assets=known_assets),
                                       name="reload")]
-    forwarding = [asyncio.create_task(forwarder.run(), name="forward")]
-    close_tsdb: Callable[[], None] | None = None
-    if config.influxdb is not None:
-        send, close_tsdb = make_sender(config.influxdb)
-        assets = {a.id: (a.type, a.location) for a in config.assets}
-        serializer = LineSerializer(config.influxdb.measurement, site.id, assets)
-        writer = TsdbWriter(buffer, config.influxdb, serializer, send)
-        forwarding.append(asyncio.create_task(writer.run(), name="tsdb"))
-        log.info("writing readings to %s (%s, bucket %s)", url_for_log(config.influxdb.url),
-                 config.influxdb.api, config.influxdb.bucket)
-    else:
-        log.info("no influxdb: section: readings stay in the buffer (at most %d bytes)",
-                 config.buffer.max_size)
+    forwarding = [asyncio.create_task(out.forwarder.run(), name="forward")]
+    if out.tsdb is not None:
+        forwarding.append(asyncio.create_task(out.tsdb.run(), name="tsdb"))
     try:
         yield [*sources, *processing, *forwarding]
     finally:
         for group in (sources, processing, forwarding):
             await _cancel(group)
         pipeline.save_state()
-        if close_tsdb is not None:
-            close_tsdb()
-        try:  # a last delivery attempt; what fails stays in the outbox for next start
-            await asyncio.wait_for(forwarder.deliver_pending(), timeout=STOP_GRACE)
-        except Exception as exc:
-            log.warning("NC events left in the outbox for the next start: %s", exc)
-        counts = buffer.count()
-        buffer.close()
-        log.info("buffer holds %d readings and %d undelivered events", counts["readings"],
-                 counts["events"])
+        await _close(buffer, out)
+
+
+async def _close(buffer: Buffer, out: Writers) -> None:
+    """After the tasks: a last delivery attempt, then the buffer closed."""
+    if out.close_tsdb is not None:
+        out.close_tsdb()
+    try:  # what fails stays in the outbox for next start
+        await asyncio.wait_for(out.forwarder.deliver_pending(), timeout=STOP_GRACE)
+    except Exception as exc:
+        log.warning("NC events left in the outbox for the next start: %s", exc)
+    counts = buffer.count()
+    buffer.close()
+    log.info("buffer holds %d readings and %d undelivered events", counts["readings"],
+             counts["events"])
 
 
 def _fingerprint(site: Site) -> list[tuple[str, int, int]]:

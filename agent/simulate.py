@@ -25,7 +25,7 @@ from pymodbus.datastore import (
 )
 from pymodbus.server import ModbusTcpServer
 
-from agent.configfile import load_yaml, validate
+from agent.yamldoc import load_yaml, validate
 from collector.modbus.config import ModbusPoint
 from collector.modbus.decode import encode_value
 from collector.mqtt_config import MqttConfig

@@ -32,26 +32,28 @@ from urllib.parse import urlencode
 
 import urllib3
 from influxdb_client import InfluxDBClient, WritePrecision, WriteService
-from influxdb_client.client.write.point import (  # the library's own line serializer
+from influxdb_client.client.write.point import (  # the library's own tag escaping
     _ESCAPE_MEASUREMENT,
-    _append_fields,
     _append_tags,
     _escape_key,
 )
 from influxdb_client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent import lineprotocol
 from agent.buffer import SERIES_CACHE, Buffer, BufferFull, LineBatch, Row
 from collector.reading import Reading
 from common.config_types import ConfigPath, Duration
+from common.logonce import WarnOnce
 from common.recent import Recent
-from common.retry import retry_delay
+from common.retry import Backoff
 from common.secrets import read_secret
 from common.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.tsdb")
 
 MAX_BACKOFF = 60.0
+"""The default of `influxdb.max_backoff`."""
 AUTH_RETRY = 60.0
 IN_FLIGHT = 2
 """Batches travelling at once: while the server ingests one, the next is built and
@@ -77,6 +79,9 @@ class InfluxConfig(BaseModel):
     batch_size: int = Field(5000, ge=1, le=100_000)
     flush_interval: Duration = Field(1.0, gt=0)
     timeout: Duration = Field(10.0, gt=0)
+    max_backoff: Duration = Field(
+        MAX_BACKOFF, gt=0, description="longest wait between retries while the TSDB is "
+        "unreachable or failing (0.5 s doubling up to this; Retry-After capped at it)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +104,6 @@ Send = Callable[[bytes], Answer]
 worker thread, where its gzip runs without the GIL)."""
 
 
-def to_ms(ts: float) -> int:
-    """Milliseconds, rounded half away from zero as SQLite's round() does in `line_batch`."""
-    return int(ts * 1000 + (0.5 if ts >= 0 else -0.5))
-
-
 class LineSerializer:
     """Readings -> line protocol, with each series' measurement and tags escaped once."""
 
@@ -118,7 +118,7 @@ class LineSerializer:
     def line(self, reading: Reading) -> str:
         prefix = self._prefix_of(reading.asset, reading.metric, reading.source)
         reason = None if reading.quality.good else reading.quality.reason
-        return _line(prefix, reading.ts, reading.value, reason)
+        return lineprotocol.line(prefix, reading.ts, reading.value, reason)
 
     def head(self, series: tuple[str, str, str, str]) -> str:
         """The start of every line of a buffer series (asset, metric, unit, source): what
@@ -132,7 +132,8 @@ class LineSerializer:
         out = []
         for _id, series_id, ts, value, reason in rows:
             prefix = self.head(series(series_id))
-            out.append(_line(prefix, ts, math.nan if value is None else value, reason))
+            out.append(lineprotocol.line(prefix, ts, math.nan if value is None else value,
+                                         reason))
         return out
 
     def _prefix_of(self, asset: str, metric: str, source: str) -> str:
@@ -145,14 +146,6 @@ class LineSerializer:
                 "location": location or None, "metric": metric, "source": source or None,
             })
         return prefix
-
-
-def _line(prefix: str, ts: float, value: float, reason: str | None) -> str:
-    if reason is None:
-        fields = _append_fields({"value": value, "quality": 1}, {})
-    else:
-        fields = _append_fields({"value": value, "quality": 0, "reason": reason}, {})
-    return f"{prefix}{fields} {to_ms(ts)}"
 
 
 class TsdbWriter:
@@ -169,8 +162,9 @@ class TsdbWriter:
         self.batch_size = config.batch_size
         self.written = 0
         self.dead_lettered = 0
-        self._failures = 0
-        self._auth_failed = False
+        self.backoff = Backoff(base=0.5, cap=config.max_backoff)
+        self._unreachable = WarnOnce(log)
+        self._refused = WarnOnce(log, level=logging.ERROR)  # credentials: a person fixes them
         self._full = False
         self._shown = url_for_log(config.url)
         self._in_flight: deque[tuple[LineBatch, asyncio.Future[Answer]]] = deque()
@@ -252,11 +246,9 @@ class TsdbWriter:
             await self._bisect(rows, self.serializer.lines(rows, self.buffer.series), answer)
             self._recovered()
         elif status in (401, 403):
-            if not self._auth_failed:
-                log.error("%s refused our credentials (%d %s): writing paused, readings kept "
-                          "in the buffer; retrying every %.0fs", self._shown, status,
-                          answer.message, AUTH_RETRY)
-            self._auth_failed = True
+            self._refused.trouble("%s refused our credentials (%d %s): writing paused, "
+                                  "readings kept in the buffer; retrying every %.0fs",
+                                  self._shown, status, answer.message, AUTH_RETRY)
             await self.sleep(AUTH_RETRY)
         elif status == 413 and batch.count > 1:
             if batch.count // 2 < self.batch_size:  # the one behind it may have been too
@@ -264,13 +256,10 @@ class TsdbWriter:
                 log.warning("%s: batch too large; batch size now %d", self._shown,
                             self.batch_size)
         else:
-            self._failures += 1
-            wait = retry_delay(answer.retry_after if status in (429, 503) else None,
-                               self._failures, base=0.5, cap=MAX_BACKOFF)
-            level = logging.WARNING if self._failures == 1 else logging.DEBUG
-            log.log(level, "cannot write to %s (%s); %d readings wait in the buffer; "
-                    "next try in %.1fs", self._shown, _describe(answer),
-                    batch.count, wait)
+            wait = self.backoff.failed(answer.retry_after if status in (429, 503) else None)
+            self._unreachable.trouble("cannot write to %s (%s); %d readings wait in the "
+                                      "buffer; next try in %.1fs", self._shown,
+                                      _describe(answer), batch.count, wait)
             await self.sleep(wait)
 
     async def _bisect(self, batch: list[Row], lines: list[str], answer: Answer) -> None:
@@ -293,10 +282,10 @@ class TsdbWriter:
                 return  # the server changed its mind (outage): retry the rest later
 
     def _recovered(self) -> None:
-        if self._failures or self._auth_failed:
+        """A write went through: one line ends either trouble, and the backoff starts over."""
+        self.backoff.succeeded()
+        if self._refused.reset() | self._unreachable.reset():  # both reset, always
             log.info("writing to %s again", self._shown)
-        self._failures = 0
-        self._auth_failed = False
 
 
 def _describe(answer: Answer) -> str:

@@ -345,11 +345,19 @@ def _settle_failed(session: Session, delivery_id: int, outcome: Outcome, now: da
                                                                    outcome.retry_after))
 
 
+RETRY_BASE = 5.0
+RETRY_CAP = 3600.0
+"""A delivery's waits: 5 s doubling to 1 h; a Retry-After is capped at the hour too."""
+
+
 def backoff(attempts: int, retry_after: float | None = None) -> float:
-    """Seconds before the next attempt: Retry-After when given (at least 1 s), else 5 s
-    doubling to 1 h, with jitter so a recovering receiver is not hit by every retry at
-    once."""
-    return retry_delay(retry_after, attempts, base=5.0, cap=3600.0, spread=(0.75, 1.25))
+    """Seconds before a delivery's next attempt (`common.retry.retry_delay`: Retry-After
+    when given, at least 1 s; else RETRY_BASE doubling to RETRY_CAP), with jitter either
+    way so a recovering receiver is not hit by every retry at once. Per delivery, not per
+    receiver: its attempts are counted in its row, so a `Backoff` object would not
+    survive the restart or the next claim."""
+    return retry_delay(retry_after, attempts, base=RETRY_BASE, cap=RETRY_CAP,
+                       spread=(0.75, 1.25))
 
 
 async def dispatch(factory: SessionFactory, *, allow_private: bool = False,

@@ -1,8 +1,10 @@
 """python -m bench.buffer [--readings N] [--dir DIR]: the buffer's speed and size.
 
 Prints readings/s into the buffer (`put` in batches of 1,000 and of 5,000: one
-transaction, so one fsync, per batch), readings/s out of it (`oldest` + `delete`, as the
-TSDB writer drains it, 5,000 at a time), and bytes on disk per reading after N readings.
+transaction, so one fsync, per batch), readings/s out of it 5,000 at a time (`rows` +
+`delete`, the raw rows the TSDB writer reads when it bisects a refused batch, and
+`line_batch` + `delete_range`, its usual way), and bytes on disk per reading after N
+readings.
 Runs on one thread pinned to one core; the readings are built before the clock starts.
 """
 
@@ -39,9 +41,9 @@ def put_all(buffer: Buffer, readings: Sequence[Reading], batch: int) -> float:
 
 def drain(buffer: Buffer, batch: int) -> tuple[float, int]:
     started, n = time.perf_counter(), 0
-    while stored := buffer.oldest(batch):
-        buffer.delete([s.id for s in stored])
-        n += len(stored)
+    while rows := buffer.rows(batch):
+        buffer.delete([row[0] for row in rows])
+        n += len(rows)
     return time.perf_counter() - started, n
 
 
@@ -85,7 +87,7 @@ def main() -> None:
                 buffer = Buffer(path)
             if batch == 1000:
                 seconds, out = drain(buffer, 5000)
-                how = "oldest+delete (Readings)"
+                how = "rows+delete (raw rows)"
             else:
                 seconds, out = drain_lines(buffer, 5000)
                 how = "line_batch+delete_range (the TSDB writer's way)"

@@ -13,22 +13,26 @@ from collections.abc import Callable
 class WarnOnce:
     """The log of one condition (a device down, a writer failing, bad payloads on a topic).
 
-    `trouble(...)` logs at WARNING when the condition starts, at DEBUG while it lasts, and,
-    with `every` set, at WARNING again with the number held back once that many seconds have
-    passed. `recovered(...)` logs at INFO only if there was trouble, and resets.
+    `trouble(...)` logs at WARNING (or `level`) when the condition starts, at DEBUG while it
+    lasts, and, with `every` set, at that level again with the number held back once that
+    many seconds have passed. `recovered(...)` logs at INFO only if there was trouble, and
+    resets.
     """
 
     def __init__(self, logger: logging.Logger, *, every: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 level: int = logging.WARNING) -> None:
         self.logger = logger
         self.every = every
+        self.level = level
+        """Of the reports that go out (WARNING; ERROR for what a person must fix)."""
         self.clock = clock
         self.troubled = False
         self.held_back = 0
         self._warned_at = float("-inf")
 
     def trouble(self, msg: str, *args: object) -> bool:
-        """Log one occurrence; True when it went out at WARNING."""
+        """Log one occurrence; True when it went out at `level`."""
         now = self.clock()
         due = not self.troubled or (self.every is not None
                                     and now - self._warned_at >= self.every)
@@ -39,7 +43,7 @@ class WarnOnce:
             return False
         if self.held_back:
             msg += f" ({self.held_back} more since the last warning)"
-        self.logger.warning(msg, *args)
+        self.logger.log(self.level, msg, *args)
         self._warned_at = now
         self.held_back = 0
         return True
@@ -49,7 +53,13 @@ class WarnOnce:
         if not self.troubled:
             return False
         self.logger.info(msg, *args)
+        return self.reset()
+
+    def reset(self) -> bool:
+        """End the condition without a log line (another one said it); True if there was
+        one."""
+        had = self.troubled
         self.troubled = False
         self.held_back = 0
         self._warned_at = float("-inf")
-        return True
+        return had

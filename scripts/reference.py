@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.cli import _parser  # noqa: E402
-from agent.config import SiteConfig  # noqa: E402
+from agent.site import SiteConfig  # noqa: E402
 from api.workflow import ACTIONS, STATES  # noqa: E402
 from common.config_types import format_duration, parse_duration, parse_size  # noqa: E402
 from rules.standard import StandardsFile  # noqa: E402

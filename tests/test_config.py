@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, Site, load_site
+from agent.site import ConfigError, Site, load_site
 
 HEADER = """\
 site:

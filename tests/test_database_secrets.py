@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agent.config import load_site
-from agent.configfile import ConfigError
+from agent.site import load_site
+from agent.yamldoc import ConfigError
 from api.auth import create_token
 from api.store import Database, DatabaseUnavailable, open_database
 from tests.conftest import POSTGRES

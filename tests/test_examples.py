@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_site
 from agent.simulate import load_sim_config
+from agent.site import load_site
 from collector.payload import compile_subscriptions
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

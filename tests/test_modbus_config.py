@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.config import ConfigError, load_site
+from agent.site import ConfigError, load_site
 
 HEADER = """\
 site:

@@ -16,6 +16,7 @@ from agent.pipeline import Pipeline
 from collector.reading import Reading
 from rules.engine import Engine
 from rules.standard import Asset, Standard
+from tests.buffer_contents import stored
 
 T0 = 1_772_445_600.0  # 2026-03-02T10:00:00Z, the pipeline's clock throughout
 YEAR = 365 * 86400.0
@@ -61,9 +62,9 @@ def test_a_reading_no_expr_can_judge_is_stored_and_acknowledged(tmp_path: Path) 
     assert line.engine.refused == {"SQRT": 1}
     assert events(line.buffer) == [("violation_started", "SQRT", "2026-03-02T09:59:59Z"),
                                    ("violation_started", "PLAIN", "2026-03-02T09:59:59Z")]
-    stored = [(s.reading.metric, s.reading.value, s.reading.quality.good)
-              for s in line.buffer.oldest(10)]
-    assert stored == [("a", 1.0, True), ("b", 2.0, True), ("a", 150.0, True)]
+    kept = [(s.reading.metric, s.reading.value, s.reading.quality.good)
+              for s in stored(line.buffer, 10)]
+    assert kept == [("a", 1.0, True), ("b", 2.0, True), ("a", 150.0, True)]
 
 
 def test_a_reading_dated_years_ahead_is_stored_as_bad_quality_and_not_judged(
@@ -75,7 +76,7 @@ def test_a_reading_dated_years_ahead_is_stored_as_bad_quality_and_not_judged(
     # only the later one raised: the one ahead was not judged and moved nothing
     assert events(line.buffer) == [("violation_started", "PLAIN", "2026-03-02T10:04:59Z")]
     assert line.engine.out_of_order == 0 and line.ahead == 1
-    first, second = line.buffer.oldest(10)
+    first, second = stored(line.buffer, 10)
     assert first.reading.ts == T0 + 3 * YEAR and not first.reading.quality.good
     assert first.reading.quality.reason == "timestamp ahead of clock by 1095.0d"
     assert second.reading.quality.good
@@ -87,7 +88,7 @@ def test_a_reading_the_buffer_cannot_store_is_dropped_alone(tmp_path: Path) -> N
     unstorable = Reading("\ud800", "a", 1.0, T0)
     assert feed(line, [[unstorable, Reading("CH-1", "a", 150.0, T0)],
                        [Reading("CH-1", "a", 10.0, T0 + 1)]]) == 2
-    assert [(s.reading.asset, s.reading.value) for s in line.buffer.oldest(10)] == [
+    assert [(s.reading.asset, s.reading.value) for s in stored(line.buffer, 10)] == [
         ("CH-1", 150.0), ("CH-1", 10.0)]
     assert events(line.buffer) == [("violation_started", "PLAIN", "2026-03-02T10:00:00Z"),
                                    ("violation_cleared", "PLAIN", "2026-03-02T10:00:01Z")]

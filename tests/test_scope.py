@@ -32,6 +32,7 @@ from api.auth import Principal, create_token, note_legacy_use
 from api.config import ServerConfig
 from api.store import Database
 from rules.events import Snapshot
+from tests.buffer_contents import dead_letters
 from tests.test_api import HOUR, NOW, Api, bearer, cleared, engine_event
 
 SITE_B = "tower-b"
@@ -213,7 +214,7 @@ def test_patrol_runs_sink_keeps_skewed_events_in_the_outbox(db: Database,
         with pytest.raises(ClockAhead, match="ahead of this server's clock"):
             asyncio.run(forwarder.deliver_pending())
         assert [body["id"] for _, body in buffer.pending_events()] == [ahead["id"]]
-        assert buffer.dead_letters(kind="event") == []
+        assert dead_letters(buffer, kind="event") == []
         later = Forwarder(buffer, in_process_sink(db, 3600.0), asyncio.Event())
         assert asyncio.run(later.deliver_pending()) == 1
         assert buffer.pending_events() == []

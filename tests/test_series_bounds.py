@@ -12,6 +12,7 @@ from agent.buffer import SERIES_CACHE, Buffer
 from agent.tsdb import LineSerializer
 from collector.reading import Reading
 from common.recent import Recent
+from tests.buffer_contents import stored
 
 MANY = 2 * SERIES_CACHE + 5_000  # more series than the caches may hold
 
@@ -50,7 +51,7 @@ def test_buffer_series_ids_are_bounded_and_every_line_keeps_its_head(tmp_path: P
     lines = batch.body.decode().split("\n")
     assert lines[0].startswith("patrol,asset=asset-0,metric=power,site=site-1,source=mqtt:t/0 ")
     assert all(f"asset=asset-{n}," in line for n, line in enumerate(lines))
-    first = buffer.oldest(1)[0].reading
+    first = stored(buffer, 1)[0].reading
     assert (first.asset, first.source) == ("asset-0", "mqtt:t/0")
     (row,) = buffer.rows(1)
     assert buffer.series(row[1]) == ("asset-0", "power", "", "mqtt:t/0")

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from influxdb_client import Point, WritePrecision
 
 from agent.buffer import Buffer
+from agent.lineprotocol import to_ms
 from agent.tsdb import (
     AUTH_RETRY,
     MAX_BACKOFF,
@@ -28,10 +29,10 @@ from agent.tsdb import (
     InfluxConfig,
     LineSerializer,
     TsdbWriter,
-    to_ms,
 )
 from collector.reading import GOOD, Reading, bad
 from common.retry import RETRY_AFTER_FLOOR, retry_after_seconds, retry_delay
+from tests.buffer_contents import dead_letters, stored
 
 # --- the line format ------------------------------------------------------------------
 
@@ -200,7 +201,7 @@ def test_bisect_dead_letters_exactly_the_poison_lines(n: int, data: st.DataObjec
         server = ScriptedServer(poison=poison)
         writer, _ = writer_for(store, server, batch_size=128)
         drain(writer)
-        letters = store.dead_letters(limit=100)
+        letters = dead_letters(store, limit=100)
         store.close()
     assert sorted(line for _, line, _ in letters) == sorted(poison)
     for _, line, error in letters:  # the message the server gave for that line alone
@@ -218,9 +219,9 @@ def test_bisect_stops_when_the_server_goes_away(buffer: Buffer) -> None:
                             poison=frozenset({bad_line}))
     writer, _ = writer_for(buffer, server)
     flush(writer, 1)
-    assert buffer.count()["readings"] == 4 and not buffer.dead_letters()
+    assert buffer.count()["readings"] == 4 and not dead_letters(buffer)
     drain(writer)
-    assert [line for _, line, _ in buffer.dead_letters()] == [bad_line]
+    assert [line for _, line, _ in dead_letters(buffer)] == [bad_line]
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -328,7 +329,7 @@ def test_2xx_deletes_only_what_was_sent(buffer: Buffer) -> None:
     writer, _ = writer_for(buffer, server)
     flush(writer, 1)
     assert buffer.count()["readings"] == 150
-    assert [s.reading.value for s in buffer.oldest(1)] == [100.0]
+    assert [s.reading.value for s in stored(buffer, 1)] == [100.0]
 
 
 def test_a_buffer_from_the_previous_version_is_converted_keeping_every_reading(
@@ -354,20 +355,20 @@ def test_a_buffer_from_the_previous_version_is_converted_keeping_every_reading(
 
     buffer = Buffer(path)
     try:
-        stored = buffer.oldest(100)
+        kept = stored(buffer, 100)
         serializer = LineSerializer("patrol", "plant-1", {})
         batch = buffer.line_batch(100, 0, serializer.head)
         buffer.put([Reading("ahu-1", "supply_temp", 5.5, 1_700_000_100, unit="degC",
                             source="modbus")])
-        assert [s.id for s in buffer.oldest(100)][-1] == 16  # ids continue after the old ones
+        assert [s.id for s in stored(buffer, 100)][-1] == 16  # ids continue after the old ones
     finally:
         buffer.close()
-    assert [s.id for s in stored] == list(range(10, 16))
-    assert [s.reading.value for s in stored if not math.isnan(s.reading.value)] == [
+    assert [s.id for s in kept] == list(range(10, 16))
+    assert [s.reading.value for s in kept if not math.isnan(s.reading.value)] == [
         v for v in values if v is not None]
     assert batch is not None and (batch.first, batch.last, batch.count) == (10, 15, 6)
     assert batch.body.decode().split("\n") == [
-        library_line("patrol", "plant-1", "", "", s.reading) for s in stored]
+        library_line("patrol", "plant-1", "", "", s.reading) for s in kept]
     again = Buffer(path)  # now version 2: opens as it is
     try:
         reopened = again.line_batch(100, 0, serializer.head)

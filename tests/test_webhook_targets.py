@@ -14,8 +14,8 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from fastapi.testclient import TestClient
 
-from agent.config import load_site
-from agent.configfile import ConfigError
+from agent.site import load_site
+from agent.yamldoc import ConfigError
 from api.app import create_app
 from api.store import Database
 from api.webhooks import SafeResolver, parse_allow

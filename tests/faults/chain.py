@@ -40,6 +40,9 @@ SUPPLY_VALUE = 7.0
 AGENT_CLIENT_ID = "faults-agent"
 GRACE = 20.0
 """Seconds a process may take to stop on SIGTERM (the agent's own grace is 10 s)."""
+MAX_BACKOFF = 2.0
+"""The agent's `influxdb.max_backoff` and `forward.max_backoff`: outages longer than this
+show that the writers recover after reaching their longest wait."""
 
 STANDARDS = f"""
 standards:
@@ -138,11 +141,13 @@ mqtt:
     - topic: mix/{{asset}}/state
       metrics: {{a: $.a, b: $.b}}
       timestamp: $.t
-influxdb: {{url: '{self.tsdb.url}', api: v2, bucket: patrol, flush_interval: 100ms}}
+influxdb: {{url: '{self.tsdb.url}', api: v2, bucket: patrol, flush_interval: 100ms,
+            max_backoff: {MAX_BACKOFF:g}s}}
 buffer: {{path: buffer/buffer.sqlite}}
 standards: [standards.yaml]
 rules: {{snapshot_every: 2s, save_every: 1s}}
-forward: {{url: '{self.api_url}', token_env: PATROL_AGENT_TOKEN}}
+forward: {{url: '{self.api_url}', token_env: PATROL_AGENT_TOKEN,
+          max_backoff: {MAX_BACKOFF:g}s}}
 """)
 
     def _token(self, role: str, name: str) -> str:

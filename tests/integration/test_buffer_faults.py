@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from agent.buffer import Buffer, BufferFull
-from agent.pipeline import Pipeline
 from agent.tsdb import InfluxConfig, LineSerializer, TsdbWriter, make_sender
 from collector.reading import Reading
-from rules.engine import Engine
+from tests.buffer_contents import dead_letters, stored
+from tests.held_readings import acks_once_there_is_room
 from tests.integration.webhook_receiver import (  # noqa: F401 (fixture)
     Answer,
     WebhookReceiver,
@@ -89,7 +89,7 @@ def full(disk: SmallDisk) -> Iterator[tuple[Buffer, SmallDisk]]:
     for first in range(0, 40_000, 2000):
         buffer.put(numbered(first, first + 2000))
     buffer.put([], events(50), state=("engine", {"pairs": 1}))
-    buffer.dead_letter([(buffer.oldest(1)[0].id, "a line", "refused")])
+    buffer.dead_letter([(stored(buffer, 1)[0].id, "a line", "refused")])
     disk.fill()
     yield buffer, disk
     buffer.close()
@@ -103,7 +103,7 @@ def test_every_write_on_a_full_disk_is_buffer_full_and_changes_nothing(
         full: tuple[Buffer, SmallDisk]) -> None:
     buffer, disk = full
     before = counters(buffer)
-    first, last = buffer.oldest(1)[0].id, buffer.oldest(1000)[-1].id
+    first, last = stored(buffer, 1)[0].id, stored(buffer, 1000)[-1].id
     seq, body = buffer.pending_events(1)[0]
     writes = {
         "put readings": lambda: buffer.put(numbered(40_000, 45_000)),
@@ -138,28 +138,7 @@ def test_every_write_on_a_full_disk_is_buffer_full_and_changes_nothing(
 def test_the_pipeline_holds_readings_in_memory_and_stores_them_once_there_is_room(
         full: tuple[Buffer, SmallDisk]) -> None:
     buffer, disk = full
-    acks: list[int] = []
-
-    async def scenario() -> None:
-        stored = asyncio.Event()
-
-        def on_stored() -> None:
-            acks.append(1)
-            stored.set()
-
-        pipeline = Pipeline(Engine("plant-1", [], []), buffer)
-        running = asyncio.create_task(pipeline.run())
-        pipeline.emit(numbered(50_000, 52_000), on_stored=on_stored)
-        await asyncio.sleep(1.5)  # a retry or two against the full disk
-        assert not running.done(), running  # no raw sqlite3 error ended it
-        assert acks == []  # held in memory: the source is not acknowledged
-        disk.free()
-        await asyncio.wait_for(stored.wait(), 10)  # the pipeline retries every second
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-
-    asyncio.run(scenario())
+    acks = acks_once_there_is_room(buffer, numbered(50_000, 52_000), disk.free, full_for=1.5)
     assert acks == [1]
     assert buffer.count()["readings"] == 40_000 - 1 + 2000 and buffer.dropped == 0
 
@@ -229,7 +208,7 @@ def test_a_corrupt_buffer_gives_up_its_events_rule_state_and_readable_readings(
     old.put([], events(30), state=("engine", {"pairs": 7, "open": ["CH-1"]}))
     for first in range(0, 20_000, 1000):
         old.put(numbered(first, first + 1000))
-    old.dead_letter([(old.oldest(1)[0].id, "a refused line", "bad field")])
+    old.dead_letter([(stored(old, 1)[0].id, "a refused line", "bad field")])
     old.close()
     damage_readings(path)
 
@@ -238,8 +217,8 @@ def test_a_corrupt_buffer_gives_up_its_events_rule_state_and_readable_readings(
     assert [body["id"] for _, body in buffer.pending_events(100)] == [
         f"ev_{i}" for i in range(30)]
     assert buffer.load_state("engine") == {"pairs": 7, "open": ["CH-1"]}
-    assert [line for _, line, _ in buffer.dead_letters()] == ["a refused line"]
-    saved = [int(s.reading.value) for s in buffer.oldest(30_000)]
+    assert [line for _, line, _ in dead_letters(buffer)] == ["a refused line"]
+    saved = [int(s.reading.value) for s in stored(buffer, 30_000)]
     assert 10_000 < len(saved) < 20_000 - 1  # the readings on the bad pages are lost
     assert saved == sorted(saved) and set(saved) <= set(range(1, 20_000))
     [said] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]

@@ -19,6 +19,7 @@ from agent.buffer import Buffer
 from agent.forward import DeliveryError, Forwarder, http_sink
 from agent.runtime import in_process_sink
 from api.store import Database
+from tests.buffer_contents import dead_letters
 from tests.integration.webhook_receiver import (  # noqa: F401 (fixtures)
     Answer,
     WebhookReceiver,
@@ -55,6 +56,21 @@ def deliver(buffer: Buffer, url: str) -> int:
 
 def pending(buffer: Buffer) -> list[str]:
     return [body["id"] for _, body in buffer.pending_events(1000)]
+
+
+def run_until_delivered(buffer: Buffer, url: str) -> None:
+    """Run a forwarder (retrying quickly) until the outbox is empty, at most 30 s."""
+
+    async def run() -> None:
+        forwarder = Forwarder(buffer, http_sink(url, TOKEN), asyncio.Event(), max_backoff=0.1)
+        task = asyncio.create_task(forwarder.run())
+        while pending(buffer):  # noqa: ASYNC110 (the outbox is a table, not an event)
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(run(), 30))
 
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
@@ -123,20 +139,9 @@ def test_a_clock_ahead_of_the_api_keeps_the_events_and_logs_the_offset_once(
     top_level = json_answer(422, code="clock_skew", server_time=server_time.isoformat())
     api = make_receiver()
     api.answer(skew, top_level, skew, skew, then=json_answer(applied=3, duplicates=0, ids=ids))
-
-    async def run() -> None:
-        forwarder = Forwarder(buffer, http_sink(f"http://127.0.0.1:{api.port}", TOKEN),
-                              asyncio.Event(), max_backoff=0.1)
-        task = asyncio.create_task(forwarder.run())
-        while pending(buffer):  # noqa: ASYNC110 (the outbox is a table, not an event)
-            await asyncio.sleep(0.05)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
     with caplog.at_level(logging.DEBUG, logger="patrol.forward"):
-        asyncio.run(asyncio.wait_for(run(), 30))
-    assert buffer.dead_letters(kind="event") == []  # never dead-lettered
+        run_until_delivered(buffer, f"http://127.0.0.1:{api.port}")
+    assert dead_letters(buffer, kind="event") == []  # never dead-lettered
     assert [r.status for r in api.received] == [422, 422, 422, 422, 200]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors  # at most once a minute
@@ -168,19 +173,8 @@ def test_the_log_shows_the_api_origin_but_no_key_in_its_url(
     api = make_receiver()
     api.answer(json_answer(503, detail="maintenance"), then=json_answer(applied=1, duplicates=0))
     queue_events(buffer, 1)
-
-    async def run() -> None:
-        url = f"http://127.0.0.1:{api.port}/gw/{key}"  # a gateway keyed by its path
-        forwarder = Forwarder(buffer, http_sink(url, TOKEN), asyncio.Event(), max_backoff=0.1)
-        task = asyncio.create_task(forwarder.run())
-        while pending(buffer):  # noqa: ASYNC110 (the outbox is a table, not an event)
-            await asyncio.sleep(0.05)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
     with caplog.at_level(logging.DEBUG, logger="patrol.forward"):
-        asyncio.run(asyncio.wait_for(run(), 30))
+        run_until_delivered(buffer, f"http://127.0.0.1:{api.port}/gw/{key}")  # keyed by path
     said = [r.getMessage() for r in caplog.records]
     assert any(f"http://127.0.0.1:{api.port}/gw/***/api/v1/events answered 503" in m
                for m in said), said

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from agent.buffer import Buffer
+from tests.buffer_contents import stored
 from tests.conftest import free_port
 from tests.integration.conftest import (
     MOSQUITTO,
@@ -62,13 +63,13 @@ def admin_token(site: Path) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def stored(tmp: Path) -> list[tuple[str, float, float, str | None]]:
+def readings_in(tmp: Path) -> list[tuple[str, float, float, str | None]]:
     """(metric, ts, value, bad reason) of every reading in the buffer, in order."""
     buffer = Buffer(tmp / "data" / "buffer.sqlite")
     try:
         return [(s.reading.metric, s.reading.ts, s.reading.value,
                  None if s.reading.quality.good else s.reading.quality.reason)
-                for s in buffer.oldest(1000)]
+                for s in stored(buffer, 1000)]
     finally:
         buffer.close()
 
@@ -107,7 +108,7 @@ def test_a_message_no_expr_can_judge_or_dated_years_ahead_stops_nothing(
         code = process.stop(signal.SIGTERM)
     assert code == 0, process.output
     assert "Traceback" not in process.output
-    rows = stored(tmp_path)
+    rows = readings_in(tmp_path)
     assert rows[:2] == [("a", now - 3, 1.0, None), ("b", now - 3, 2.0, None)]  # as stored
     ahead = [row for row in rows if row[1] > now + YEAR]
     assert [(m, v) for m, _, v, _ in ahead] == [("a", 150.0), ("b", 1.0)]
@@ -123,7 +124,7 @@ def test_a_message_no_expr_can_judge_or_dated_years_ahead_stops_nothing(
     finally:
         assert again.stop(signal.SIGTERM) == 0, again.output
     assert "cannot judge" not in again.output
-    assert [row for row in stored(tmp_path) if row[1] == now - 3] == rows[:2]
+    assert [row for row in readings_in(tmp_path) if row[1] == now - 3] == rows[:2]
 
 
 def test_a_reload_onto_a_standards_file_the_parser_cannot_take_keeps_the_old_set(

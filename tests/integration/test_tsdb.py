@@ -28,11 +28,11 @@ from typing import Any
 import pytest
 
 from agent.buffer import Buffer, BufferFull
-from agent.pipeline import Pipeline
 from agent.tsdb import AUTH_RETRY, InfluxConfig, LineSerializer, TsdbWriter, make_sender
 from bench.servers import InfluxDB1, Sample, VictoriaMetrics
 from collector.reading import GOOD, Reading, bad
-from rules.engine import Engine
+from tests.buffer_contents import dead_letters, stored
+from tests.held_readings import acks_once_there_is_room
 from tests.integration import tsdb_crash_worker as worker
 
 SITE = "plant-1"
@@ -204,7 +204,7 @@ def test_influxdb1_v1_holds_every_reading_with_its_reason(influx: InfluxDB1,
     readings = sample_readings(1000, now_ms() - 3_600_000, seed=2)
     write_all(buffer, config(influx.url, api="v1", batch_size=1000), readings)
     assert_same(influx_points(influx), influx_expected(readings))
-    assert buffer.count()["readings"] == 0 and not buffer.dead_letters()
+    assert buffer.count()["readings"] == 0 and not dead_letters(buffer)
 
 
 # --- outage, crash -----------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_poison_point_is_dead_lettered_and_the_other_9999_land(
 
     write_all(buffer, config(influx.url, api="v1"), readings)
 
-    letters = buffer.dead_letters()
+    letters = dead_letters(buffer)
     assert len(letters) == 1
     _, line, error = letters[0]
     assert line == LineSerializer("patrol", SITE, ASSETS).line(poisoned)
@@ -420,7 +420,7 @@ def test_full_buffer_drops_the_oldest_and_says_how_many(
     with caplog.at_level(logging.WARNING, logger="patrol.buffer"):
         for first in range(0, total, 1000):
             buffer.put(numbered(first, first + 1000))
-    kept = [int(s.reading.value) for s in buffer.oldest(total)]
+    kept = [int(s.reading.value) for s in stored(buffer, total)]
     assert buffer.used_bytes() <= max_size
     assert kept == list(range(total - len(kept), total))  # the newest, in order, no gap
     assert 1000 < len(kept) < total
@@ -457,7 +457,7 @@ def test_corrupt_buffer_is_moved_aside_and_a_new_one_works(
     errors = [r.message for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "is corrupt" in errors[0] and "moved it aside" in errors[0]
     buffer.put(numbered(0, 10))
-    assert [s.reading.value for s in buffer.oldest(100)] == [float(i) for i in range(10)]
+    assert [s.reading.value for s in stored(buffer, 100)] == [float(i) for i in range(10)]
     buffer.close()
 
 
@@ -487,12 +487,12 @@ def test_full_disk_costs_the_oldest_readings_then_raises_buffer_full(
     with caplog.at_level(logging.WARNING, logger="patrol.buffer"):
         for first in range(20_000, 30_000, 1000):
             buffer.put(numbered(first, first + 1000))  # room made by dropping the oldest
-    kept = [int(s.reading.value) for s in buffer.oldest(30_000)]
+    kept = [int(s.reading.value) for s in stored(buffer, 30_000)]
     assert kept == list(range(30_000 - len(kept), 30_000))
     assert buffer.dropped == 30_000 - len(kept) > 0
     assert any("because the disk is full" in r.message for r in caplog.records)
 
-    buffer.delete([s.id for s in buffer.oldest(30_000)])  # sent; now only events remain
+    buffer.delete([s.id for s in stored(buffer, 30_000)])  # sent; now only events remain
     assert fill_with_events(buffer) > 0
     with pytest.raises(BufferFull):  # nothing left to drop
         buffer.put([Reading("new asset", "m", float(i), i) for i in range(1000)])
@@ -501,33 +501,21 @@ def test_full_disk_costs_the_oldest_readings_then_raises_buffer_full(
     # once there is room again, the buffer carries on, each reading with its own series
     buffer._db.execute("PRAGMA max_page_count = 1000000")
     buffer.put([Reading("other asset", "m", 2.0, 2.0), Reading("new asset", "m", 3.0, 3.0)])
-    assert [(s.reading.asset, s.reading.value) for s in buffer.oldest(10)] == [
+    assert [(s.reading.asset, s.reading.value) for s in stored(buffer, 10)] == [
         ("other asset", 2.0), ("new asset", 3.0)]
 
 
 def test_pipeline_acknowledges_only_once_the_disk_took_the_readings(buffer: Buffer) -> None:
     limit_pages(buffer)
     fill_with_events(buffer)
-    acks: list[int] = []
 
-    async def scenario() -> None:
-        stored = asyncio.Event()
+    def held() -> None:
+        assert buffer.count()["readings"] == 0  # BufferFull: held, no ack
 
-        def on_stored() -> None:
-            acks.append(1)
-            stored.set()
+    def make_room() -> None:
+        buffer._db.execute("PRAGMA max_page_count = 1000000")
 
-        pipeline = Pipeline(Engine(SITE, [], []), buffer)
-        running = asyncio.create_task(pipeline.run())
-        pipeline.emit(numbered(0, 2000), on_stored=on_stored)
-        await asyncio.sleep(0.3)
-        assert acks == [] and buffer.count()["readings"] == 0  # BufferFull: held, no ack
-        buffer._db.execute("PRAGMA max_page_count = 1000000")  # room made
-        await asyncio.wait_for(stored.wait(), 5)  # the pipeline retries every second
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-
-    asyncio.run(scenario())
+    acks = acks_once_there_is_room(buffer, numbered(0, 2000), make_room, full_for=0.3,
+                                   while_held=held, site=SITE)
     assert acks == [1]
-    assert [s.reading.value for s in buffer.oldest(5000)] == [float(i) for i in range(2000)]
+    assert [s.reading.value for s in stored(buffer, 5000)] == [float(i) for i in range(2000)]

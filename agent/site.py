@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.configfile import ConfigError, Loc, Problem, YamlDoc, display_path, load_yaml
-from agent.configfile import validate as validate_doc
+from agent.forward import MAX_BACKOFF
 from agent.tsdb import InfluxConfig
+from agent.yamldoc import ConfigError, Loc, Problem, YamlDoc, display_path, load_yaml
+from agent.yamldoc import validate as validate_doc
 from api.config import NotifyConfig, ServerConfig
 from collector.modbus.config import ModbusConfig
 from collector.mqtt_config import MqttConfig
@@ -54,6 +55,9 @@ class ForwardConfig(_Strict):
     url: str
     token_env: str | None = None
     token_file: ConfigPath | None = None
+    max_backoff: Duration = Field(
+        MAX_BACKOFF, gt=0, description="longest wait between retries while the API is "
+        "unreachable or refusing (0.5 s doubling up to this; Retry-After capped at it)")
 
 
 class RulesConfig(_Strict):

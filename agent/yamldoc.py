@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agent.errors import AgentError
+
 Loc = tuple[str | int, ...]
 
 _SECRET_WORDS = ("password", "token", "secret")
@@ -34,7 +36,7 @@ class Problem:
         return f"{where} {self.key}: {self.message}" if self.key else f"{where} {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(AgentError):
     """Invalid configuration; carries every problem found, not just the first."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:

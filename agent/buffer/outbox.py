@@ -1,0 +1,65 @@
+"""The NC event outbox, the rules engine's saved state and the dead letters: small, never
+dropped to make room, and the first things salvaged from a corrupt file."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from agent.buffer.file import BufferFile
+
+QUEUE_EVENT = "INSERT OR IGNORE INTO outbox (event_id, body) VALUES (?, ?)"
+"""An event already queued is kept as it is."""
+SAVE_STATE = ("INSERT INTO state (name, body) VALUES (?, ?) ON CONFLICT (name) "
+              "DO UPDATE SET body = excluded.body")
+DEAD_LETTER = "INSERT INTO dead_letters (at, line, error, kind) VALUES (?, ?, ?, ?)"
+
+
+def event_rows(events: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(event id, JSON body) of each event, for QUEUE_EVENT."""
+    return [(e["id"], _json(e)) for e in events]
+
+
+def state_row(state: tuple[str, Any] | None) -> tuple[str, str] | None:
+    """(name, JSON body) of a named state, for SAVE_STATE."""
+    return None if state is None else (state[0], _json(state[1]))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class Outbox(BufferFile):
+    """Events wait here, in the order they were raised, until the API confirms them."""
+
+    def pending_events(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        """The oldest undelivered events, in the order they were raised."""
+        rows = self._guard(lambda: self._db.execute(
+            "SELECT seq, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall())
+        return [(seq, json.loads(body)) for seq, body in rows]
+
+    def ack_events(self, seqs: Sequence[int]) -> None:
+        """Delivered: forget the events with these outbox positions (`pending_events`)."""
+        if seqs:
+            self._in_transaction(("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]))
+
+    def dead_letter_event(self, seq: int, body: dict[str, Any], error: str) -> None:
+        """Move an event the API refuses for good out of the outbox, for a person."""
+        self._in_transaction(
+            (DEAD_LETTER, [(time.time(), json.dumps(body), error, "event")]),
+            ("DELETE FROM outbox WHERE seq = ?", [(seq,)]))
+
+    def dead_letter(self, rejected: Sequence[tuple[int, str, str]]) -> None:
+        """Move readings the TSDB refused (id, line, server's message) aside, for a person."""
+        now = time.time()
+        self._in_transaction(
+            (DEAD_LETTER, [(now, line, error, "reading") for _, line, error in rejected]),
+            ("DELETE FROM readings WHERE id = ?", [(i,) for i, _, _ in rejected]))
+
+    def load_state(self, name: str) -> Any:
+        """A state saved with `Buffer.put(..., state=(name, ...))`, or None."""
+        row = self._guard(lambda: self._db.execute("SELECT body FROM state WHERE name = ?",
+                                                   (name,)).fetchone())
+        return None if row is None else json.loads(row[0])

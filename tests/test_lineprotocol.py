@@ -1,0 +1,59 @@
+"""The line protocol is defined once (agent/lineprotocol.py) and written out twice: as
+Python and as the SQL that builds the buffer's batches. Both must give the same bytes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from influxdb_client.client.write.point import _ESCAPE_STRING
+
+from agent.buffer import stored_value
+from agent.lineprotocol import STRING_ESCAPES, line, sql_line
+
+AWKWARD = ["plain", "with space", "a,comma", "equals=sign", 'a "quote"', "back\\slash",
+           "trailing\\", '\\"', "ünïcödé °C µS", "日本語", "emoji 🌡", "tab\tand\nnewline",
+           "", "'single'", "a\\\\b", "=,\" \\"]
+VALUES = [0.0, -0.0, 1.0, 21.5, -3.0, 0.1, 1e20, 1e-7, 123456789.123456789,
+          21.299999237060547, float("inf"), float("-inf")]
+HEAD = "patrol,asset=x "
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(":memory:")
+    yield connection
+    connection.close()
+
+
+def by_sql(db: sqlite3.Connection, head: str, ts: float, value: float,
+           reason: str | None) -> str:
+    """The line as the buffer's SQL builds it, over a value stored as the buffer stores it."""
+    expr = sql_line(":head", ":value", ":bad", ":ts")
+    row = db.execute(f"SELECT {expr}", {"head": head, "value": stored_value(value),
+                                         "bad": reason, "ts": ts}).fetchone()
+    return row[0]
+
+
+@pytest.mark.parametrize("reason", [None, *AWKWARD])
+@pytest.mark.parametrize("value", VALUES)
+def test_sql_and_python_write_the_same_line(db: sqlite3.Connection, value: float,
+                                            reason: str | None) -> None:
+    ts = 1_700_000_000.1235
+    assert by_sql(db, HEAD, ts, value, reason) == line(HEAD, ts, value, reason)
+
+
+@given(reason=st.none() | st.text(st.characters(exclude_categories=("Cs",))),
+       value=st.floats(allow_nan=False), ts=st.floats(-4e9, 4e9))
+@settings(max_examples=500)
+def test_sql_and_python_agree_on_any_text_value_and_time(value: float, reason: str | None,
+                                                         ts: float) -> None:
+    with sqlite3.connect(":memory:") as db:
+        assert by_sql(db, HEAD, ts, value, reason) == line(HEAD, ts, value, reason)
+
+
+def test_string_escapes_are_influxdb_clients() -> None:
+    assert {ord(raw): escaped for raw, escaped in STRING_ESCAPES} == _ESCAPE_STRING
