@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from collector.mqtt import MqttCollector, MqttStats
-from collector.mqtt_acks import Acks
-from collector.mqtt_config import MqttConfig, Subscription
+from collector.mqtt.acks import Acks
+from collector.mqtt.config import MqttConfig, Subscription
 from collector.reading import Reading
 from tests.integration.mosquitto import Mosquitto, Publisher, TlsFiles, mosquitto_available
 
