@@ -28,7 +28,7 @@ from pymodbus.server import ModbusTcpServer
 from agent.yamldoc import load_yaml, validate
 from collector.modbus.config import ModbusPoint
 from collector.modbus.decode import encode_value
-from collector.mqtt_config import MqttConfig
+from collector.mqtt.config import MqttConfig
 from common.config_types import Duration
 
 log = logging.getLogger("patrol.simulate")

@@ -21,7 +21,7 @@ from agent.yamldoc import ConfigError, Loc, Problem, YamlDoc, display_path, load
 from agent.yamldoc import validate as validate_doc
 from api.config import NotifyConfig, ServerConfig
 from collector.modbus.config import ModbusConfig
-from collector.mqtt_config import MqttConfig
+from collector.mqtt.config import MqttConfig
 from common.config_types import ByteSize, ConfigPath, Duration
 from common.secrets import SecretError, read_secret
 from rules.standard import Asset, Standard, StandardsFile

@@ -35,8 +35,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.mqtt_ingest import Broker, Publishers, wait_for
-from bench.servers import free_port
+from bench.mqtt_ingest import Broker, wait_for
+from bench.servers import Publishers, free_port
 
 HOST = "127.0.0.1"
 MiB = 1 << 20

@@ -6,7 +6,7 @@ Zigbee2MQTT-style JSON messages (`zigbee2mqtt/<device>`, four metrics and an ISO
 subscribers on the same stream, one after the other:
 
     patrol          MqttCollector in this process: paho with our read buffer and short
-                    path for PUBLISH (`collector.mqtt._Client`), payload mapping into
+                    path for PUBLISH (`collector.mqtt.fastpath.FastClient`), payload mapping into
                     Readings, one emit per drain that counts and calls on_stored at once
                     (QoS 1: the acks)
     paho alone      a stock paho client whose on_message only counts: what reading the
@@ -40,9 +40,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from bench.servers import free_port
+from bench.servers import Publishers, free_port
 from collector.mqtt import MqttCollector
-from collector.mqtt_config import MqttConfig, Subscription
+from collector.mqtt.config import MqttConfig, Subscription
 from collector.reading import Reading
 
 HOST = "127.0.0.1"
@@ -125,28 +125,6 @@ def write_streams(directory: Path, messages: int, devices: int) -> list[tuple[st
                 }, separators=(",", ":")) + "\n")
         streams.append((f"zigbee2mqtt/sensor-{d}", path))
     return streams
-
-
-class Publishers:
-    """`mosquitto_pub -l` per device. Stdin stays open until `stop()`: mosquitto_pub drops
-    QoS 1 messages still in flight when its input ends."""
-
-    def __init__(self, port: int, qos: int, streams: Sequence[tuple[str, Path]]) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-        for topic, path in streams:
-            feed = subprocess.Popen(["sh", "-c", f"cat '{path}'; exec sleep 3600"],
-                                    stdout=subprocess.PIPE)
-            pub = subprocess.Popen(
-                ["mosquitto_pub", "-h", HOST, "-p", str(port), "-q", str(qos), "-t", topic,
-                 "-l", "-M", "1000"], stdin=feed.stdout)
-            assert feed.stdout is not None
-            feed.stdout.close()
-            self.procs += [feed, pub]
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
 
 
 def run_mosquitto_sub(broker: Broker, qos: int, messages: int,

@@ -4,6 +4,8 @@
   `/api/v2/write`, read back with `export()`.
 - `InfluxDB1(directory)`: Debian's `influxd` 1.6 with a generated config (meta, data and
   WAL under `directory`, HTTP and RPC on free ports), read back with `query()`.
+- `Publishers(port, qos, streams)`: an MQTT flood, one `mosquitto_pub -l` per (topic, file
+  of payload lines), for the flood benchmarks and the backpressure tests alike.
 
 Each server keeps its port and data directory across `stop()` / `start()`, so an outage
 test restarts the same server. A server that does not come up within its timeout raises
@@ -23,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -287,4 +290,62 @@ bind-address = "{HOST}:{self.rpc_port}"
         return result.get("series", [])
 
 
-__all__ = ["HOST", "InfluxDB1", "Sample", "ServerError", "VictoriaMetrics", "free_port"]
+def write_lines(path: Path, lines: Iterable[str]) -> Path:
+    """A file of payloads, one a line, for `Publishers` to send."""
+    with path.open("w") as out:
+        out.writelines(f"{line}\n" for line in lines)
+    return path
+
+
+class Publishers:
+    """One `mosquitto_pub -l` per (topic, file of payload lines), all publishing at once.
+
+    `keep_open` (the default) keeps each publisher's input open after its file until
+    `stop()`: mosquitto_pub drops QoS 1 messages still in flight when its input ends, and a
+    benchmark stops when the subscriber has everything. Without it each publisher reads its
+    file and exits; `wait()` returns once every one has sent all its lines.
+    """
+
+    def __init__(self, port: int, qos: int, streams: Sequence[tuple[str, Path]], *,
+                 keep_open: bool = True, host: str = HOST) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._publishers: list[subprocess.Popen[bytes]] = []
+        command = ["mosquitto_pub", "-h", host, "-p", str(port), "-q", str(qos), "-l",
+                   "-M", "1000"]
+        for topic, path in streams:
+            if keep_open:
+                feed = subprocess.Popen(["sh", "-c", f"cat '{path}'; exec sleep 3600"],
+                                        stdout=subprocess.PIPE)
+                assert feed.stdout is not None
+                pub = subprocess.Popen([*command, "-t", topic], stdin=feed.stdout)
+                feed.stdout.close()
+                self.procs.append(feed)
+            else:
+                with path.open("rb") as stdin:
+                    pub = subprocess.Popen([*command, "-t", topic], stdin=stdin)
+            self.procs.append(pub)
+            self._publishers.append(pub)
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Until every publisher has sent its whole file (`keep_open=False`)."""
+        deadline = time.monotonic() + timeout
+        for pub in self._publishers:
+            code = pub.wait(max(deadline - time.monotonic(), 0.1))
+            if code != 0:
+                raise ServerError(f"mosquitto_pub exited with {code}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["HOST", "InfluxDB1", "Publishers", "Sample", "ServerError", "VictoriaMetrics",
+           "free_port", "write_lines"]

@@ -9,7 +9,7 @@ import pytest
 
 from agent.simulate import load_sim_config
 from agent.site import load_site
-from collector.payload import compile_subscriptions
+from collector.mqtt.payload import compile_subscriptions
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from collector.mqtt_config import MqttConfig, Subscription
-from collector.payload import (
+from collector.mqtt.config import MqttConfig, Subscription
+from collector.mqtt.payload import (
     JsonPath,
     PayloadError,
     PayloadMapper,

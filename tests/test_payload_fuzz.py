@@ -2,7 +2,7 @@
 
 Topics and payloads as a broken or hostile device sends them (invalid UTF-8, huge and
 non-finite numbers, deep JSON, lone surrogates, huge strings, odd types) go through every
-kind of subscription (collector.payload), then through a real `Pipeline` with a real
+kind of subscription (collector.mqtt.payload), then through a real `Pipeline` with a real
 `Engine` and a real `Buffer`, as collector.mqtt hands them on. No exception may leave the
 mapping or the pipeline: each message is mapped to readings (stored, good or bad quality,
 and acknowledged) or refused with a reason, and the pipeline task keeps running.
@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from agent.buffer import Buffer
 from agent.pipeline import Pipeline
-from collector.mqtt_config import Subscription
-from collector.payload import PayloadError, PayloadMapper
+from collector.mqtt.config import Subscription
+from collector.mqtt.payload import PayloadError, PayloadMapper
 from collector.reading import Reading
 from rules.engine import Engine
 from rules.standard import Asset, Standard

@@ -6,6 +6,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from collector.errors import SettingError
 from common.config_types import Duration
 
 Table = Literal["holding", "input", "coil", "discrete"]
@@ -63,27 +64,27 @@ class ModbusPoint(_Strict):
     def _fits(self) -> Self:
         bit_table = self.table in ("coil", "discrete")
         if bit_table and self.type != "bool":
-            raise ValueError(f"a {self.table} point holds one bit: type must be bool, "
+            raise SettingError(f"a {self.table} point holds one bit: type must be bool, "
                              f"not {self.type}")
         if self.bit is not None and self.type not in ("int16", "uint16", "bool"):
-            raise ValueError(f"bit selects one bit of a 16-bit register; type {self.type} "
+            raise SettingError(f"bit selects one bit of a 16-bit register; type {self.type} "
                              "is wider: use uint16 or bool")
         if self.bit is not None and bit_table:
-            raise ValueError("bit applies to holding and input registers, not coils")
+            raise SettingError("bit applies to holding and input registers, not coils")
         if self.type == "ascii" and self.length is None:
-            raise ValueError("an ascii point needs length (characters)")
+            raise SettingError("an ascii point needs length (characters)")
         if self.type != "ascii" and self.length is not None:
-            raise ValueError("length applies to ascii points only")
+            raise SettingError("length applies to ascii points only")
         if self.scale == 0:
-            raise ValueError("scale 0 would make every reading 0")
+            raise SettingError("scale 0 would make every reading 0")
         numeric = {"scale", "offset", "nan_value"} & self.model_fields_set
         if self.type == "ascii" and numeric:
-            raise ValueError(f"{', '.join(sorted(numeric))}: an ascii point holds text, "
+            raise SettingError(f"{', '.join(sorted(numeric))}: an ascii point holds text, "
                              "not a number")
         if bit_table and "order" in self.model_fields_set:
-            raise ValueError(f"order applies to registers; a {self.table} is one bit")
+            raise SettingError(f"order applies to registers; a {self.table} is one bit")
         if self.address + self.count - 1 > 65535:
-            raise ValueError(f"address {self.address} + {self.count} registers of "
+            raise SettingError(f"address {self.address} + {self.count} registers of "
                              f"{self.type} runs past 65535")
         return self
 
@@ -114,11 +115,11 @@ class ModbusDevice(_Strict):
     @model_validator(mode="after")
     def _transport(self) -> Self:
         if self.transport in ("tcp", "rtu_over_tcp") and not self.host:
-            raise ValueError(f"device {self.name!r}: transport {self.transport} needs host")
+            raise SettingError(f"device {self.name!r}: transport {self.transport} needs host")
         if self.transport == "rtu" and not self.serial_port:
-            raise ValueError(f"device {self.name!r}: transport rtu needs serial_port")
+            raise SettingError(f"device {self.name!r}: transport rtu needs serial_port")
         if self.transport == "rtu" and self.unit_id == 0:
-            raise ValueError(f"device {self.name!r}: unit_id 0 is the RTU broadcast address, "
+            raise SettingError(f"device {self.name!r}: unit_id 0 is the RTU broadcast address, "
                              "which no device answers: use the device's own id (1-247)")
         return self
 
@@ -127,7 +128,7 @@ class ModbusDevice(_Strict):
         """A point must fit in one read, and points reading one register read it alike."""
         for point in self.points:
             if point.table in ("holding", "input") and point.count > self.max_registers:
-                raise ValueError(
+                raise SettingError(
                     f"point {point.metric} at {point.address} needs {point.count} registers "
                     f"but device {self.name!r} reads at most {self.max_registers} at once")
         for table in ("holding", "input"):
@@ -139,7 +140,7 @@ class ModbusDevice(_Strict):
                         break
                     point, other = self.points[min(i, j)], self.points[max(i, j)]
                     if (conflict := _disagreement(point, other)) is not None:
-                        raise ValueError(
+                        raise SettingError(
                             f"{table} points {point.metric} (address {point.address}) and "
                             f"{other.metric} (address {other.address}) overlap but disagree "
                             f"on {conflict}: points that share registers must have the same "
@@ -195,13 +196,13 @@ class ModbusConfig(_Strict):
         names: set[str] = set()
         for device in self.devices:
             if device.name in names:
-                raise ValueError(f"device name {device.name!r} is used twice")
+                raise SettingError(f"device name {device.name!r} is used twice")
             names.add(device.name)
             other = first.setdefault(endpoint_of(device), device)
             for setting in _SHARED[other.transport]:
                 mine, theirs = getattr(device, setting), getattr(other, setting)
                 if mine != theirs:
-                    raise ValueError(
+                    raise SettingError(
                         f"device {device.name!r} shares {connection_of(other)} with device "
                         f"{other.name!r}, so its {setting} must be {theirs}, not {mine}")
         return self

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import struct
 
+from collector.errors import DecodeError, NoValue
 from collector.modbus.config import ModbusPoint, Order
 
 _FORMATS = {
@@ -24,10 +25,6 @@ _FORMATS = {
     "int64": "q", "uint64": "Q", "float64": "d",
 }
 _FLOATS = frozenset("efd")
-
-
-class NoValue(ValueError):
-    """The device sent its 'no value' marker (the point's nan_value, or a float NaN)."""
 
 
 def _reorder(data: bytes, order: Order) -> bytes:
@@ -42,12 +39,12 @@ def _reorder(data: bytes, order: Order) -> bytes:
 def _to_bytes(point: ModbusPoint, registers: list[int] | None) -> bytes:
     if registers is None or len(registers) != point.count:
         got = "none" if registers is None else len(registers)
-        raise ValueError(f"{point.type} at {point.address} needs {point.count} registers, "
+        raise DecodeError(f"{point.type} at {point.address} needs {point.count} registers, "
                          f"got {got}")
     try:
         data = struct.pack(f">{len(registers)}H", *registers)
     except struct.error as exc:
-        raise ValueError(f"registers must be 0..65535: {registers}") from exc
+        raise DecodeError(f"registers must be 0..65535: {registers}") from exc
     return _reorder(data, point.order)
 
 
@@ -59,7 +56,7 @@ def _to_registers(point: ModbusPoint, data: bytes) -> list[int]:
 def raw_value(point: ModbusPoint, registers: list[int] | None) -> int | float:
     """The number the registers hold as the point's type, before bit, scale and offset."""
     if point.type == "ascii":
-        raise ValueError("an ascii point holds text: use decode_text")
+        raise DecodeError("an ascii point holds text: use decode_text")
     (raw,) = struct.unpack(">" + _FORMATS[point.type], _to_bytes(point, registers))
     return raw
 
@@ -70,7 +67,7 @@ def decode(
     """The point's value: raw (or its bit) * scale + offset; NoValue for the nan marker."""
     if point.table in ("coil", "discrete"):
         if not bits:
-            raise ValueError(f"{point.table} {point.address}: no bit in the response")
+            raise DecodeError(f"{point.table} {point.address}: no bit in the response")
         raw: int | float = int(bool(bits[0]))
     else:
         raw = raw_value(point, registers)
@@ -90,7 +87,7 @@ def encode(point: ModbusPoint, value: float) -> list[int]:
     if point.table in ("coil", "discrete"):
         return [int(bool(value))]
     if point.type == "ascii":
-        raise ValueError("an ascii point holds text: use encode_text")
+        raise DecodeError("an ascii point holds text: use encode_text")
     fmt = _FORMATS[point.type]
     if point.bit is not None:
         fmt, value = "H", (1 << point.bit) if value else 0
@@ -98,19 +95,19 @@ def encode(point: ModbusPoint, value: float) -> list[int]:
         value = int(bool(value))
     elif fmt not in _FLOATS:
         if not float(value).is_integer():
-            raise ValueError(f"{point.type} holds whole numbers, not {value}")
+            raise DecodeError(f"{point.type} holds whole numbers, not {value}")
         value = int(value)
     try:
         data = struct.pack(">" + fmt, value)
     except (struct.error, OverflowError) as exc:
-        raise ValueError(f"{value} does not fit in {point.type}") from exc
+        raise DecodeError(f"{value} does not fit in {point.type}") from exc
     return _to_registers(point, data)
 
 
 def decode_text(point: ModbusPoint, registers: list[int]) -> str:
     """An ascii point's text: `length` characters, trailing NULs and spaces dropped."""
     if point.type != "ascii":
-        raise ValueError(f"a {point.type} point holds a number: use decode")
+        raise DecodeError(f"a {point.type} point holds a number: use decode")
     data = _to_bytes(point, registers)[: point.length]
     return data.decode("ascii", errors="replace").rstrip("\x00 ")
 
@@ -127,8 +124,8 @@ def encode_value(point: ModbusPoint, value: float) -> list[int]:
 def encode_text(point: ModbusPoint, text: str) -> list[int]:
     """Registers holding `text` for an ascii point, NUL-padded: decode_text's inverse."""
     if point.type != "ascii":
-        raise ValueError(f"a {point.type} point holds a number: use encode")
+        raise DecodeError(f"a {point.type} point holds a number: use encode")
     data = text.encode("ascii")
     if len(data) > (point.length or 0):
-        raise ValueError(f"{text!r} is longer than {point.length} characters")
+        raise DecodeError(f"{text!r} is longer than {point.length} characters")
     return _to_registers(point, data.ljust(point.count * 2, b"\x00"))

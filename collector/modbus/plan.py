@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from collector.errors import SettingError
 from collector.modbus.config import ModbusConfig, ModbusDevice, ModbusPoint, Table, connection_of
 
 BIT_TABLES = ("coil", "discrete")
@@ -62,7 +63,7 @@ def plan(
 ) -> list[ReadRequest]:
     """The fewest reads serving `points`, table by table, in address order."""
     if max_gap < 0:
-        raise ValueError(f"max_gap cannot be negative: {max_gap}")
+        raise SettingError(f"max_gap cannot be negative: {max_gap}")
     by_table: dict[Table, list[ModbusPoint]] = {}
     for point in points:
         by_table.setdefault(point.table, []).append(point)
@@ -81,7 +82,7 @@ def _plan_table(table: Table, points: Sequence[ModbusPoint], max_gap: int,
     for point in sorted(points, key=lambda p: (p.address, p.count)):
         p_end = point.address + point.count
         if point.count > limit:
-            raise ValueError(f"{table} point {point.metric} at {point.address} needs "
+            raise SettingError(f"{table} point {point.metric} at {point.address} needs "
                              f"{point.count} registers, more than one read may carry ({limit})")
         if run and point.address - end <= max_gap and max(end, p_end) - start <= limit:
             run.append(point)

@@ -30,6 +30,8 @@ from collector.modbus.config import ModbusConfig, ModbusDevice, ModbusPoint, con
 from collector.modbus.decode import decode, decode_text
 from collector.modbus.plan import BIT_TABLES, ReadRequest, by_interval, device_plan, split
 from collector.reading import GOOD, Emit, Quality, Reading, bad
+from common.logonce import WarnOnce
+from common.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +78,32 @@ class _Link:
 
 
 class _Health:
-    """A device's outage: logged once at warning, repeats at debug, recovery once at info.
+    """A device's outage: logged once at warning, repeats at debug, recovery once at info
+    (`WarnOnce`).
 
     It also spaces out the tries of a device that does not answer: after `failures`
     consecutive failures the wire waits min(interval * 2**failures, MAX_BACKOFF) seconds,
-    so a dead device on a shared bus does not cost every cycle a timeout.
+    so a dead device on a shared bus does not cost every cycle a timeout. That is
+    `Backoff` with base 2 * interval and no jitter: a poll keeps its tick, and devices on
+    one bus never retry together anyway (their requests are serialized).
     """
 
     def __init__(self, device: ModbusDevice) -> None:
         self.device = device.name
         self.interval = float(min(by_interval(device)))  # its most frequent polling
-        self.down = False
-        self.failures = 0
+        self.outage = WarnOnce(log)
+        self.backoff = Backoff(base=2 * self.interval, cap=MAX_BACKOFF, spread=(1.0, 1.0))
         self.next_try = -math.inf
         self.failed_at = -math.inf  # when the last failed try began
         self.error = ""
+
+    @property
+    def down(self) -> bool:
+        return self.outage.troubled
+
+    @property
+    def failures(self) -> int:
+        return self.backoff.failures
 
     def wait(self, now: float) -> float:
         """Seconds until the device may be tried again; 0 when it may be tried now.
@@ -103,23 +116,18 @@ class _Health:
 
     def failed(self, error: object, began: float) -> float:
         """Record a failed try that began at `began`; returns the wait until the next."""
-        log.log(logging.DEBUG if self.down else logging.WARNING,
-                "device %s unavailable: %s", self.device, error)
-        self.down = True
+        self.outage.trouble("device %s unavailable: %s", self.device, error)
         self.error = str(error)
         if began - self.failed_at >= self.interval / 2:
             # Else another interval's task of this device failed on the same try: one
             # failure, or a device with two intervals would back off twice as fast.
-            self.failures += 1
-            self.next_try = began + min(self.interval * 2 ** min(self.failures, 32), MAX_BACKOFF)
+            self.next_try = began + self.backoff.failed()
         self.failed_at = max(began, self.failed_at)
         return max(self.next_try - began, 0.0)
 
     def answered(self) -> None:
-        if self.down:
-            log.info("device %s recovered", self.device)
-        self.down = False
-        self.failures = 0
+        self.outage.recovered("device %s recovered", self.device)
+        self.backoff.succeeded()
         self.next_try = self.failed_at = -math.inf
 
 

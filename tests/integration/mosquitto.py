@@ -65,7 +65,9 @@ class Mosquitto:
 
     `users` (name -> password) turns anonymous access off; `tls` adds a TLS listener on
     `tls_port`, requiring client certificates when `require_certificate`. The plain
-    listener on `port` is always there (the tests publish through it).
+    listener on `port` is always there (the tests publish through it). `max_queued_messages`
+    is Mosquitto's per-client queue (its own default is 1000; lifted here unless a test
+    wants a slow consumer's messages dropped).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Mosquitto:
         users: dict[str, str] | None = None,
         tls: TlsFiles | None = None,
         require_certificate: bool = False,
+        max_queued_messages: int = 100_000,
     ) -> None:
         self.directory = directory
         self.port = free_port()
@@ -89,7 +92,7 @@ class Mosquitto:
             "autosave_interval 0",  # saved on SIGTERM; no periodic saves to race with
             f"log_dest file {self.log_path}",
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information",
-            "max_queued_messages 100000",
+            f"max_queued_messages {max_queued_messages}",
             f"listener {self.port} {HOST}",
         ]
         if os.geteuid() == 0:

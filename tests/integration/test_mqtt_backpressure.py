@@ -4,15 +4,14 @@ as the pipeline judges, and the broker holds the rest.
 The engine is a small slow stand-in passed to the real `Pipeline` (with a real `Buffer`),
 so the pipeline falls behind the way an engine that cannot keep up would. A thread samples
 what the agent holds in memory (messages in the collector's inbox plus readings queued in
-the pipeline) while `mosquitto_pub -l` floods QoS 0 messages and a paho client publishes
-numbered QoS 1 ones.
+the pipeline) while `mosquitto_pub -l` floods QoS 0 messages (`bench.servers.Publishers`,
+as `bench.flood` does) and a paho client publishes numbered QoS 1 ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import threading
 import time
 import uuid
@@ -24,10 +23,11 @@ import pytest
 
 from agent.buffer import Buffer
 from agent.pipeline import Pipeline
+from bench.servers import Publishers, write_lines
 from collector.mqtt import DRAIN_MAX, MqttCollector
-from collector.mqtt_config import MqttConfig, Subscription
+from collector.mqtt.config import MqttConfig, Subscription
 from collector.reading import Reading
-from tests.integration.mosquitto import HOST, Mosquitto, Publisher, mosquitto_available
+from tests.integration.mosquitto import Mosquitto, Publisher, mosquitto_available
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -39,6 +39,8 @@ FLOOD = 60_000  # QoS 0 messages
 NUMBERED = 1_000  # QoS 1 messages
 MAX_INBOX, HIGH, LOW = 3_000, 2_000, 500
 ZERO, ONE = "flood/a0/zero", "flood/a0/one"
+QUEUE = 100  # a small max_queued_messages: Mosquitto drops what a slow consumer leaves
+PACE, PACED = 10, 300  # QoS 1 messages per tenth of a second, and in all
 
 
 class SlowEngine:
@@ -101,11 +103,12 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 def flood(port: int, directory: Path) -> None:
     """FLOOD QoS 0 messages as fast as mosquitto_pub can send them."""
-    lines = directory / "flood.txt"
-    lines.write_text("".join(f"{n % 10}\n" for n in range(FLOOD)))
-    with lines.open("rb") as stdin:
-        subprocess.run(["mosquitto_pub", "-h", HOST, "-p", str(port), "-q", "0", "-t", ZERO,
-                        "-l"], stdin=stdin, check=True, timeout=60)
+    lines = write_lines(directory / "flood.txt", (str(n % 10) for n in range(FLOOD)))
+    publishers = Publishers(port, 0, [(ZERO, lines)], keep_open=False)
+    try:
+        publishers.wait(60)
+    finally:
+        publishers.stop()
 
 
 def numbered(port: int) -> None:
@@ -194,3 +197,55 @@ def test_a_pause_longer_than_the_keepalive_keeps_the_connection(
     assert collector.stats.disconnects == 0
     assert "exceeded timeout" not in broker.log
     buffer.close()
+
+
+def test_a_qos0_flood_costs_no_qos1_message_at_a_small_broker_queue(
+        tmp_path: Path) -> None:
+    """QoS 0 and QoS 1 subscriptions mixed, a broker whose per-client queue is small, a
+    QoS 0 flood that keeps the pipeline behind (so reading pauses) and QoS 1 messages
+    published meanwhile at a pace the disk keeps up with: every QoS 1 message arrives.
+
+    On one connection the QoS 0 flood filled the broker's queue for the client while the
+    collector paused, and Mosquitto dropped QoS 1 messages with it; the QoS 1
+    subscriptions now have a connection (and a broker queue) of their own."""
+    broker = Mosquitto(tmp_path / "mosquitto", max_queued_messages=QUEUE).start()
+    engine = SlowEngine(per_reading=50e-6)
+    config = MqttConfig(
+        url=broker.url, client_id=f"mixed-{uuid.uuid4().hex[:8]}", qos=1,
+        subscriptions=[Subscription(topic="zero/{asset}/{metric}", format="number", qos=0),
+                       Subscription(topic="one/{asset}/{metric}", format="number", qos=1)])
+    collector = MqttCollector(config, max_inbox=MAX_INBOX)
+    buffer = Buffer(tmp_path / "buffer.db")
+    pipeline = Pipeline(engine, buffer, high_water=HIGH, low_water=LOW)  # type: ignore[arg-type]
+    pipeline.on_backlog.append(collector.pause)
+    lines = write_lines(tmp_path / "zeros.txt", (str(n % 10) for n in range(5 * FLOOD)))
+
+    def paced_ones() -> None:
+        publisher = Publisher(broker.port)
+        try:
+            for start in range(0, PACED, PACE):
+                publisher.publish([("one/a0/one", str(n))
+                                   for n in range(start, start + PACE)], qos=1)
+                time.sleep(0.1)
+        finally:
+            publisher.close()
+
+    async def scenario() -> None:
+        async with running(collector, pipeline):
+            with Publishers(broker.port, 0, [("zero/a0/zero", lines)]):
+                await until(lambda: engine.zeros > 0 and collector.stats.pauses > 0,
+                            "the flood to pause reading")
+                await asyncio.to_thread(paced_ones)
+                with contextlib.suppress(AssertionError):
+                    await until(lambda: len(engine.ones) == PACED, "every QoS 1 message", 30)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 100))
+    finally:
+        broker.close()
+        buffer.close()
+    dropped = "Outgoing messages are being dropped" in broker.log
+    print(f"{engine.zeros} QoS 0 readings judged, {collector.stats.pauses} pauses, broker "
+          f"dropped QoS 0: {dropped}")
+    assert collector.stats.pauses > 0
+    assert sorted(set(range(PACED)) - engine.ones) == []

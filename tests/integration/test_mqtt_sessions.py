@@ -16,11 +16,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from collector.mqtt import MqttCollector, MqttStats
-from collector.mqtt_acks import Acks
-from collector.mqtt_config import MqttConfig, Subscription
+from collector.mqtt.acks import Acks
+from collector.mqtt.config import MqttConfig, Subscription
 from collector.reading import Reading
 from tests.integration.mosquitto import Mosquitto, Publisher, TlsFiles, mosquitto_available
 
@@ -398,3 +399,44 @@ def test_tls_failures_are_logged_clearly_and_retried(
     for text in expected:
         assert text in message
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_session_from_one_connection_loses_its_qos0_filters_when_qos_is_split(
+        brokers: Callable[..., Mosquitto]) -> None:
+    """Before QoS 0 and QoS 1 subscriptions had a connection each, one persistent session
+    under the configured id held both filters. The QoS 1 connection keeps that id (and
+    what the broker queued for it), and unsubscribes the QoS 0 filter, or every QoS 0
+    message would come on it too (mapped by nothing there: `unmatched`), and a QoS 0 flood
+    would fill its broker queue again."""
+    broker = brokers()
+    client_id = f"patrol-{uuid.uuid4().hex[:8]}"
+    old = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                      clean_session=False)
+    old.connect("127.0.0.1", broker.port)
+    old.loop_start()
+    try:
+        old.subscribe([("zero/+/+", 0), ("one/+/+", 1)])
+        time.sleep(0.5)  # the SUBACK
+    finally:
+        old.disconnect()
+        old.loop_stop()
+    cfg = MqttConfig(url=broker.url, client_id=client_id, subscriptions=[
+        Subscription(topic="zero/{asset}/{metric}", format="number", qos=0),
+        Subscription(topic="one/{asset}/{metric}", format="number", qos=1)])
+    collector = MqttCollector(cfg)
+    store = Store()
+
+    async def scenario() -> None:
+        async with running(collector, store):
+            await until(lambda: collector.stats.subscribed, "both SUBACKs")
+            publisher = Publisher(broker.port)
+            try:
+                publisher.publish([("zero/a/t", "1"), ("one/a/t", "2")], qos=1)
+            finally:
+                publisher.close()
+            await until(lambda: {1, 2} <= set(store.numbers), "a reading of each", 5)
+            await asyncio.sleep(0.5)  # a second copy would be here by now
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert sorted(store.numbers) == [1, 2]
+    assert (collector.stats.connects, collector.stats.unmatched) == (2, 0)

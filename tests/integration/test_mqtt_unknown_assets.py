@@ -21,8 +21,8 @@ import pytest
 from agent.buffer import SERIES_CACHE, Buffer
 from agent.pipeline import Pipeline
 from collector.mqtt import MqttCollector
-from collector.mqtt_config import MqttConfig, Subscription
-from collector.payload import PayloadMapper
+from collector.mqtt.config import MqttConfig, Subscription
+from collector.mqtt.payload import PayloadMapper
 from rules.engine import Engine
 from rules.standard import Asset, Standard
 from tests.conftest import free_port

@@ -1,4 +1,7 @@
-"""site.yaml `mqtt:` section."""
+"""site.yaml `mqtt:` section: the broker, the session and the subscriptions.
+
+Checked whole at load (topic levels, JSON paths, repeated topics), so a subscription that
+cannot work never reaches the broker."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from collector.errors import SettingError
+from collector.mqtt.jsonpath import JsonPath
 from common.config_types import ConfigPath, Duration
 
 _PLACEHOLDER = re.compile(r"\{(asset|metric)\}")
@@ -43,30 +48,26 @@ class Subscription(_Strict):
         levels = topic.split("/")
         for i, level in enumerate(levels):
             if level == "#" and i != len(levels) - 1:
-                raise ValueError("'#' is allowed only as the last topic level")
+                raise SettingError("'#' is allowed only as the last topic level")
             if level not in ("+", "#") and ("+" in level or "#" in level):
-                raise ValueError(f"wildcard must fill a whole topic level, not {level!r}")
+                raise SettingError(f"wildcard must fill a whole topic level, not {level!r}")
             if _PLACEHOLDER.search(level) and not _PLACEHOLDER.fullmatch(level):
-                raise ValueError(f"{{asset}}/{{metric}} must fill a whole level, not {level!r}")
+                raise SettingError(f"{{asset}}/{{metric}} must fill a whole level, not {level!r}")
         return topic
 
     @field_validator("metrics")
     @classmethod
     def _paths(cls, metrics: dict[str, str]) -> dict[str, str]:
-        from collector.payload import JsonPath  # payload imports this module
-
         for metric, path in metrics.items():
             try:
                 JsonPath.compile(path)
             except ValueError as exc:
-                raise ValueError(f"{metric}: {exc}") from None
+                raise SettingError(f"{metric}: {exc}") from None
         return metrics
 
     @field_validator("timestamp")
     @classmethod
     def _timestamp_path(cls, path: str | None) -> str | None:
-        from collector.payload import JsonPath
-
         if path is not None:
             JsonPath.compile(path)
         return path
@@ -76,13 +77,13 @@ class Subscription(_Strict):
         has_asset = "{asset}" in self.topic
         has_metric = "{metric}" in self.topic
         if not has_asset and not self.asset:
-            raise ValueError(f"topic {self.topic!r} has no {{asset}}: set asset")
+            raise SettingError(f"topic {self.topic!r} has no {{asset}}: set asset")
         if self.format == "number" and not has_metric and not self.metric:
-            raise ValueError("a number payload needs {metric} in the topic or metric")
+            raise SettingError("a number payload needs {metric} in the topic or metric")
         if self.format == "number" and (self.metrics or self.timestamp):
-            raise ValueError("a number payload has no metrics or timestamp paths")
+            raise SettingError("a number payload has no metrics or timestamp paths")
         if self.format == "json" and not self.metrics and not has_metric and not self.metric:
-            raise ValueError("a json subscription needs metrics (metric -> $.path)")
+            raise SettingError("a json subscription needs metrics (metric -> $.path)")
         return self
 
 
@@ -107,7 +108,7 @@ class MqttConfig(_Strict):
         seen: set[str] = set()
         for sub in self.subscriptions:
             if sub.topic in seen:
-                raise ValueError(f"subscription {sub.topic!r} appears twice: merge its metrics")
+                raise SettingError(f"subscription {sub.topic!r} appears twice: merge its metrics")
             seen.add(sub.topic)
         return self
 
@@ -116,7 +117,7 @@ class MqttConfig(_Strict):
     def _url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an MQTT URL like mqtt://host:1883 or mqtts://host")
+            raise SettingError(f"{url!r} is not an MQTT URL like mqtt://host:1883 or mqtts://host")
         return url
 
     @property

@@ -1,6 +1,7 @@
-"""The collector's paho client (`collector.mqtt._Client`) against stock paho, byte for byte.
+"""`collector.mqtt.fastpath.FastClient` against stock paho, byte for byte: the differential
+tests of the only paho subclass (its docstring says what to delete if paho grows a fast path).
 
-`_Client` reads 64 KiB at a time and decodes whole QoS 0/1 PUBLISH packets itself (with
+`FastClient` reads 64 KiB at a time and decodes whole QoS 0/1 PUBLISH packets itself (with
 paho's `decode_publish`), leaving everything else to paho. These tests feed the same bytes,
 cut into arbitrary chunks, to a stock paho client and to ours over a socket pair, and
 require the same messages in the same order: whichever path each packet took.
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector.mqtt import _Client
+from collector.mqtt.fastpath import FastClient
 
 Message = tuple[str, bytes, int, int, tuple[int, ...]]
 
@@ -66,7 +67,7 @@ class Pair:
         self.client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
         self.got: list[Message] = []
         self.client.on_message = self._on_message
-        if isinstance(self.client, _Client):
+        if isinstance(self.client, FastClient):
             self.client.on_incoming = self._on_incoming
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -136,21 +137,21 @@ def test_same_messages_as_stock_paho_however_the_stream_is_cut(
     )
     want = [(t, p, q, m if q else 0, tuple(sub_ids) if v5 else ()) for t, p, q, m, _, _ in packets]
     assert run(mqtt.Client, protocol, data, sizes) == want
-    assert run(_Client, protocol, data, sizes) == want
+    assert run(FastClient, protocol, data, sizes) == want
 
 
 def test_a_burst_in_one_read_takes_the_short_path_and_large_payloads_paho_s() -> None:
-    pair = Pair(_Client, mqtt.MQTTv311)
+    pair = Pair(FastClient, mqtt.MQTTv311)
     paho_path: list[str] = []
     pair.client.on_message = lambda c, u, msg: (paho_path.append(msg.topic),
                                                  pair._on_message(c, u, msg))
     try:
         burst = b"".join(publish(f"s/{i}", b'{"t": %d}' % i, 1, i + 1) for i in range(200))
-        big = publish("s/big", b"x" * (3 * _Client.READ), 1, 999)
+        big = publish("s/big", b"x" * (3 * FastClient.READ), 1, 999)
         assert pair.feed(burst) == mqtt.MQTT_ERR_SUCCESS
         assert pair.feed(big) == mqtt.MQTT_ERR_SUCCESS
         assert [m[0] for m in pair.got] == [f"s/{i}" for i in range(200)] + ["s/big"]
-        assert pair.got[-1][1] == b"x" * (3 * _Client.READ)
+        assert pair.got[-1][1] == b"x" * (3 * FastClient.READ)
         assert paho_path == ["s/big"]  # the burst never built an MQTTMessage
     finally:
         pair.close()
@@ -158,7 +159,7 @@ def test_a_burst_in_one_read_takes_the_short_path_and_large_payloads_paho_s() ->
 
 def test_a_malformed_publish_is_a_protocol_error_as_in_paho() -> None:
     bad = b"\x30\x01\x00"  # says 1 byte follows: not even a topic length
-    for cls in (mqtt.Client, _Client):
+    for cls in (mqtt.Client, FastClient):
         pair = Pair(cls, mqtt.MQTTv311)
         try:
             assert pair.feed(bad) != mqtt.MQTT_ERR_SUCCESS
@@ -168,7 +169,7 @@ def test_a_malformed_publish_is_a_protocol_error_as_in_paho() -> None:
 
 
 def test_a_closed_connection_is_lost_as_in_paho() -> None:
-    for cls in (mqtt.Client, _Client):
+    for cls in (mqtt.Client, FastClient):
         pair = Pair(cls, mqtt.MQTTv311)
         try:
             assert pair.feed(publish("s/a", b"1")) == mqtt.MQTT_ERR_SUCCESS
@@ -182,7 +183,7 @@ def test_a_closed_connection_is_lost_as_in_paho() -> None:
 def test_a_callback_error_is_logged_and_the_next_message_still_comes(
         caplog: pytest.LogCaptureFixture) -> None:
     """With `suppress_exceptions` (the collector sets it) on either path, as paho does."""
-    pair = Pair(_Client, mqtt.MQTTv311)
+    pair = Pair(FastClient, mqtt.MQTTv311)
     pair.client.suppress_exceptions = True
     pair.client.enable_logger()
     deliver = pair.client.on_incoming
@@ -210,7 +211,7 @@ def test_a_callback_error_is_logged_and_the_next_message_still_comes(
 
 
 def test_bytes_read_in_bulk_still_count_for_keepalive() -> None:
-    pair = Pair(_Client, mqtt.MQTTv311)
+    pair = Pair(FastClient, mqtt.MQTTv311)
     try:
         pair.client._last_bytes_received = 0.0
         assert pair.feed(publish("s/a", b"1")) == mqtt.MQTT_ERR_SUCCESS
@@ -220,7 +221,7 @@ def test_bytes_read_in_bulk_still_count_for_keepalive() -> None:
 
 
 def test_a_new_connection_does_not_read_the_old_one_s_leftovers() -> None:
-    pair = Pair(_Client, mqtt.MQTTv311)
+    pair = Pair(FastClient, mqtt.MQTTv311)
     try:
         # Half a packet from the old connection stays in the buffer when it drops.
         whole = publish("s/old", b"gone")
@@ -242,7 +243,7 @@ def test_a_new_connection_does_not_read_the_old_one_s_leftovers() -> None:
 
 @pytest.mark.parametrize("qos", [0, 1])
 def test_dup_and_retain_flags_do_not_change_the_path(qos: int) -> None:
-    pair = Pair(_Client, mqtt.MQTTv311)
+    pair = Pair(FastClient, mqtt.MQTTv311)
     pair.client.on_message = lambda *_: pytest.fail("took paho's path")
     try:
         data = b"".join(publish("s/x", b"1", qos, 7, dup=d, retain=r)

@@ -2,8 +2,11 @@
 agent keeps up.
 
 Two things close the gate: the pipeline saying its backlog (readings not yet judged)
-reached its high-water mark (`press`, from the loop thread), and the collector's own inbox
-(messages read, not yet mapped) reaching `max_inbox` (seen by paho's thread itself). While
+reached its high-water mark (`press`, from the loop thread), and the connection's own inbox
+(messages read, not yet mapped) reaching `max_inbox` (seen by paho's thread itself). A
+connection that does not follow the pipeline (the QoS 1 one, when QoS 0 and QoS 1
+subscriptions are mixed: see `collector.mqtt.client`) counts its messages handed to the
+pipeline and not yet stored (`unstored`) against `max_inbox` instead. While
 the gate is closed paho's thread does not read; TCP's window then fills and the broker
 keeps the messages (QoS 1 in its queue, QoS 0 up to its limits, then dropped: the broker's
 documented behaviour for a slow consumer).
@@ -32,6 +35,9 @@ class Gate:
     def __init__(self, inbox: Sized, max_inbox: int = MAX_INBOX) -> None:
         self._inbox = inbox
         self.max_inbox = max_inbox
+        self.unstored = 0
+        """Messages emitted and not yet stored, for a connection that does not follow the
+        pipeline's `press` (set on the loop thread; 0 otherwise)."""
         self.pressed = False
         """The pipeline is behind (set on the loop thread)."""
         self.pauses = 0
@@ -42,7 +48,8 @@ class Gate:
         self._cond = threading.Condition(threading.Lock())
 
     def is_open(self) -> bool:
-        return self._stopping or (not self.pressed and len(self._inbox) < self.max_inbox)
+        return self._stopping or (not self.pressed
+                                  and len(self._inbox) + self.unstored < self.max_inbox)
 
     def press(self, pressed: bool) -> None:
         """The pipeline's backlog passed its high-water mark (True) or came back (False)."""
