@@ -34,6 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from collector.reading import Reading
+from common.vocabulary import COMPLIANCE_STATES
 from rules.checks import Checker, Judgement, TickClock, make_checker
 from rules.events import Event, EventType, Snapshot
 from rules.expr import Expr
@@ -48,7 +49,6 @@ ACCOUNT_EVERY = 10.0
 """Seconds between compliance-time bookkeeping of every pair (snapshots add it up)."""
 STATE_VERSION = 2
 OK, PENDING, VIOLATING, RECOVERING = "ok", "pending", "violating", "recovering"
-COMPLIANCE_STATES = ("ok", "violating", "no_data", "inactive")
 INF = math.inf
 # Judgements under short names: `Judgement.X` is an enum lookup (~90 ns on CPython 3.11)
 _VIOLATES, _COMPLIES, _NOTHING = Judgement.VIOLATING, Judgement.COMPLIANT, Judgement.NONE
