@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.site import ConfigError, Site, SiteConfig, load_site
+from common.vocabulary import ROLES
 
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
@@ -73,8 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                                                                         metavar="ACTION")
     create = token.add_parser("create", help="create a token; prints it once")
     create.add_argument("-c", "--config", type=Path, required=True)
-    create.add_argument("--role", required=True,
-                        choices=["agent", "engineer", "quality", "tracker", "admin"])
+    create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name", required=True)
     create.add_argument("--site", action="append", metavar="ID",
                         help="a site the token reaches (repeatable; required for agent "

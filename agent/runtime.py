@@ -154,7 +154,7 @@ def in_process_sink(database: Database, max_clock_skew: float = 300.0) -> Sink:
     from pydantic import TypeAdapter, ValidationError
 
     from api.ingest import ClockSkew, apply_events
-    from api.schemas import AnyEvent
+    from rules.events import AnyEvent
 
     adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
     skewed = False

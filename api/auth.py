@@ -13,15 +13,13 @@ import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Literal, get_args
 
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from api.store import ApiToken
+from common.vocabulary import ROLES, Role
 
-Role = Literal["agent", "engineer", "quality", "tracker", "admin"]
-ROLES: tuple[str, ...] = get_args(Role)
 TOKEN_PREFIX = "pat_"
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 """A site id as site.yaml spells it (`site.id`), at most 64 characters like the column."""
@@ -29,7 +27,7 @@ SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 log = logging.getLogger("patrol.api.auth")
 
 # who may do what, beyond reading (which any role may)
-IMPLIES: dict[str, set[str]] = {
+IMPLIES: dict[Role, set[Role]] = {
     "agent": {"agent"},
     "engineer": {"engineer"},
     "quality": {"quality", "engineer"},

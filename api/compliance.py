@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
-from api.service import COMPLIANCE_STATES, BadCursor, compliance_query
+from api.service import BadCursor, compliance_query
 from api.store import ComplianceDay
+from common.vocabulary import COMPLIANCE_STATES
 
 DEFAULT_DAYS = 30
 """The window when neither `from` nor `to` is given: the last 30 UTC days, today included."""

@@ -22,7 +22,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from api.schemas import EventIn, SnapshotIn
 from api.service import (
     COMPLIANCE_STATES,
     SYSTEM_ACTOR,
@@ -40,6 +39,7 @@ from api.store import (
     SessionFactory,
     format_nc_id,
 )
+from rules.events import EventIn, SnapshotIn
 
 RECURRENCE_WINDOW = timedelta(days=90)
 DEFAULT_NO_DATA_AFTER = 900.0

@@ -21,17 +21,15 @@ from sqlalchemy.orm import Session
 
 from api.schemas import NonconformancePublic
 from api.store import (
-    ENDED_STATES,
     Compliance,
     FeedEvent,
     HistoryEntry,
     Nonconformance,
     format_nc_id,
 )
-from api.workflow import UNRECTIFIED
+from common.vocabulary import COMPLIANCE_STATES, SYSTEM_ROLE, UNRECTIFIED
 
-SYSTEM_ACTOR = ("patrol", "system")
-COMPLIANCE_STATES = ("ok", "violating", "no_data", "inactive")
+SYSTEM_ACTOR = ("patrol", SYSTEM_ROLE)
 
 Actor = tuple[str, str]
 """(name, role) of whoever made a change: a token's name and role, or the system."""
@@ -242,16 +240,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise BadCursor("cursor is not one this API gave out") from None
 
 
-def list_compliance(session: Session, *, site_id: str | None, asset_id: str | None,
-                    standard_id: str | None, state: str | None, limit: int = 10_000,
-                    after: tuple[str, str, str] | None = None,
-                    sites: Collection[str] | None = None) -> list[Compliance]:
-    """Pairs in (site, asset, standard) order; `after` is the last pair of a page before."""
-    return list(session.scalars(compliance_query(
-        site_id=site_id, asset_id=asset_id, standard_id=standard_id, state=state,
-        after=after, sites=sites).limit(limit)))
-
-
 def compliance_query(*, site_id: str | None = None, asset_id: str | None = None,
                      standard_id: str | None = None, state: str | None = None,
                      after: tuple[str, str, str] | None = None,
@@ -271,4 +259,4 @@ def compliance_query(*, site_id: str | None = None, asset_id: str | None = None,
     return query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
 
 
-__all__ = ["ENDED_STATES", "BadCursor", "Filters", "list_ncs", "record", "to_public"]
+__all__ = ["COMPLIANCE_STATES", "BadCursor", "Filters", "list_ncs", "record", "to_public"]

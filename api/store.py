@@ -32,11 +32,9 @@ from sqlalchemy.types import TypeDecorator
 
 from api.config import ServerConfig
 from common.secrets import SecretError
+from common.vocabulary import COMPLIANCE_STATES
 
 log = logging.getLogger("patrol.api.store")
-
-ENDED_STATES = ("closed", "cancelled")
-
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in and out, on SQLite (which keeps naive text) as on PostgreSQL."""
@@ -114,10 +112,6 @@ class Nonconformance(Base):
 
     # optimistic locking: a concurrent writer's stale update fails instead of winning
     __mapper_args__ = {"version_id_col": version}
-
-    @property
-    def public_id(self) -> str:
-        return format_nc_id(self.pk)
 
 
 class HistoryEntry(Base):
@@ -221,8 +215,8 @@ class ComplianceDay(Base):
     __tablename__ = "compliance_days"
     __table_args__ = (
         # covering: a window's sums read one index range per pair and no table row
-        Index("ix_compliance_days_sums", "site_id", "asset_id", "standard_id", "day", "ok",
-              "violating", "no_data", "inactive"),
+        Index("ix_compliance_days_sums", "site_id", "asset_id", "standard_id", "day",
+              *COMPLIANCE_STATES),
     )
 
     site_id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OPEN_STATES = ("open", "acknowledged", "rectifying", "pending_verification")
-UNRECTIFIED = ("open", "acknowledged", "rectifying")
-"""States in which the due date (detected + rectify_within) can pass: once rectified on
-time, an NC waiting for its verification is not overdue."""
-STATES = (*OPEN_STATES, "closed", "cancelled")
+from common.vocabulary import NC_STATES, OPEN_STATES
+from common.vocabulary import UNRECTIFIED as UNRECTIFIED  # callers import it from here
+
+STATES = NC_STATES
 
 
 @dataclass(frozen=True, slots=True)

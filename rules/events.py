@@ -1,4 +1,15 @@
-"""What the rules engine tells the rest of Patrol: violation events with stable ids.
+"""The event contract: what the rules engine tells the rest of Patrol, written once for
+the producer (the engine and the agent's outbox) and the consumer (the API) alike.
+
+    producer: Event, Snapshot (engine dataclasses) --to_dict()--> the wire form
+    consumer: the wire form --EventsIn / AnyEvent--> EventIn, SnapshotIn (+ StandardInfo,
+              ComplianceItem), what api/ applies
+
+Compatibility (a fleet runs mixed versions): the wire form only grows. Each message
+says its `schema_version` (CONTRACT_VERSION); one without it comes from an agent older
+than the field and is version 1. A field the consumer does not know, sent by a newer
+agent, is accepted, counted and logged once per name (`UNKNOWN_FIELDS`), never refused
+and never dropped without a trace. Names are SPEC's (section 6): extend, never rename.
 
 An event's id is derived from what it is (site, asset, standard, episode start, type), so
 replaying the same readings after a crash yields the same ids and the API can ignore the
@@ -8,12 +19,29 @@ ones it has already applied.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from common.logonce import WarnOnce
+from common.vocabulary import ComplianceState, OnRecovery, Severity
+from common.wire_types import MAX_INT, MAX_SECONDS, JsonObject, Moment, Text
+
+CONTRACT_VERSION = 1
+"""The version of the wire form this code writes and fully reads. Bump it when a field is
+added; never remove or rename one."""
 
 EventType = Literal["violation_started", "violation_cleared", "chattering"]
+SnapshotType = Literal["compliance_snapshot"]
+
+log = logging.getLogger("patrol.contract")
 
 
 def event_id(site_id: str, asset_id: str, standard_id: str, episode_start: float,
@@ -28,6 +56,9 @@ def iso(ts: float) -> str:
     moment = datetime.fromtimestamp(ts, UTC)
     text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
     return text.replace("+00:00", "Z")
+
+
+# --- the producer: what the engine emits ----------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +78,7 @@ class Event:
     readings: tuple[tuple[float, float], ...] = ()
     stats: dict[str, Any] = field(default_factory=dict)
     standard: dict[str, Any] = field(default_factory=dict)
+    """`rules.standard.Standard.summary()`: the fields of StandardInfo."""
     asset: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -55,25 +87,17 @@ class Event:
                         self.type)
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form (POST /api/v1/events and the agent's outbox)."""
+        """The wire form (POST /api/v1/events and the agent's outbox): EventIn's fields."""
+        evidence = {"value": _json_number(self.value), "limit": self.limit,
+                    "readings": [[iso(ts), value] for ts, value in self.readings]}
+        if self.stats:
+            evidence["stats"] = {k: _json_number(v) for k, v in self.stats.items()}
         return {
-            "id": self.id,
-            "type": self.type,
-            "site_id": self.site_id,
-            "asset_id": self.asset_id,
-            "standard_id": self.standard_id,
-            "standard_version": self.standard_version,
-            "metric": self.metric,
-            "episode_start": iso(self.episode_start),
-            "at": iso(self.at),
-            "evidence": {
-                "value": _json_number(self.value),
-                "limit": self.limit,
-                "readings": [[iso(ts), value] for ts, value in self.readings],
-                **({"stats": {k: _json_number(v) for k, v in self.stats.items()}}
-                   if self.stats else {}),
-            },
-            "standard": self.standard,
+            "id": self.id, "type": self.type, "schema_version": CONTRACT_VERSION,
+            "site_id": self.site_id, "asset_id": self.asset_id,
+            "standard_id": self.standard_id, "standard_version": self.standard_version,
+            "metric": self.metric, "episode_start": iso(self.episode_start),
+            "at": iso(self.at), "evidence": evidence, "standard": self.standard,
             "asset": self.asset,
         }
 
@@ -81,21 +105,24 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Compliance of every (asset, standard) of a site, and time in each state since
-    `since`: what compliance rates are computed from."""
+    `since`: what compliance rates are computed from. `items` hold ComplianceItem's
+    fields."""
 
     site_id: str
     since: float
     at: float
     items: list[dict[str, Any]]
-    type: str = "compliance_snapshot"
+    type: SnapshotType = "compliance_snapshot"
 
     @property
     def id(self) -> str:
         return event_id(self.site_id, "*", "*", self.at, self.type)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "site_id": self.site_id,
-                "since": iso(self.since), "at": iso(self.at), "items": self.items}
+        """The wire form: SnapshotIn's fields."""
+        return {"id": self.id, "type": self.type, "schema_version": CONTRACT_VERSION,
+                "site_id": self.site_id, "since": iso(self.since), "at": iso(self.at),
+                "items": self.items}
 
 
 def _json_number(value: Any) -> Any:
@@ -103,3 +130,181 @@ def _json_number(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# --- fields a newer producer sends ---------------------------------------------------
+
+
+class UnknownFields:
+    """Fields of the wire form this side does not know, by dotted name (`event.x`,
+    `event.standard.x`, `snapshot.items.x`, `batch.x`): each name logged once at WARNING
+    (repeats at DEBUG), and counted once per message that carries it."""
+
+    MAX_NAMES = 256
+    """Distinct names kept; past it they count as OTHER (names come from the network)."""
+    OTHER = "(other)"
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._warnings: dict[str, WarnOnce] = {}
+        self._versions: set[int] = set()
+
+    def note(self, names: Iterable[str], version: int = CONTRACT_VERSION
+             ) -> tuple[str, ...]:
+        """Count and log one message's unknown field names; returns them."""
+        found = tuple(dict.fromkeys(names))
+        if version <= CONTRACT_VERSION and not found:
+            return found
+        with self._lock:
+            if version > CONTRACT_VERSION and version not in self._versions:
+                if len(self._versions) < self.MAX_NAMES:
+                    self._versions.add(version)
+                self._log.warning("events of contract version %d arrive (this side knows "
+                                  "up to %d): fields it does not know are counted and "
+                                  "ignored", version, CONTRACT_VERSION)
+            for name in found:
+                key = name if name in self._counts or len(self._counts) < self.MAX_NAMES \
+                    else self.OTHER
+                self._counts[key] += 1
+                warn = self._warnings.setdefault(key, WarnOnce(self._log))
+                warn.trouble("a sender's events carry the field %s, which this side does "
+                             "not know (a newer agent?): accepted and ignored", key)
+        return found
+
+    def counts(self) -> dict[str, int]:
+        """Messages that carried each unknown field since this process started."""
+        with self._lock:
+            return dict(self._counts)
+
+
+UNKNOWN_FIELDS = UnknownFields(log)
+
+
+def _printable(name: str) -> str:
+    return name if len(name) <= 64 and name.isprintable() else repr(name[:64])
+
+
+# --- the consumer: the wire form, validated ----------------------------------------------
+
+
+class _Wire(BaseModel):
+    """A part of the wire form: fields it does not declare are taken aside, not refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def _take_unknown(self, prefix: str) -> list[str]:
+        """The names of undeclared fields (with `prefix`), removed from this model so
+        nothing unchecked is stored or answered."""
+        extra = self.__pydantic_extra__
+        if not extra:
+            return []
+        names = [prefix + _printable(name) for name in extra]
+        self.__pydantic_fields_set__.difference_update(extra)
+        extra.clear()
+        return names
+
+
+class _Message(_Wire):
+    """A whole message (an event, a snapshot, a batch): knows its unknown fields."""
+
+    _unknown: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def unknown_fields(self) -> tuple[str, ...]:
+        """Names of the fields this side did not know, as UNKNOWN_FIELDS counted them."""
+        return self._unknown
+
+
+SchemaVersion = Annotated[int, Field(ge=1, le=MAX_INT, description=(
+    "the sender's contract version; absent: 1 (an agent from before the field)"))]
+
+
+class StandardInfo(_Wire):
+    """The standard as the agent judged it; lets the API open an NC without its files."""
+
+    title: Text
+    clause: Text = ""
+    category: Text | None = None
+    severity: Severity = "major"
+    department: Text | None = None
+    rectify_within: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
+    verify_for: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
+    on_recovery: OnRecovery = "keep_open"
+    no_data_after: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
+
+
+class EventIn(_Message):
+    """A rules-engine event (Event.to_dict)."""
+
+    id: Text = Field(min_length=1, max_length=64)
+    type: EventType
+    schema_version: SchemaVersion = 1
+    site_id: Text = Field(min_length=1, max_length=64)
+    asset_id: Text = Field(min_length=1, max_length=128)
+    standard_id: Text = Field(min_length=1, max_length=128)
+    standard_version: int = Field(1, ge=1, le=MAX_INT)
+    metric: Text | None = Field(None, max_length=128)
+    episode_start: Moment
+    at: Moment
+    evidence: JsonObject = Field(default_factory=dict)
+    standard: StandardInfo
+    asset: JsonObject = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _note_unknown(self) -> Self:
+        self._unknown = UNKNOWN_FIELDS.note(
+            [*self._take_unknown("event."), *self.standard._take_unknown("event.standard.")],
+            self.schema_version)
+        return self
+
+
+class ComplianceItem(_Wire):
+    asset_id: Text = Field(min_length=1, max_length=128)
+    standard_id: Text = Field(min_length=1, max_length=128)
+    standard_version: int = Field(1, ge=1, le=MAX_INT)
+    state: ComplianceState
+    seconds: dict[ComplianceState, Annotated[float, Field(ge=0, le=MAX_SECONDS,
+                                                          allow_inf_nan=False)]] = Field(
+        default_factory=dict)
+    readings: int = Field(0, ge=0, le=MAX_INT,
+                          description="good readings judged since the last snapshot")
+
+
+class SnapshotIn(_Message):
+    """Compliance of every (asset, standard) of a site (Snapshot.to_dict)."""
+
+    id: Text = Field(min_length=1, max_length=64)
+    type: SnapshotType
+    schema_version: SchemaVersion = 1
+    site_id: Text = Field(min_length=1, max_length=64)
+    since: Moment
+    at: Moment
+    items: list[ComplianceItem] = Field(max_length=200_000)
+
+    @model_validator(mode="after")
+    def _note_unknown(self) -> Self:
+        names = self._take_unknown("snapshot.")
+        for item in self.items:  # 200,000 items: one attribute read each when none
+            if item.__pydantic_extra__:
+                names += item._take_unknown("snapshot.items.")
+        self._unknown = UNKNOWN_FIELDS.note(names, self.schema_version)
+        return self
+
+
+AnyEvent = Annotated[EventIn | SnapshotIn, Field(discriminator="type")]
+
+
+class EventsIn(_Message):
+    """A batch of events (POST /api/v1/events). `unknown_fields` lists each unknown name
+    once per message of the batch that carried it."""
+
+    events: list[AnyEvent] = Field(max_length=1000)
+
+    @model_validator(mode="after")
+    def _note_unknown(self) -> Self:
+        own = UNKNOWN_FIELDS.note(self._take_unknown("batch."))
+        self._unknown = (*own, *(name for event in self.events
+                                 for name in event.unknown_fields))
+        return self

@@ -15,11 +15,11 @@ from pydantic import (
 )
 
 from common.config_types import Duration
+from common.vocabulary import Category, OnRecovery, Severity
+from rules.events import StandardInfo
 from rules.expr import Expr
 from rules.schedule import Schedule
 
-Severity = Literal["minor", "major", "critical"]
-Category = Literal["equipment", "environment", "energy", "safety"]
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
 
@@ -149,7 +149,7 @@ class Standard(_Strict):
     department: str | None = None
     rectify_within: Duration | None = Field(None, gt=0)
     verify_for: Duration | None = Field(None, gt=0)
-    on_recovery: Literal["keep_open", "close"] = "keep_open"
+    on_recovery: OnRecovery = "keep_open"
     no_data_after: Duration = Field(900.0, gt=0, description="compliance: no reading this "
                                     "long counts as no_data")
     chattering: Chattering = Field(default_factory=Chattering)
@@ -182,18 +182,9 @@ class Standard(_Strict):
         return Expr(self.expr).metrics if self.expr else (self.metric or "",)
 
     def summary(self) -> dict[str, Any]:
-        """What the API needs to open an NC without the standards file (fleet mode)."""
-        return {
-            "title": self.title,
-            "clause": self.clause,
-            "category": self.category,
-            "severity": self.severity,
-            "department": self.department,
-            "rectify_within": self.rectify_within,
-            "verify_for": self.verify_for,
-            "on_recovery": self.on_recovery,
-            "no_data_after": self.no_data_after,
-        }
+        """What the API needs to open an NC without the standards file (fleet mode): the
+        fields of the event contract's StandardInfo, so the two cannot drift apart."""
+        return {name: getattr(self, name) for name in StandardInfo.model_fields}
 
 
 class StandardsFile(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from common.vocabulary import COMPLIANCE_STATES
 from rules.checks import Checker
 from rules.expr import Expr
 from rules.schedule import Schedule
@@ -12,7 +13,6 @@ from rules.standard import Asset, Standard
 
 OK, PENDING, VIOLATING, RECOVERING = "ok", "pending", "violating", "recovering"
 """Where a pair stands: the timing state machine of rules.episodes."""
-COMPLIANCE_STATES = ("ok", "violating", "no_data", "inactive")
 INF = math.inf
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
@@ -20,15 +20,15 @@ from api.deps import (
     require,
 )
 from api.door import PRINCIPAL
-from api.schemas import ActionBody, HistoryList, HistoryPublic, ManualNonconformance, Text
+from api.schemas import ActionBody, HistoryList, HistoryPublic, ManualNonconformance
 from api.schemas import NonconformancePublic as NC
 from api.service import BadCursor, get_nc, history_page, record, to_public
 from api.store import Database, parse_nc_id
+from common.vocabulary import ActionName
+from common.wire_types import Text
 
 router = APIRouter(prefix="/nonconformances", tags=["nonconformances"])
 
-ActionName = Literal["acknowledge", "start", "rectify", "verify", "cancel", "reopen",
-                     "assign"]
 REFUSALS = {403: {"description": "role or independence refused"},
             404: {"description": "no such NC"},
             409: {"description": "not allowed in this state; names the allowed actions"},

@@ -4,7 +4,7 @@ seconds it spent in each over a window of UTC days."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
@@ -12,6 +12,7 @@ from api.compliance import DEFAULT_DAYS, MAX_DAYS, BadWindow, Window, compliance
 from api.deps import CurrentPrincipal, SessionDep, get_principal
 from api.schemas import ComplianceList, CompliancePublic, ComplianceWindow
 from api.service import BadCursor
+from common.vocabulary import ComplianceState
 
 router = APIRouter(prefix="/compliance", tags=["compliance"],
                    dependencies=[Depends(get_principal)])
@@ -26,7 +27,7 @@ def get_compliance(
     site_id: str | None = None,
     asset_id: str | None = None,
     standard_id: str | None = None,
-    state: Literal["ok", "violating", "no_data", "inactive"] | None = None,
+    state: ComplianceState | None = None,
     from_: Annotated[date | None, Query(alias="from", description=(
         f"first UTC day of `seconds`; default {DEFAULT_DAYS} days before `to`"))] = None,
     to: Annotated[date | None, Query(description=(

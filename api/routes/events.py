@@ -1,9 +1,11 @@
-"""Engine events from edge agents (`patrol agent`); idempotent by event id."""
+"""Engine events from edge agents (`patrol agent`); idempotent by event id. Fields a
+newer agent sends that this API does not know are accepted, and named in the answer."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -11,18 +13,23 @@ from fastapi.responses import JSONResponse
 from api.auth import Principal
 from api.deps import get_db, require
 from api.ingest import ClockSkew, apply_events
-from api.schemas import EventsIn, EventsResult, Refusal
+from api.schemas import EventsResult, Refusal
 from api.store import Database
+from rules.events import EventsIn
 
 router = APIRouter(tags=["events"])
 
 
-@router.post("/events", response_model=EventsResult, responses={
-    403: {"model": Refusal, "description": "role, or an event of a site the token does "
-                                            "not reach (the whole batch)"},
-    422: {"model": Refusal, "description": "invalid events, or `code: clock_skew`: an "
-                                            "event dated ahead of the server's clock "
-                                            "(the whole batch)"}})
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    403: {"model": Refusal, "description": "role, or an event of a site the token does not "
+                                           "reach (the whole batch)"},
+    422: {"model": Refusal, "description": "invalid events, or `code: clock_skew`: an event "
+                                           "dated ahead of the server's clock (the whole "
+                                           "batch)"}}
+
+
+@router.post("/events", response_model=EventsResult, response_model_exclude_none=True,
+             responses=REFUSALS)
 def post_events(
     body: EventsIn,
     request: Request,
@@ -43,4 +50,5 @@ def post_events(
         server_time = exc.server_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
         return JSONResponse({"detail": str(exc), "code": "clock_skew",  # type: ignore[return-value]
                              "server_time": server_time}, status_code=422)
-    return EventsResult(applied=result.applied, duplicates=result.duplicates, ids=result.ids)
+    return EventsResult(applied=result.applied, duplicates=result.duplicates, ids=result.ids,
+                        unknown_fields=Counter(body.unknown_fields) or None)

@@ -11,10 +11,11 @@ from pydantic import BaseModel
 
 from api.auth import Principal
 from api.deps import get_db, require
-from api.schemas import MAX_INT, NonconformancePublic
+from api.schemas import NonconformancePublic
 from api.service import feed_after
 from api.store import Database
 from common.config_types import parse_duration
+from common.wire_types import MAX_INT
 
 router = APIRouter(tags=["feed"])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
@@ -11,22 +11,19 @@ from api.deps import CurrentPrincipal, SessionDep, get_principal
 from api.schemas import NonconformanceList, NonconformancePublic
 from api.service import BadCursor, Filters, get_nc, list_ncs, to_public
 from api.store import parse_nc_id
+from common.vocabulary import NcState, Severity
 
 router = APIRouter(prefix="/nonconformances", tags=["nonconformances"],
                    dependencies=[Depends(get_principal)])
-
-State = Literal["open", "acknowledged", "rectifying", "pending_verification", "closed",
-                "cancelled"]
-
 
 @router.get("", response_model=NonconformanceList)
 def list_nonconformances(
     session: SessionDep,
     principal: CurrentPrincipal,
-    state: State | None = None,
+    state: NcState | None = None,
     asset_id: str | None = None,
     standard_id: str | None = None,
-    severity: Literal["minor", "major", "critical"] | None = None,
+    severity: Severity | None = None,
     department: str | None = None,
     overdue: bool | None = None,
     recurring: bool | None = None,

@@ -13,16 +13,14 @@ from pydantic import BaseModel, Field, field_validator
 from api import webhook_admin
 from api.auth import Principal
 from api.deps import SessionDep, get_db, require
-from api.schemas import MAX_INT, Text
 from api.store import Database, Delivery, Webhook
 from api.webhooks import UnsafeUrl, check_url, describe, new_secret, secret_key
+from common.vocabulary import FeedType
+from common.wire_types import MAX_INT, Text
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 Admin = Annotated[Principal, Depends(require("admin"))]
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
-
-FeedType = Literal["raised", "occurrence", "cleared", "acknowledged", "started", "assigned",
-                   "rectified", "verified", "reopened", "closed", "cancelled", "overdue"]
 
 
 class WebhookCreate(BaseModel):

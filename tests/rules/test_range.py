@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from collector.reading import Reading, bad
 from rules.engine import EVIDENCE_READINGS, Engine
-from rules.events import Event, iso
+from rules.events import CONTRACT_VERSION, Event, iso
 from rules.standard import Asset, Standard
 
 T0 = 1_795_593_600.0  # 2026-11-25T08:00:00Z
@@ -294,8 +294,10 @@ def test_to_dict_is_the_wire_form() -> None:
                              rectify_within="24h", verify_for="1h", on_recovery="close")
     event = feed(make_engine(standard), [7.0, 9.4])[0]
     wire = event.to_dict()
-    assert set(wire) == {"id", "type", "site_id", "asset_id", "standard_id", "standard_version",
-                         "metric", "episode_start", "at", "evidence", "standard", "asset"}
+    assert set(wire) == {"id", "type", "schema_version", "site_id", "asset_id", "standard_id",
+                         "standard_version", "metric", "episode_start", "at", "evidence",
+                         "standard", "asset"}
+    assert wire["schema_version"] == CONTRACT_VERSION
     assert wire["id"] == event.id and wire["id"].startswith("ev_")
     assert (wire["type"], wire["site_id"], wire["asset_id"]) == (
         "violation_started", "tower-a", "CH-1")
