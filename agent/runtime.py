@@ -161,7 +161,8 @@ class ClockAhead(RuntimeError):
 def in_process_sink(database: Database, max_clock_skew: float = 300.0) -> Sink:
     from pydantic import TypeAdapter, ValidationError
 
-    from api.ingest import ClockSkew, apply_events
+    from api.errors import ClockSkew
+    from api.ingest import apply_events
     from api.schemas import AnyEvent
 
     adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Collection
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,11 +19,27 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.background import run_jobs
 from api.door import MAX_BODY, SMALL_BODY, Door
+from api.errors import (
+    BadCursor,
+    ClockSkew,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PatrolError,
+)
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
 from api.store import Database
 from api.webhooks import dispatch, parse_allow
 
 log = logging.getLogger("patrol.api")
+
+STATUS: dict[type[PatrolError], int] = {
+    BadCursor: 400, Forbidden: 403, NotFound: 404, Conflict: 409, Invalid: 422,
+    PatrolError: 400}
+"""The HTTP answer to each kind of refusal of the service layer (api.errors): the one
+place a refusal becomes a status."""
+
 
 def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                site_id: str = "", assets: Collection[str] = (),
@@ -75,6 +91,10 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
         return JSONResponse({"detail": _echoable(exc.errors())},
                             status_code=422)
 
+    @app.exception_handler(PatrolError)
+    async def _refused(request: Request, exc: PatrolError) -> JSONResponse:
+        return refusal(exc)
+
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
         """A value the validation let through but the database refuses (PostgreSQL and
@@ -98,6 +118,18 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                             headers={"Retry-After": "5"})
 
     return app
+
+
+def refusal(exc: PatrolError) -> JSONResponse:
+    """A refusal as its status and `{"detail": ...}` (FastAPI's own shape); a clock skew
+    adds `code` and `server_time`, which a sender acts on."""
+    status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+    body: dict[str, Any] = {"detail": str(exc)}
+    if isinstance(exc, ClockSkew):
+        body["code"] = "clock_skew"
+        body["server_time"] = exc.server_time.astimezone(UTC).isoformat().replace(
+            "+00:00", "Z")
+    return JSONResponse(body, status_code=status)
 
 
 ECHO_DEPTH = 8

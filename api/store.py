@@ -35,7 +35,8 @@ from common.secrets import SecretError
 
 log = logging.getLogger("patrol.api.store")
 
-ENDED_STATES = ("closed", "cancelled")
+LISTENERS = "patrol.listeners"
+"""Key of `Session.info` holding the database's listeners of NC changes (api.lifecycle)."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -366,10 +367,13 @@ class Database:
             where = self.engine.url.render_as_string(hide_password=True)
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise DatabaseUnavailable(f"cannot open database {where}: {reason}") from None
-        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self.listeners: list[Callable[[Any], None]] = []
+        """Called with each NC change its sessions commit (`api.lifecycle.listen`)."""
+        info = {LISTENERS: self.listeners}  # each session's info: a copy sharing the list
+        self.session = sessionmaker(self.engine, expire_on_commit=False, info=info)
         """Sessions that read (and may write on PostgreSQL, where rows are locked)."""
         self._write_sessions = sessionmaker(self.engine.execution_options(patrol_write=True),
-                                            expire_on_commit=False)
+                                            expire_on_commit=False, info=info)
         self._writers = threading.RLock() if self.engine.dialect.name == "sqlite" else None
 
     @contextlib.contextmanager
