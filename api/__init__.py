@@ -21,15 +21,7 @@ HTTP-only refusals (no token, a body too large, a malformed query) stay HTTPExce
 api/deps.py, api/door.py and the routes.
 """
 
-from api.errors import (
-    BadCursor,
-    ClockSkew,
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-    PatrolError,
-)
+from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFound, PatrolError
 
 __all__ = ["BadCursor", "ClockSkew", "Conflict", "Forbidden", "Invalid", "NotFound",
            "PatrolError"]

@@ -19,15 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.background import run_jobs
 from api.door import MAX_BODY, SMALL_BODY, Door
-from api.errors import (
-    BadCursor,
-    ClockSkew,
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-    PatrolError,
-)
+from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFound, PatrolError
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
 from api.store import Database
 from api.webhooks import dispatch, parse_allow
