@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -77,44 +77,21 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks):
         app.include_router(module.router, prefix="/api/v1")
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's own 422, made safe for inputs JSON cannot carry back (NaN, surrogates)."""
-        return JSONResponse({"detail": _echoable(exc.errors())},
-                            status_code=422)
-
-    @app.exception_handler(PatrolError)
-    async def _refused(request: Request, exc: PatrolError) -> JSONResponse:
-        return refusal(exc)
-
-    @app.exception_handler(DataError)
-    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
-        """A value the validation let through but the database refuses (PostgreSQL and
-        a NUL, say) is the request's fault: 422, logged so a gap in validation shows."""
-        log.warning("database refused a value on %s %s: %s", request.method,
-                    request.url.path, getattr(exc, "orig", None) or exc)
-        # In FastAPI's shape for 422, so clients (and the published schema) read it alike.
-        return JSONResponse({"detail": [{
-            "type": "database_refused", "loc": ["request"],
-            "msg": "a value in the request cannot be stored or compared by the database"}]},
-            status_code=422)
-
     app.add_middleware(Door, db=db, max_body=max_body, small_body=small_body)
-
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database error on %s %s: %s", request.method, request.url.path,
-                    getattr(exc, "orig", None) or exc)
-        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
-                            headers={"Retry-After": "5"})
-
+    for kind, handler in ERROR_HANDLERS:
+        app.add_exception_handler(kind, handler)
     return app
 
 
-def refusal(exc: PatrolError) -> JSONResponse:
-    """A refusal as its status and `{"detail": ...}` (FastAPI's own shape); a clock skew
-    adds `code` and `server_time`, which a sender acts on."""
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422, made safe for inputs JSON cannot carry back (NaN, surrogates)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _echoable(exc.errors())}, status_code=422)
+
+
+async def _refused(request: Request, exc: Exception) -> JSONResponse:
+    """A refusal of the service layer as its status and `{"detail": ...}` (FastAPI's own
+    shape); a clock skew adds `code` and `server_time`, which a sender acts on."""
     status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
     body: dict[str, Any] = {"detail": str(exc)}
     if isinstance(exc, ClockSkew):
@@ -122,6 +99,32 @@ def refusal(exc: PatrolError) -> JSONResponse:
         body["server_time"] = exc.server_time.astimezone(UTC).isoformat().replace(
             "+00:00", "Z")
     return JSONResponse(body, status_code=status)
+
+
+async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """A value the validation let through but the database refuses (PostgreSQL and a NUL,
+    say) is the request's fault: 422, logged so a gap in validation shows."""
+    log.warning("database refused a value on %s %s: %s", request.method,
+                request.url.path, getattr(exc, "orig", None) or exc)
+    # In FastAPI's shape for 422, so clients (and the published schema) read it alike.
+    return JSONResponse({"detail": [{
+        "type": "database_refused", "loc": ["request"],
+        "msg": "a value in the request cannot be stored or compared by the database"}]},
+        status_code=422)
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database error on %s %s: %s", request.method, request.url.path,
+                getattr(exc, "orig", None) or exc)
+    return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
+                        headers={"Retry-After": "5"})
+
+
+ERROR_HANDLERS: list[tuple[type[Exception], Callable[[Request, Exception],
+                                                     Awaitable[JSONResponse]]]] = [
+    (RequestValidationError, _invalid), (PatrolError, _refused), (DataError, _unstorable),
+    (OperationalError, _database_down), (PoolTimeout, _database_down)]
+"""Errors that never leak a 500: each kind and its answer."""
 
 
 ECHO_DEPTH = 8
