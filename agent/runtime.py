@@ -153,7 +153,8 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
 def in_process_sink(database: Database, max_clock_skew: float = 300.0) -> Sink:
     from pydantic import TypeAdapter, ValidationError
 
-    from api.ingest import ClockSkew, apply_events
+    from api.errors import ClockSkew
+    from api.ingest import apply_events
     from rules.events import AnyEvent
 
     adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)

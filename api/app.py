@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Collection
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from datetime import UTC, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,11 +19,19 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.background import run_jobs
 from api.door import MAX_BODY, SMALL_BODY, Door
+from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFound, PatrolError
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
 from api.store import Database
 from api.webhooks import dispatch, parse_allow
 
 log = logging.getLogger("patrol.api")
+
+STATUS: dict[type[PatrolError], int] = {
+    BadCursor: 400, Forbidden: 403, NotFound: 404, Conflict: 409, Invalid: 422,
+    PatrolError: 400}
+"""The HTTP answer to each kind of refusal of the service layer (api.errors): the one
+place a refusal becomes a status."""
+
 
 def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                site_id: str = "", assets: Collection[str] = (),
@@ -69,35 +77,54 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks):
         app.include_router(module.router, prefix="/api/v1")
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's own 422, made safe for inputs JSON cannot carry back (NaN, surrogates)."""
-        return JSONResponse({"detail": _echoable(exc.errors())},
-                            status_code=422)
-
-    @app.exception_handler(DataError)
-    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
-        """A value the validation let through but the database refuses (PostgreSQL and
-        a NUL, say) is the request's fault: 422, logged so a gap in validation shows."""
-        log.warning("database refused a value on %s %s: %s", request.method,
-                    request.url.path, getattr(exc, "orig", None) or exc)
-        # In FastAPI's shape for 422, so clients (and the published schema) read it alike.
-        return JSONResponse({"detail": [{
-            "type": "database_refused", "loc": ["request"],
-            "msg": "a value in the request cannot be stored or compared by the database"}]},
-            status_code=422)
-
     app.add_middleware(Door, db=db, max_body=max_body, small_body=small_body)
-
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database error on %s %s: %s", request.method, request.url.path,
-                    getattr(exc, "orig", None) or exc)
-        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
-                            headers={"Retry-After": "5"})
-
+    for kind, handler in ERROR_HANDLERS:
+        app.add_exception_handler(kind, handler)
     return app
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422, made safe for inputs JSON cannot carry back (NaN, surrogates)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _echoable(exc.errors())}, status_code=422)
+
+
+async def _refused(request: Request, exc: Exception) -> JSONResponse:
+    """A refusal of the service layer as its status and `{"detail": ...}` (FastAPI's own
+    shape); a clock skew adds `code` and `server_time`, which a sender acts on."""
+    status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+    body: dict[str, Any] = {"detail": str(exc)}
+    if isinstance(exc, ClockSkew):
+        body["code"] = "clock_skew"
+        body["server_time"] = exc.server_time.astimezone(UTC).isoformat().replace(
+            "+00:00", "Z")
+    return JSONResponse(body, status_code=status)
+
+
+async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """A value the validation let through but the database refuses (PostgreSQL and a NUL,
+    say) is the request's fault: 422, logged so a gap in validation shows."""
+    log.warning("database refused a value on %s %s: %s", request.method,
+                request.url.path, getattr(exc, "orig", None) or exc)
+    # In FastAPI's shape for 422, so clients (and the published schema) read it alike.
+    return JSONResponse({"detail": [{
+        "type": "database_refused", "loc": ["request"],
+        "msg": "a value in the request cannot be stored or compared by the database"}]},
+        status_code=422)
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database error on %s %s: %s", request.method, request.url.path,
+                getattr(exc, "orig", None) or exc)
+    return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
+                        headers={"Retry-After": "5"})
+
+
+ERROR_HANDLERS: list[tuple[type[Exception], Callable[[Request, Exception],
+                                                     Awaitable[JSONResponse]]]] = [
+    (RequestValidationError, _invalid), (PatrolError, _refused), (DataError, _unstorable),
+    (OperationalError, _database_down), (PoolTimeout, _database_down)]
+"""Errors that never leak a 500: each kind and its answer."""
 
 
 ECHO_DEPTH = 8

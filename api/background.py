@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from api.ingest import reopen_unverified
-from api.service import SYSTEM_ACTOR, record
+from api.lifecycle import transition
+from api.service import SYSTEM_ACTOR
 from api.store import Nonconformance, SessionFactory
 from api.workflow import UNRECTIFIED
 
@@ -35,8 +36,8 @@ def mark_overdue(factory: SessionFactory, now: datetime | None = None) -> int:
             .with_for_update(skip_locked=True)))
         for nc in late:
             nc.overdue_notified = True
-            record(session, nc, SYSTEM_ACTOR, "overdue", nc.state, now,
-                   {"overdue": [False, True]}, note=f"due {nc.due_at.isoformat()}")
+            transition(session, nc, "overdue", SYSTEM_ACTOR, now,
+                       changes={"overdue": [False, True]}, note=f"due {nc.due_at.isoformat()}")
         session.commit()
     return len(late)
 

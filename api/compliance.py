@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
-from api.service import BadCursor, compliance_query
+from api.errors import BadCursor, Invalid
+from api.service import compliance_query
 from api.store import ComplianceDay
 from common.vocabulary import COMPLIANCE_STATES
 
@@ -32,7 +33,7 @@ Pair = tuple[str, str, str]
 """(site_id, asset_id, standard_id)"""
 
 
-class BadWindow(ValueError):
+class BadWindow(Invalid):
     """`from` after `to`, or a window longer than MAX_DAYS."""
 
 

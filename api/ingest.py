@@ -22,14 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from api.service import (
-    COMPLIANCE_STATES,
-    SYSTEM_ACTOR,
-    Actor,
-    open_nc,
-    public_fields,
-    record,
-)
+from api.errors import ClockSkew
+from api.lifecycle import transition
+from api.service import COMPLIANCE_STATES, SYSTEM_ACTOR, Actor, open_nc, public_fields
 from api.store import (
     AppliedEvent,
     Base,
@@ -48,20 +43,6 @@ SLACK = 0.05
 counts: event times are exact to the millisecond only, a real blip lasts a reading."""
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 """How far ahead of this server's clock an event may be dated (`server.max_clock_skew`)."""
-
-
-class ClockSkew(ValueError):
-    """An event dated further ahead of the server's clock than allowed: the sender's clock
-    is wrong. The whole batch is refused, and the sender keeps it to send again later."""
-
-    def __init__(self, event_id: str, at: datetime, server_time: datetime,
-                 max_skew: timedelta) -> None:
-        ahead = (at - server_time).total_seconds()
-        super().__init__(f"event {event_id!r} is dated {at.astimezone(UTC).isoformat()}, "
-                         f"{ahead:.0f}s ahead of this server's clock (at most "
-                         f"{max_skew.total_seconds():g}s allowed): check the sender's clock")
-        self.server_time = server_time
-        self.ahead = ahead
 
 
 def check_clock(events: Sequence[EventIn | SnapshotIn], now: datetime,
@@ -142,8 +123,8 @@ def _raise(session: Session, event: EventIn, nc: Nonconformance | None, actor: A
         if nc.state == "pending_verification" and nc.rectified_at and at > nc.rectified_at:
             _reopen_by_sensor(session, nc, at, event.evidence, event.id, before)
         else:
-            record(session, nc, actor, "occurrence", nc.state, at, event_id=event.id,
-                   before=before)
+            transition(session, nc, "occurrence", actor, at, event_id=event.id,
+                       before=before)
         return nc
     info = event.standard
     earlier = _recently_closed(session, event, recurrence)
@@ -151,15 +132,13 @@ def _raise(session: Session, event: EventIn, nc: Nonconformance | None, actor: A
         site_id=event.site_id, asset_id=event.asset_id, standard_id=event.standard_id,
         standard_version=event.standard_version, metric=event.metric, title=info.title,
         clause=info.clause, category=info.category, severity=info.severity,
-        department=info.department, state="open", open_slot="open", condition=condition,
-        detected_at=at,
+        department=info.department, condition=condition, detected_at=at,
         due_at=at + timedelta(seconds=info.rectify_within) if info.rectify_within else None,
         occurrences=1, reopen_count=0, source="auto", evidence=event.evidence,
         recurring=bool(earlier), standard_info=info.model_dump(),
     )
-    session.add(nc)
     changes = {"recurs": [format_nc_id(pk) for pk in earlier]} if earlier else {}
-    record(session, nc, actor, "raised", None, at, changes, event_id=event.id)
+    transition(session, nc, "raise", actor, at, changes=changes, event_id=event.id)
     return nc
 
 
@@ -177,17 +156,15 @@ def _recently_closed(session: Session, event: EventIn, window: timedelta) -> lis
 
 def _clear(session: Session, event: EventIn, nc: Nonconformance, actor: Actor) -> None:
     at = event.at.astimezone(UTC)
-    before, state = public_fields(nc), nc.state
+    before = public_fields(nc)
     _adopt_new_version(nc, event)
     nc.condition, nc.cleared_at = "normal", at
     on_recovery = (nc.standard_info or {}).get("on_recovery", "keep_open")
     if on_recovery == "close" and nc.state != "pending_verification":
-        nc.state, nc.open_slot, nc.closed_at = "closed", None, at
-        record(session, nc, actor, "cleared", state, at,
-               note="condition recovered (on_recovery: close)", event_id=event.id,
-               feed_type="closed", before=before)
+        transition(session, nc, "close_on_recovery", actor, at, event_id=event.id,
+                   note="condition recovered (on_recovery: close)", before=before)
         return
-    record(session, nc, actor, "cleared", state, at, event_id=event.id, before=before)
+    transition(session, nc, "clear", actor, at, event_id=event.id, before=before)
 
 
 def _adopt_new_version(nc: Nonconformance, event: EventIn) -> None:
@@ -203,13 +180,11 @@ def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,
                       evidence: dict[str, Any], event_id: str | None,
                       before: dict[str, Any], note: str = "the violation recurred during "
                       "verification") -> None:
-    nc.state = "open"
-    nc.reopen_count += 1
     nc.verification = {"method": "sensor", "result": "fail", "at": at.isoformat(),
                        "evidence": evidence}
     nc.verify_progress = None
-    record(session, nc, SYSTEM_ACTOR, "reopened", "pending_verification", at, note=note,
-           event_id=event_id, before=before)
+    transition(session, nc, "reopen_by_sensor", SYSTEM_ACTOR, at, note=note,
+               event_id=event_id, before=before)
 
 
 def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
@@ -282,11 +257,10 @@ def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
         nc.verification = {"method": "sensor", "result": "pass",
                            "window": {"from": progress["from"], "to": at.isoformat()},
                            "samples": progress["samples"], "verify_for": verify_for}
-        nc.state, nc.open_slot, nc.closed_at = "closed", None, at
         nc.verify_progress = None
-        record(session, nc, SYSTEM_ACTOR, "verified", "pending_verification", at,
-               note=f"compliant readings covered verify_for ({verify_for:g}s)",
-               event_id=event.id, feed_type="closed", before=before)
+        transition(session, nc, "verify_by_sensor", SYSTEM_ACTOR, at,
+                   note=f"compliant readings covered verify_for ({verify_for:g}s)",
+                   event_id=event.id, before=before)
     else:
         nc.verify_progress = progress
 

@@ -1,15 +1,10 @@
-"""NC reads and the one way every change is recorded. No HTTP here.
-
-`record` appends the history entry and the feed event of a change in the caller's
-transaction: history is the audit trail people read, the feed is what trackers and
-webhooks consume, and neither can miss a change the other has.
-"""
+"""NC and compliance reads, and the NC's public form. No HTTP here: a refusal is an
+api.errors exception. Changes go through api/lifecycle.py."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,14 +14,10 @@ from sqlalchemy import Select, and_, or_, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from api.auth import Principal
+from api.errors import BadCursor, NotFound
 from api.schemas import NonconformancePublic
-from api.store import (
-    Compliance,
-    FeedEvent,
-    HistoryEntry,
-    Nonconformance,
-    format_nc_id,
-)
+from api.store import Compliance, FeedEvent, HistoryEntry, Nonconformance, format_nc_id, parse_nc_id
 from common.vocabulary import COMPLIANCE_STATES, SYSTEM_ROLE, UNRECTIFIED
 
 SYSTEM_ACTOR = ("patrol", SYSTEM_ROLE)
@@ -49,10 +40,6 @@ class Filters:
     """The caller's token's sites (SPEC 7.1); None: every site."""
 
 
-class BadCursor(ValueError):
-    """The pagination cursor was not one this API gave out."""
-
-
 def is_overdue(nc: Nonconformance, now: datetime) -> bool:
     return nc.due_at is not None and nc.state in UNRECTIFIED and nc.due_at < now
 
@@ -72,59 +59,11 @@ def to_public(nc: Nonconformance, now: datetime | None = None) -> Nonconformance
     )
 
 
-FEED_LOCK = 72438
-
-
 def public_fields(nc: Nonconformance) -> dict[str, Any]:
     """The NC as its JSON shows it, less the computed `overdue`: what history compares."""
     data = to_public(nc).model_dump(mode="json")
     data.pop("overdue")
     return data
-
-
-def record(session: Session, nc: Nonconformance, actor: Actor, action: str,
-           from_state: str | None, at: datetime, changes: dict[str, Any] | None = None,
-           note: str | None = None, event_id: str | None = None,
-           feed_type: str | None = None, feed: bool = True,
-           before: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Append the history entry and (unless `feed` is False) the feed event of one change,
-    in the caller's transaction. With `before` (its `public_fields` before the change),
-    the history lists every public field that changed, old and new. Returns the NC's
-    public JSON form after the change (what an action answers with)."""
-    if nc.pk is None:
-        session.flush()  # a new NC: its pk (the commit flushes the rest in one go)
-    public = to_public(nc, at).model_dump(mode="json")  # once: history diff, feed, answer
-    if before is not None:
-        changes = {key: [before[key], value] for key, value in public.items()
-                   if key != "overdue" and before[key] != value}
-    history = {"nc_pk": nc.pk, "at": at.astimezone(UTC), "actor": actor[0], "role": actor[1],
-               "action": action, "from_state": from_state, "to_state": nc.state,
-               "changes": changes or {}, "note": note, "event_id": event_id}
-    if feed and session.get_bind().dialect.name == "postgresql":
-        # One statement: history row, then, holding the feed lock, the feed row. Feed rows
-        # must commit in seq order, or a reader at seq 11 could skip a seq 10 still in
-        # flight: writers of the feed take turns from here until they commit.
-        session.connection().execute(_PG_RECORD, {
-            **history, "changes": json.dumps(history["changes"]), "key": FEED_LOCK,
-            "type": feed_type or action, "site_id": nc.site_id, "nc": json.dumps(public)})
-        return public
-    session.add(HistoryEntry(**history))
-    if feed:
-        session.add(FeedEvent(type=feed_type or action, at=history["at"],
-                              site_id=nc.site_id, nc_pk=nc.pk, nc=public))
-    return public
-
-
-_PG_RECORD = text("""
-WITH feed_lock AS (SELECT pg_advisory_xact_lock(:key)),
-     history AS (
-        INSERT INTO nc_history (nc_pk, at, actor, role, action, from_state, to_state,
-                                changes, note, event_id)
-        VALUES (:nc_pk, :at, :actor, :role, :action, :from_state, :to_state,
-                CAST(:changes AS json), :note, :event_id))
-INSERT INTO feed (type, at, site_id, nc_pk, nc)
-SELECT :type, :at, :site_id, :nc_pk, CAST(:nc AS json) FROM feed_lock
-""")
 
 
 def database_fault(session: Session) -> str | None:
@@ -161,6 +100,17 @@ def get_nc(session: Session, pk: int, *, lock: bool = False) -> Nonconformance |
         return session.scalar(select(Nonconformance).where(Nonconformance.pk == pk)
                               .with_for_update())
     return session.get(Nonconformance, pk)
+
+
+def visible_nc(session: Session, nc_id: str, principal: Principal, *,
+               lock: bool = False) -> Nonconformance:
+    """The NC `nc_id` names, when the caller's token reaches its site; NotFound otherwise
+    (another site's NC is not there for the caller)."""
+    pk = parse_nc_id(nc_id)
+    nc = get_nc(session, pk, lock=lock) if pk is not None else None
+    if nc is None or not principal.reaches(nc.site_id):
+        raise NotFound(f"no nonconformance {nc_id!r}")
+    return nc
 
 
 def history(session: Session, pk: int, *, limit: int | None = None,
@@ -259,4 +209,4 @@ def compliance_query(*, site_id: str | None = None, asset_id: str | None = None,
     return query.order_by(Compliance.site_id, Compliance.asset_id, Compliance.standard_id)
 
 
-__all__ = ["COMPLIANCE_STATES", "BadCursor", "Filters", "list_ncs", "record", "to_public"]
+__all__ = ["COMPLIANCE_STATES", "BadCursor", "Filters", "list_ncs", "to_public", "visible_nc"]

@@ -36,6 +36,10 @@ from common.vocabulary import COMPLIANCE_STATES
 
 log = logging.getLogger("patrol.api.store")
 
+LISTENERS = "patrol.listeners"
+"""Key of `Session.info` holding the database's listeners of NC changes (api.lifecycle)."""
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in and out, on SQLite (which keeps naive text) as on PostgreSQL."""
 
@@ -360,10 +364,13 @@ class Database:
             where = self.engine.url.render_as_string(hide_password=True)
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise DatabaseUnavailable(f"cannot open database {where}: {reason}") from None
-        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self.listeners: list[Callable[[Any], None]] = []
+        """Called with each NC change its sessions commit (`api.lifecycle.listen`)."""
+        info = {LISTENERS: self.listeners}  # each session's info: a copy sharing the list
+        self.session = sessionmaker(self.engine, expire_on_commit=False, info=info)
         """Sessions that read (and may write on PostgreSQL, where rows are locked)."""
         self._write_sessions = sessionmaker(self.engine.execution_options(patrol_write=True),
-                                            expire_on_commit=False)
+                                            expire_on_commit=False, info=info)
         self._writers = threading.RLock() if self.engine.dialect.name == "sqlite" else None
 
     @contextlib.contextmanager

@@ -1,20 +1,44 @@
 """What an admin does to webhooks and their deliveries: register, list a page, remove,
-enable again, redeliver. The queries behind /api/v1/webhooks; no HTTP here (the outbox
-and the sending are api/webhooks.py)."""
+enable again, redeliver. The queries and checks behind /api/v1/webhooks; no HTTP here
+(refusals are api.errors; the outbox and the sending are api/webhooks.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from api.auth import Principal
+from api.errors import Forbidden, Invalid, NotFound
 from api.store import Delivery, FeedEvent, Webhook
-from api.webhooks import STOPPED
+from api.webhooks import STOPPED, Network, UnsafeUrl, check_url
 
 DELETED = "deleted"
 """`disabled_reason` of a removed webhook: kept (its deliveries refer to it), never shown."""
+
+
+def check_target(url: str, *, allow_private: bool, allow: Sequence[Network]) -> None:
+    """Invalid, with the reason, when webhooks created through the API may not reach
+    `url` (`server.webhooks_allow`, `webhooks_allow_private`)."""
+    try:
+        check_url(url, allow_private=allow_private, allow=allow)
+    except UnsafeUrl as exc:
+        raise Invalid(str(exc)) from None
+
+
+def site_for(site_id: str | None, principal: Principal) -> str | None:
+    """A new webhook's site: a site-scoped token's webhook serves one of its sites (its
+    only one by default), never every site."""
+    if principal.sites is None or (site_id is not None and principal.reaches(site_id)):
+        return site_id
+    reach = ", ".join(sorted(principal.sites))
+    if site_id is not None:
+        raise Forbidden(f"this token does not reach site {site_id!r} (it reaches {reach})")
+    if len(principal.sites) > 1:
+        raise Invalid(f"name a site_id: this token reaches only {reach}")
+    return next(iter(principal.sites))
 
 
 def create_webhook(session: Session, *, url: str, event_types: list[str], secret: str,
@@ -39,9 +63,12 @@ def list_webhooks(session: Session, *, limit: int, after: int | None = None,
     return list(session.scalars(query.order_by(Webhook.id).limit(limit)))
 
 
-def get_webhook(session: Session, hook_id: int) -> Webhook | None:
+def get_webhook(session: Session, hook_id: int, principal: Principal) -> Webhook:
+    """The live webhook `hook_id`, when the caller reaches its site; NotFound otherwise."""
     hook = session.get(Webhook, hook_id)
-    return None if hook is None or hook.disabled_reason == DELETED else hook
+    if hook is None or hook.disabled_reason == DELETED or not principal.reaches(hook.site_id):
+        raise NotFound(f"no webhook {hook_id}")
+    return hook
 
 
 def delete_webhook(hook: Webhook, now: datetime) -> None:
@@ -73,9 +100,11 @@ def list_deliveries(session: Session, hook_id: int, *, status: str | None, limit
     return list(session.scalars(query.order_by(Delivery.id.desc()).limit(limit)))
 
 
-def get_delivery(session: Session, hook_id: int, delivery_id: int) -> Delivery | None:
+def get_delivery(session: Session, hook_id: int, delivery_id: int) -> Delivery:
     delivery = session.get(Delivery, delivery_id)
-    return delivery if delivery is not None and delivery.webhook_id == hook_id else None
+    if delivery is None or delivery.webhook_id != hook_id:
+        raise NotFound(f"no delivery {delivery_id} for webhook {hook_id}")
+    return delivery
 
 
 def redeliver(delivery: Delivery, now: datetime) -> None:

@@ -37,11 +37,11 @@ import httpx
 import uvicorn
 from sqlalchemy import func, select, update
 
-from api.actions import perform
 from api.app import create_app
 from api.auth import Principal, create_token
+from api.lifecycle import perform, transition
 from api.schemas import ActionBody
-from api.service import SYSTEM_ACTOR, feed_after, record
+from api.service import SYSTEM_ACTOR, feed_after
 from api.store import Database, Delivery, FeedEvent, Nonconformance, Webhook
 from api.webhooks import (
     UrlChecks,
@@ -172,13 +172,12 @@ def make_changes(db: Database, n: int) -> float:
                 site_id=f"site-{i % 4}", asset_id=f"CH-{i}", standard_id="HVAC-CHW-SUPPLY",
                 standard_version=1, metric="chw_supply_temp", title=STANDARD_INFO["title"],
                 clause="O&M 4.2", category="equipment", severity="major",
-                department="engineering", state="open", open_slot="open",
-                condition="violating", detected_at=at, due_at=at + timedelta(days=1),
+                department="engineering", condition="violating", detected_at=at,
+                due_at=at + timedelta(days=1),
                 source="auto", standard_info=STANDARD_INFO,
                 evidence={"value": 9.4, "limit": {"min": 6, "max": 8},
                           "readings": [[at.isoformat(), 9.4]] * 5})
-            session.add(nc)
-            record(session, nc, SYSTEM_ACTOR, "raised", None, at)
+            transition(session, nc, "raise", SYSTEM_ACTOR, at)
             pks.append(nc.pk)
             made += 1
             if made % 1000 == 0:

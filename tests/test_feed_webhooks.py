@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -29,6 +27,7 @@ from api.background import mark_overdue
 from api.store import Database, Delivery
 from api.webhooks import SafeResolver, parse_allow
 from rules.events import Event
+from tests.fake_dns import FixedAnswers
 from tests.integration.webhook_receiver import (  # noqa: F401 (fixtures)
     Answer,
     Received,
@@ -621,31 +620,16 @@ def test_a_secret_that_is_not_base64_is_422(patrol: Patrol, secret: str) -> None
     assert response.status_code == 422, response.text
 
 
-class _Answers(AbstractResolver):
-    """A DNS answer chosen by the test (the rebinding case cannot be staged with real DNS)."""
-
-    def __init__(self, *hosts: str) -> None:
-        self.hosts = hosts
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        return [ResolveResult(hostname=host, host=h, port=port, family=family, proto=0,
-                              flags=0) for h in self.hosts]
-
-    async def close(self) -> None:
-        pass
-
-
 def test_deliveries_never_connect_to_a_metadata_address_a_name_resolves_to_later() -> None:
     """DNS rebinding: the name was safe when checked; at connect time it is not."""
     async def resolve(resolver: SafeResolver, host: str) -> list[str]:
         return [answer["host"] for answer in await resolver.resolve(host, 80)]
 
-    mixed = SafeResolver(_Answers("169.254.169.254", "203.0.113.7", "fd00:ec2::254"))
+    mixed = SafeResolver(FixedAnswers("169.254.169.254", "203.0.113.7", "fd00:ec2::254"))
     assert asyncio.run(resolve(mixed, "hooks.example")) == ["203.0.113.7"]
     for bad in ("169.254.169.254", "::ffff:169.254.169.254", "100.100.100.200", "fe80::1"):
         with pytest.raises(OSError, match=r"metadata|link-local"):
-            asyncio.run(resolve(SafeResolver(_Answers(bad)), "rebound.example"))
+            asyncio.run(resolve(SafeResolver(FixedAnswers(bad)), "rebound.example"))
 
     async def real() -> list[str]:  # aiohttp's own resolver wants a running loop
         return await resolve(SafeResolver(allow=parse_allow(["127.0.0.0/8"])), "localhost")

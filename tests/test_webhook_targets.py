@@ -5,13 +5,11 @@ checked when the webhook is created and again at every connection."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from fastapi.testclient import TestClient
 
 from agent.site import load_site
@@ -19,6 +17,7 @@ from agent.yamldoc import ConfigError
 from api.app import create_app
 from api.store import Database
 from api.webhooks import SafeResolver, parse_allow
+from tests.fake_dns import FixedAnswers
 from tests.integration.webhook_receiver import (  # noqa: F401 (fixtures)
     WebhookReceiver,
     receiver_fixture,
@@ -97,21 +96,6 @@ def test_a_name_that_resolves_to_loopback_is_refused(make_patrol: Any) -> None:
     assert "loopback" in response.json()["detail"]
 
 
-class _Answers(AbstractResolver):
-    """A DNS answer chosen by the test: what a name resolves to at connect time."""
-
-    def __init__(self, *hosts: str) -> None:
-        self.hosts = hosts
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        return [ResolveResult(hostname=host, host=h, port=port, family=family, proto=0,
-                              flags=0) for h in self.hosts]
-
-    async def close(self) -> None:
-        pass
-
-
 def resolved(resolver: SafeResolver) -> list[str]:
     async def run() -> list[str]:
         return [answer["host"] for answer in await resolver.resolve("hooks.example", 443)]
@@ -123,9 +107,9 @@ def resolved(resolver: SafeResolver) -> list[str]:
 def test_at_connect_time_a_refused_address_is_never_used_unless_allowed(
         address: str, kind: str, cidr: str) -> None:
     with pytest.raises(OSError, match=kind):
-        resolved(SafeResolver(_Answers(address)))
-    assert resolved(SafeResolver(_Answers(address, "203.0.113.7"))) == ["203.0.113.7"]
-    assert resolved(SafeResolver(_Answers(address), allow=parse_allow([cidr]))) == [address]
+        resolved(SafeResolver(FixedAnswers(address)))
+    assert resolved(SafeResolver(FixedAnswers(address, "203.0.113.7"))) == ["203.0.113.7"]
+    assert resolved(SafeResolver(FixedAnswers(address), allow=parse_allow([cidr]))) == [address]
 
 
 def test_a_delivery_to_a_refused_address_is_refused_with_its_reason_recorded(

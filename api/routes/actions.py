@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.actions import Refused, create_manual, perform
 from api.auth import Principal
 from api.deps import (
     BearerToken,
@@ -20,9 +18,10 @@ from api.deps import (
     require,
 )
 from api.door import PRINCIPAL
+from api.lifecycle import create_manual, perform, set_external_ref
 from api.schemas import ActionBody, HistoryList, HistoryPublic, ManualNonconformance
 from api.schemas import NonconformancePublic as NC
-from api.service import BadCursor, get_nc, history_page, record, to_public
+from api.service import history_page, to_public, visible_nc
 from api.store import Database, parse_nc_id
 from common.vocabulary import ActionName
 from common.wire_types import Text
@@ -51,12 +50,9 @@ def act(nc_id: str, action: ActionName, request: Request, token: BearerToken,
     with db.write() as session:
         found = request.scope.get(PRINCIPAL)
         principal = found if isinstance(found, Principal) else principal_of(session, token)
-        try:
-            public = perform(session, pk, action, body or ActionBody(), principal,
-                             allow_self_verify=request.app.state.allow_self_verify)
-        except Refused as exc:
-            session.rollback()
-            raise HTTPException(exc.status, str(exc)) from None
+        # a refusal (api.errors) leaves the block: the session rolls back as it closes
+        public = perform(session, pk, action, body or ActionBody(), principal,
+                         allow_self_verify=request.app.state.allow_self_verify)
         session.commit()
     # the form the history and feed got, already JSON: not validated and dumped again
     return JSONResponse(public)  # type: ignore[return-value]
@@ -66,18 +62,9 @@ def act(nc_id: str, action: ActionName, request: Request, token: BearerToken,
              responses={403: {"description": "needs role quality"}})
 def create(body: ManualNonconformance, request: Request, principal: CurrentPrincipal,
            db: Annotated[Database, Depends(get_db)]) -> NC:
-    if not principal.may("quality"):
-        raise HTTPException(403, f"role {principal.role!r} may not record findings; needs "
-                                 "quality")
-    site_id = body.site_id or request.app.state.site_id
-    if not principal.reaches(site_id):
-        raise HTTPException(403, f"this token does not reach site {site_id!r}")
     with db.write() as session:
-        try:
-            nc = create_manual(session, body, principal, site_id=request.app.state.site_id,
-                               assets=request.app.state.assets)
-        except Refused as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+        nc = create_manual(session, body, principal, site_id=request.app.state.site_id,
+                           assets=request.app.state.assets)
         session.commit()
         return to_public(nc)
 
@@ -92,16 +79,8 @@ def put_external_ref(nc_id: str, body: ExternalRef,
                      principal: Annotated[Principal, Depends(require("tracker"))],
                      db: Annotated[Database, Depends(get_db)]) -> NC:
     """The tracker's own ticket id; it appears in later feed events and webhooks."""
-    pk = _pk(nc_id)
     with db.write() as session:
-        nc = get_nc(session, pk, lock=True)
-        if nc is None or not principal.reaches(nc.site_id):
-            raise HTTPException(404, f"no nonconformance {nc_id!r}")
-        if nc.external_ref != body.external_ref:
-            old, nc.external_ref = nc.external_ref, body.external_ref
-            # no feed event: a tracker must not be woken by its own write
-            record(session, nc, (principal.name, principal.role), "external_ref", nc.state,
-                   datetime.now(UTC), {"external_ref": [old, nc.external_ref]}, feed=False)
+        nc = set_external_ref(session, nc_id, body.external_ref, principal)
         session.commit()
         return to_public(nc)
 
@@ -111,14 +90,8 @@ def get_history(nc_id: str, session: SessionDep, principal: CurrentPrincipal,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 500,
                 cursor: Annotated[str | None, Query(max_length=200)] = None) -> HistoryList:
     """Oldest first, `limit` at a time: pass `next_cursor` back as `cursor`."""
-    pk = _pk(nc_id)
-    nc = get_nc(session, pk)
-    if nc is None or not principal.reaches(nc.site_id):
-        raise HTTPException(404, f"no nonconformance {nc_id!r}")
-    try:
-        rows, next_cursor = history_page(session, pk, limit=limit, cursor=cursor)
-    except BadCursor as exc:
-        raise HTTPException(400, str(exc)) from None
+    nc = visible_nc(session, nc_id, principal)
+    rows, next_cursor = history_page(session, nc.pk, limit=limit, cursor=cursor)
     return HistoryList(items=[
         HistoryPublic(at=h.at, actor=h.actor, role=h.role, action=h.action,
                       from_state=h.from_state, to_state=h.to_state, changes=h.changes,

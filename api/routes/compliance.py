@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from api.compliance import DEFAULT_DAYS, MAX_DAYS, BadWindow, Window, compliance_page
+from api.compliance import DEFAULT_DAYS, MAX_DAYS, Window, compliance_page
 from api.deps import CurrentPrincipal, SessionDep, get_principal
 from api.schemas import ComplianceList, CompliancePublic, ComplianceWindow
-from api.service import BadCursor
 from common.vocabulary import ComplianceState
 
 router = APIRouter(prefix="/compliance", tags=["compliance"],
@@ -38,15 +37,10 @@ def get_compliance(
 ) -> ComplianceList:
     """Pairs in (site, asset, standard) order, `limit` at a time: pass `next_cursor` back
     as `cursor` for the next page."""
-    try:
-        window = Window.of(from_, to, datetime.now(UTC).date())
-        page = compliance_page(session, window=window, limit=limit, cursor=cursor,
-                               site_id=site_id, asset_id=asset_id, standard_id=standard_id,
-                               state=state, sites=principal.sites)
-    except BadWindow as exc:
-        raise HTTPException(422, str(exc)) from None
-    except BadCursor as exc:
-        raise HTTPException(400, str(exc)) from None
+    window = Window.of(from_, to, datetime.now(UTC).date())
+    page = compliance_page(session, window=window, limit=limit, cursor=cursor,
+                           site_id=site_id, asset_id=asset_id, standard_id=standard_id,
+                           state=state, sites=principal.sites)
     answer = ComplianceList(
         items=[CompliancePublic(**row._asdict(), seconds=seconds) for row, seconds in page.rows],
         next_cursor=page.next_cursor,

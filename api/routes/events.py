@@ -4,15 +4,13 @@ newer agent sends that this API does not know are accepted, and named in the ans
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
 
 from api.auth import Principal
 from api.deps import get_db, require
-from api.ingest import ClockSkew, apply_events
+from api.ingest import apply_events
 from api.schemas import EventsResult, Refusal
 from api.store import Database
 from rules.events import EventsIn
@@ -42,13 +40,8 @@ def post_events(
             raise HTTPException(403, f"this token does not reach site {foreign[0]!r} (it "
                                      f"reaches {', '.join(sorted(principal.sites))}): "
                                      "nothing in the batch was applied")
-    try:
-        result = apply_events(db.write, body.events, actor=(principal.name, principal.role),
-                              recurrence=request.app.state.recurrence,
-                              max_clock_skew=request.app.state.max_clock_skew)
-    except ClockSkew as exc:
-        server_time = exc.server_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return JSONResponse({"detail": str(exc), "code": "clock_skew",  # type: ignore[return-value]
-                             "server_time": server_time}, status_code=422)
+    result = apply_events(db.write, body.events, actor=(principal.name, principal.role),
+                          recurrence=request.app.state.recurrence,
+                          max_clock_skew=request.app.state.max_clock_skew)
     return EventsResult(applied=result.applied, duplicates=result.duplicates, ids=result.ids,
                         unknown_fields=Counter(body.unknown_fields) or None)

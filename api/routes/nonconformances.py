@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from api.deps import CurrentPrincipal, SessionDep, get_principal
 from api.schemas import NonconformanceList, NonconformancePublic
-from api.service import BadCursor, Filters, get_nc, list_ncs, to_public
-from api.store import parse_nc_id
+from api.service import Filters, list_ncs, to_public, visible_nc
 from common.vocabulary import NcState, Severity
 
 router = APIRouter(prefix="/nonconformances", tags=["nonconformances"],
@@ -35,10 +34,7 @@ def list_nonconformances(
     filters = Filters(site_id=site_id, state=state, asset_id=asset_id, standard_id=standard_id,
                       severity=severity, department=department, overdue=overdue,
                       recurring=recurring, sites=principal.sites)
-    try:
-        rows, next_cursor = list_ncs(session, filters, limit=limit, cursor=cursor, now=now)
-    except BadCursor as exc:
-        raise HTTPException(400, str(exc)) from None
+    rows, next_cursor = list_ncs(session, filters, limit=limit, cursor=cursor, now=now)
     page = NonconformanceList(items=[to_public(nc, now) for nc in rows],
                               next_cursor=next_cursor)
     # JSON straight from pydantic's serializer: FastAPI would check and convert the page
@@ -49,8 +45,4 @@ def list_nonconformances(
 @router.get("/{nc_id}", response_model=NonconformancePublic)
 def get_nonconformance(nc_id: str, session: SessionDep,
                        principal: CurrentPrincipal) -> NonconformancePublic:
-    pk = parse_nc_id(nc_id)
-    nc = get_nc(session, pk) if pk is not None else None
-    if nc is None or not principal.reaches(nc.site_id):  # another site's: not there
-        raise HTTPException(404, f"no nonconformance {nc_id!r}")
-    return to_public(nc)
+    return to_public(visible_nc(session, nc_id, principal))

@@ -7,14 +7,14 @@ import binascii
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field, field_validator
 
 from api import webhook_admin
 from api.auth import Principal
 from api.deps import SessionDep, get_db, require
-from api.store import Database, Delivery, Webhook
-from api.webhooks import UnsafeUrl, check_url, describe, new_secret, secret_key
+from api.store import Database, Delivery
+from api.webhooks import describe, new_secret, secret_key
 from common.vocabulary import FeedType
 from common.wire_types import MAX_INT, Text
 
@@ -70,20 +70,9 @@ class DeliveryPublic(BaseModel):
     delivered_at: datetime | None
 
 
-def _hook(session: Any, hook_id: int, principal: Principal) -> Webhook:
-    hook = webhook_admin.get_webhook(session, hook_id)
-    if hook is None or not principal.reaches(hook.site_id):
-        raise HTTPException(404, f"no webhook {hook_id}")
-    return hook
-
-
 def _check(request: Request, url: str) -> None:
-    """422 with the reason when webhooks created through the API may not reach `url`."""
-    try:
-        check_url(url, allow_private=request.app.state.webhooks_allow_private,
-                  allow=request.app.state.webhooks_allow)
-    except UnsafeUrl as exc:
-        raise HTTPException(422, str(exc)) from None
+    webhook_admin.check_target(url, allow_private=request.app.state.webhooks_allow_private,
+                               allow=request.app.state.webhooks_allow)
 
 
 @router.post("", response_model=WebhookCreated, status_code=status.HTTP_201_CREATED,
@@ -91,7 +80,7 @@ def _check(request: Request, url: str) -> None:
                         422: {"description": "unsafe or invalid URL"}})
 def create_webhook(body: WebhookCreate, request: Request, _admin: Admin,
                    db: Annotated[Database, Depends(get_db)]) -> dict[str, Any]:
-    site_id = _site_of(body, _admin)
+    site_id = webhook_admin.site_for(body.site_id, _admin)
     _check(request, body.url)
     with db.write() as session:
         hook = webhook_admin.create_webhook(
@@ -99,21 +88,6 @@ def create_webhook(body: WebhookCreate, request: Request, _admin: Admin,
             secret=body.secret or new_secret(), site_id=site_id)
         session.commit()
         return {**describe(hook), "secret": hook.secret}
-
-
-def _site_of(body: WebhookCreate, principal: Principal) -> str | None:
-    """The new webhook's site: a site-scoped token's webhook serves one of its sites (its
-    only one by default), never every site."""
-    if principal.sites is None or (body.site_id is not None
-                                   and principal.reaches(body.site_id)):
-        return body.site_id
-    reach = ", ".join(sorted(principal.sites))
-    if body.site_id is not None:
-        raise HTTPException(403, f"this token does not reach site {body.site_id!r} (it "
-                                 f"reaches {reach})")
-    if len(principal.sites) > 1:
-        raise HTTPException(422, f"name a site_id: this token reaches only {reach}")
-    return next(iter(principal.sites))
 
 
 @router.get("", response_model=list[WebhookPublic])
@@ -128,14 +102,15 @@ def list_webhooks(session: SessionDep, _admin: Admin,
 
 @router.get("/{hook_id}", response_model=WebhookPublic)
 def get_webhook(hook_id: Id, session: SessionDep, _admin: Admin) -> dict[str, Any]:
-    return describe(_hook(session, hook_id, _admin))
+    return describe(webhook_admin.get_webhook(session, hook_id, _admin))
 
 
 @router.delete("/{hook_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_webhook(hook_id: Id, _admin: Admin,
                    db: Annotated[Database, Depends(get_db)]) -> Response:
     with db.write() as session:
-        webhook_admin.delete_webhook(_hook(session, hook_id, _admin), datetime.now(UTC))
+        hook = webhook_admin.get_webhook(session, hook_id, _admin)
+        webhook_admin.delete_webhook(hook, datetime.now(UTC))
         session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -148,7 +123,7 @@ def enable_webhook(hook_id: Id, request: Request, _admin: Admin,
     the changes since then follow in order, and the deliveries its disabling stopped go
     out again, so the receiver misses nothing."""
     with db.write() as session:
-        hook = _hook(session, hook_id, _admin)
+        hook = webhook_admin.get_webhook(session, hook_id, _admin)
         _check(request, hook.url)
         webhook_admin.enable_webhook(session, hook, datetime.now(UTC))
         session.commit()
@@ -163,7 +138,7 @@ def list_deliveries(hook_id: Id, session: SessionDep, _admin: Admin,
                     before: Annotated[int | None, Query(ge=1, le=MAX_INT, description=(
                         "the last id of the page before"))] = None) -> list[Delivery]:
     """Newest first, `limit` at a time."""
-    _hook(session, hook_id, _admin)
+    webhook_admin.get_webhook(session, hook_id, _admin)
     return webhook_admin.list_deliveries(session, hook_id, status=status_filter,
                                          limit=limit, before=before)
 
@@ -173,10 +148,8 @@ def list_deliveries(hook_id: Id, session: SessionDep, _admin: Admin,
 def redeliver(hook_id: Id, delivery_id: Id, _admin: Admin,
               db: Annotated[Database, Depends(get_db)]) -> Delivery:
     with db.write() as session:
-        _hook(session, hook_id, _admin)
+        webhook_admin.get_webhook(session, hook_id, _admin)
         delivery = webhook_admin.get_delivery(session, hook_id, delivery_id)
-        if delivery is None:
-            raise HTTPException(404, f"no delivery {delivery_id} for webhook {hook_id}")
         webhook_admin.redeliver(delivery, datetime.now(UTC))
         session.commit()
         return delivery
