@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from api.errors import Conflict
 from common.vocabulary import ENDED_STATES as ENDED_STATES  # callers import it from here
-from common.vocabulary import NC_STATES, OPEN_STATES
+from common.vocabulary import NC_STATES, OPEN_STATES, FeedType
 from common.vocabulary import UNRECTIFIED as UNRECTIFIED  # callers import it from here
 
 STATES = NC_STATES
@@ -47,7 +47,7 @@ class Action:
     to: str | None
     roles: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
-    feed: str | None = None
+    feed: FeedType | None = None
     history: str = ""
     """The action as history shows it; empty: `name`."""
     why: str = ""

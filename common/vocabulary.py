@@ -46,10 +46,6 @@ FeedType = Literal["raised", "occurrence", "cleared", "acknowledged", "started",
                    "rectified", "verified", "reopened", "closed", "cancelled", "overdue"]
 """Types of the feed's events (GET /feed, webhooks' `event_types`)."""
 FEED_TYPES: tuple[FeedType, ...] = get_args(FeedType)
-FEED_TYPE_OF_ACTION: dict[ActionName, FeedType] = {
-    "acknowledge": "acknowledged", "start": "started", "rectify": "rectified",
-    "verify": "verified", "cancel": "cancelled", "reopen": "reopened", "assign": "assigned"}
-"""The feed event a person's action writes."""
 
 Severity = Literal["minor", "major", "critical"]
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)

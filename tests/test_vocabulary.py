@@ -104,8 +104,9 @@ def test_the_state_machine_speaks_the_vocabulary() -> None:
         assert set(action.sources) <= set(words.OPEN_STATES + words.ENDED_STATES)
         assert action.to is None or action.to in words.NC_STATES
         assert set(action.roles) <= set(words.ROLES)
-    assert set(words.FEED_TYPE_OF_ACTION) == set(words.ACTION_NAMES)
-    assert set(words.FEED_TYPE_OF_ACTION.values()) <= set(words.FEED_TYPES)
+    for action in workflow.TRANSITIONS.values():
+        assert action.feed is None or action.feed in words.FEED_TYPES, action.name
+    assert {a.feed for a in workflow.TRANSITIONS.values()} - {None} == set(words.FEED_TYPES)
 
 
 def test_every_role_has_its_rights() -> None:
