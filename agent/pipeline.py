@@ -7,7 +7,8 @@ and off-delays fire when readings stop.
 
 When the disk is full and the buffer cannot make room, judged batches wait in memory
 (sources not acknowledged, so MQTT keeps its messages) and are retried every second; past
-`MAX_HELD` readings the oldest held ones are dropped, counted and logged.
+`MAX_HELD` readings the oldest held ones that no source waits for are dropped, counted
+and logged.
 
 Nothing one reading holds ends a task: the engine refuses what it cannot judge per pair
 (rules.refusals), a reading dated more than `MAX_AHEAD` ahead of this machine's clock is
@@ -262,13 +263,21 @@ class Pipeline:
                               type(error).__name__)
 
     def _bound_held(self) -> None:
-        """Past MAX_HELD readings, drop the oldest held ones; events are always kept."""
+        """Past MAX_HELD readings, drop the oldest held ones that no source waits for;
+        events are always kept.
+
+        A batch with acknowledgements to send (MQTT QoS 1) is never dropped: its source
+        holds back its next acknowledgements, and stops reading, until this one is stored,
+        so dropping it would stall that source for good; and that source's messages are
+        already bounded by the collector's inbox and the broker's in-flight window."""
         held = sum(len(j.readings) for j in self._held)
         for judged in self._held:
             if held <= MAX_HELD:
                 break
+            if judged.acks:
+                continue
             dropped = len(judged.readings)
-            judged.readings, judged.acks = [], []  # unacknowledged: a broker sends them again
+            judged.readings = []
             held -= dropped
             self.dropped_held += dropped
             log.error("disk full: dropped %d held readings (%d in all)", dropped,

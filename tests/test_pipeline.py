@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from agent.buffer import Buffer
+import pytest
+
+import agent.pipeline as pipeline_module
+from agent.buffer import Buffer, BufferFull
 from agent.pipeline import Pipeline
 from collector.reading import Reading
 from rules.engine import Engine
@@ -93,3 +97,47 @@ def test_a_reading_the_buffer_cannot_store_is_dropped_alone(tmp_path: Path) -> N
     assert events(line.buffer) == [("violation_started", "PLAIN", "2026-03-02T10:00:00Z"),
                                    ("violation_cleared", "PLAIN", "2026-03-02T10:00:01Z")]
     assert line.unstorable == 1
+
+
+def test_a_full_disk_drops_only_held_readings_no_source_waits_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: past MAX_HELD the oldest held batch was dropped with its acknowledgement,
+    so an MQTT QoS 1 connection, which acknowledges in order and counts unstored messages
+    against its inbox, waited for it for ever: no PUBACK and no read again."""
+    monkeypatch.setattr(pipeline_module, "MAX_HELD", 5)
+    line = pipeline(tmp_path)
+    full = [True]
+    put = line.buffer.put
+
+    def put_unless_full(*args: Any, **kwargs: Any) -> None:
+        if full[0]:
+            raise BufferFull("disk full (test)")
+        put(*args, **kwargs)
+
+    monkeypatch.setattr(line.buffer, "put", put_unless_full)
+    acked: list[str] = []
+
+    async def scenario() -> None:
+        running = asyncio.create_task(line.run())
+
+        def batch(asset: str, start: float) -> list[Reading]:
+            return [Reading(asset, "a", 1.0, start + i) for i in range(3)]
+
+        line.emit(batch("CH-1", T0), on_stored=lambda: acked.append("qos1-a"))
+        await asyncio.sleep(0.05)  # one batch at a time, as they would come
+        line.emit(batch("CH-1", T0 + 10))  # QoS 0 or Modbus: nobody waits
+        await asyncio.sleep(0.05)
+        line.emit(batch("CH-1", T0 + 20), on_stored=lambda: acked.append("qos1-c"))
+        await asyncio.sleep(0.05)
+        full[0] = False
+        stored_d = asyncio.Event()
+        line.emit(batch("CH-1", T0 + 30), on_stored=stored_d.set)
+        await asyncio.wait_for(stored_d.wait(), 5)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert acked == ["qos1-a", "qos1-c"]
+    assert line.dropped_held == 3
+    kept = sorted(s.reading.ts - T0 for s in stored(line.buffer, 100))
+    assert kept == [0, 1, 2, 20, 21, 22, 30, 31, 32]
