@@ -40,6 +40,7 @@ from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from api.store import Delivery, FeedEvent, SessionFactory, Webhook
+from common.logonce import WarnOnce
 from common.retry import retry_after_seconds, retry_delay
 from common.urls import location_host, url_for_log
 
@@ -316,6 +317,23 @@ def settle(session: Session, outcomes: list[tuple[int, Outcome]], now: datetime)
         session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(
             status="delivered", delivered_at=now, attempts=Delivery.attempts + 1,
             lease_until=None, last_status=status, last_error=None))
+    if delivered and _FAILING:
+        ids = [i for group in delivered.values() for i in group]
+        for hook_id in session.scalars(select(Delivery.webhook_id).where(
+                Delivery.id.in_(ids)).distinct()):
+            state = _FAILING.pop(hook_id, None)
+            if state is not None:
+                state.recovered("webhook %d: delivering again", hook_id)
+
+
+_FAILING: dict[int, WarnOnce] = {}
+"""The webhooks failing now, each with its spell: one WARNING when its deliveries start
+failing, DEBUG while they fail, one INFO when one is delivered again (a receiver down for a
+day is one line, not one per attempt). An entry lives only while its webhook fails."""
+
+
+def _failing(hook_id: int) -> WarnOnce:
+    return _FAILING.setdefault(hook_id, WarnOnce(log))
 
 
 def _settle_failed(session: Session, delivery_id: int, outcome: Outcome, now: datetime
@@ -326,9 +344,11 @@ def _settle_failed(session: Session, delivery_id: int, outcome: Outcome, now: da
     delivery.attempts += 1
     delivery.lease_until = None
     delivery.last_status, delivery.last_error = outcome.status, outcome.error
-    if outcome.status is not None and 300 <= outcome.status < 400:
-        log.warning("webhook delivery %s answered %d, %s", delivery.message_id,
-                    outcome.status, outcome.error)
+    answer = f"answered {outcome.status}" if outcome.status is not None else "unreachable"
+    _failing(delivery.webhook_id).trouble(
+        "webhook %d: delivery %s %s%s; retrying with backoff (further failures at DEBUG)",
+        delivery.webhook_id, delivery.message_id, answer,
+        f", {outcome.error}" if outcome.error else "")
     if outcome.status == 410:
         delivery.status = "dead"
         hook = session.get(Webhook, delivery.webhook_id)

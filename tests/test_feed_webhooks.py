@@ -439,7 +439,8 @@ def test_every_event_is_delivered_signed_and_in_order(patrol: Patrol,
 
 
 def test_retries_keep_the_webhook_id_back_off_and_honour_retry_after(
-        patrol: Patrol, receiver: WebhookReceiver) -> None:
+        patrol: Patrol, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="patrol.api.webhooks")
     receiver.answer(Answer(500), Answer(500), Answer(429, {"Retry-After": "1"}))
     hook = patrol.hook_to(receiver)
     patrol.raise_nc()
@@ -462,6 +463,11 @@ def test_retries_keep_the_webhook_id_back_off_and_honour_retry_after(
     done = eventually(lambda: (d := patrol.delivery(hook, seq))["status"] == "delivered" and d)
     assert done["attempts"] == 4 and done["last_status"] == 200
     assert done["delivered_at"] is not None and done["last_error"] is None
+    said = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "patrol.api.webhooks" and f"webhook {hook}:" in r.getMessage()]
+    # one warning for the failing spell, the repeats at DEBUG, one line when it ends
+    assert [level for level, _ in said] == ["WARNING", "DEBUG", "DEBUG", "INFO"], said
+    assert "answered 500" in said[0][1] and said[-1][1] == f"webhook {hook}: delivering again"
 
 
 def test_a_failing_nc_holds_back_its_own_later_events_only(patrol: Patrol,
