@@ -25,7 +25,7 @@ from typing import Any
 from agent.buffer import Buffer
 from agent.errors import ClockSkew, DeliveryError, Rejected
 from common.logonce import WarnOnce
-from common.retry import Backoff, retry_after_seconds
+from common.retry import MAX_BACKOFF, Backoff, retry_after_seconds
 from common.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.forward")
@@ -34,8 +34,6 @@ Sink = Callable[[list[dict[str, Any]]], Awaitable[Collection[str]]]
 """Deliver a batch; returns the ids of the events the API confirms it holds."""
 
 SKEW_LOG_EVERY = 60.0
-MAX_BACKOFF = 60.0
-"""The default of `forward.max_backoff`."""
 MAX_ANSWER = 1 << 20
 """Bytes of a 2xx answer read at most: the API's answer to 100 events is a few KB."""
 
@@ -50,7 +48,6 @@ class Forwarder:
         self.sink = sink
         self.ready = ready
         self.batch = batch
-        self.max_backoff = max_backoff
         self.delivered = 0
         self.backoff = Backoff(base=0.5, cap=max_backoff)
         self._down = WarnOnce(log)

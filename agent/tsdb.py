@@ -46,14 +46,12 @@ from collector.reading import Reading
 from common.config_types import ConfigPath, Duration
 from common.logonce import WarnOnce
 from common.recent import Recent
-from common.retry import Backoff
+from common.retry import MAX_BACKOFF, Backoff
 from common.secrets import read_secret
 from common.urls import location_host, url_for_log
 
 log = logging.getLogger("patrol.tsdb")
 
-MAX_BACKOFF = 60.0
-"""The default of `influxdb.max_backoff`."""
 AUTH_RETRY = 60.0
 IN_FLIGHT = 2
 """Batches travelling at once: while the server ingests one, the next is built and

@@ -26,6 +26,10 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, min(seconds, 600.0))
 
 
+MAX_BACKOFF = 60.0
+"""The longest wait between retries unless a setting says otherwise (`forward.max_backoff`,
+`influxdb.max_backoff`; a Modbus device that does not answer)."""
+
 RETRY_AFTER_FLOOR = 1.0
 """A `Retry-After` below this is raised to it: `Retry-After: 0` taken literally made a
 writer retry about 90 times a second, each attempt an fsynced write."""

@@ -31,14 +31,11 @@ from collector.modbus.decode import decode, decode_text
 from collector.modbus.plan import BIT_TABLES, ReadRequest, by_interval, device_plan, split
 from collector.reading import GOOD, Emit, Quality, Reading, bad
 from common.logonce import WarnOnce
-from common.retry import Backoff
+from common.retry import MAX_BACKOFF, Backoff
 
 log = logging.getLogger(__name__)
 
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
-
-MAX_BACKOFF = 60.0
-"""Longest wait, in seconds, between two tries of a device that does not answer."""
 
 _READS = {
     "holding": "read_holding_registers",
