@@ -19,7 +19,8 @@ from agent.forward import MAX_BACKOFF
 from agent.tsdb import InfluxConfig
 from agent.yamldoc import ConfigError, Loc, Problem, YamlDoc, display_path, load_yaml
 from agent.yamldoc import validate as validate_doc
-from api.config import NotifyConfig, ServerConfig
+from api.config import ServerConfig
+from api.notify.config import Locale, NotifyConfig
 from collector.modbus.config import ModbusConfig
 from collector.mqtt.config import MqttConfig
 from common.config_types import ByteSize, ConfigPath, Duration
@@ -35,6 +36,7 @@ class SiteInfo(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str = ""
     timezone: str = "UTC"
+    locale: Locale = Field("en", description="language of notifications: en or zh-CN")
 
     @field_validator("timezone")
     @classmethod

@@ -60,6 +60,8 @@ class ServerConfig(BaseModel):
         "through the API may reach"))
     max_clock_skew: Duration = Field(300.0, ge=0, description="how far ahead of the "
                                      "server's clock an event may be dated (422 beyond)")
+    public_url: str | None = Field(None, description="the address people reach this "
+                                   "server at (links in alerts), like https://patrol.example")
 
     @field_validator("listen")
     @classmethod
@@ -68,6 +70,13 @@ class ServerConfig(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{listen!r} is not host:port, like 127.0.0.1:8080")
         return listen
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url.rstrip("/") if url else url
 
     @field_validator("database")
     @classmethod
@@ -105,33 +114,3 @@ class ServerConfig(BaseModel):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Channel(_Strict):
-    """Where alerts go. Validated now; delivery arrives with the notifications issue."""
-
-    name: str
-    kind: str = Field(pattern=r"^(webhook|email|mqtt)$")
-    url: str | None = None
-    smtp: str | None = None
-    from_: str | None = Field(None, alias="from")
-    to: list[str] = Field(default_factory=list)
-    topic: str | None = None
-    secret_env: str | None = None
-    secret_file: str | None = None
-
-
-class Route(_Strict):
-    match: dict[str, str | list[str]] = Field(default_factory=dict)
-    channels: list[str]
-    events: list[str] = Field(default_factory=list)
-    remind_every: Duration | None = None
-
-
-class NotifyConfig(_Strict):
-    channels: list[Channel] = Field(default_factory=list)
-    routes: list[Route] = Field(default_factory=list)

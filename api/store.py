@@ -90,6 +90,8 @@ class Nonconformance(Base):
     severity: Mapped[str] = mapped_column(String(16))
     department: Mapped[str | None] = mapped_column(String(128))
     assignee: Mapped[str | None] = mapped_column(String(128))
+    asset_type: Mapped[str | None] = mapped_column(String(64))
+    standard_kind: Mapped[str | None] = mapped_column(String(32))
     description: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(32))
     open_slot: Mapped[str | None] = mapped_column(String(8))
@@ -246,6 +248,108 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
     # the sites the token reaches (SPEC 7.1); NULL: every site, as tokens made before
     sites: Mapped[list[str] | None] = mapped_column(JSON)
+
+
+class Notification(Base):
+    """One decision of the notifier: this NC change (or timer) for this channel, and what
+    became of it (SPEC 7.2: pending, sent, suppressed, merged, failed). Written in the NC
+    change's own transaction, so a change is never notified twice or not at all."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notification_pending", "status", "channel", "group_key"),
+                      Index("ix_notification_nc", "nc_pk", "id"),
+                      Index("ix_notification_list", "id", "channel"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    nc_pk: Mapped[int | None] = mapped_column(ForeignKey("nonconformances.pk"))
+    site_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(64))
+    route: Mapped[int]  # index in notify.routes when decided
+    group_key: Mapped[str] = mapped_column(String(512))
+    group_wait: Mapped[float] = mapped_column(default=0.0)
+    group_interval: Mapped[float] = mapped_column(default=300.0)
+    severity: Mapped[str] = mapped_column(String(16))
+    nc: Mapped[dict[str, Any]]  # the NC's public form at the change: what the message says
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("notify_messages.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    settled_at: Mapped[datetime | None]
+
+
+class NotifyMessage(Base):
+    """One message to one channel: a group's notifications, a digest, or a test; sent
+    with retries like a webhook delivery."""
+
+    __tablename__ = "notify_messages"
+    __table_args__ = (Index("ix_notify_message_due", "status", "next_attempt_at"),
+                      Index("ix_notify_message_window", "channel", "created_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    group_key: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(16))  # group, digest, test
+    severity: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(default=0)  # notifications in it
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # sent, failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class NotifyGroup(Base):
+    """When each (channel, group) last sent: the next message waits group_interval."""
+
+    __tablename__ = "notify_groups"
+
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)
+    last_flush_at: Mapped[datetime]
+
+
+class NotifyTimer(Base):
+    """A notification time will raise unless the NC moves first: a reminder, an
+    escalation, an acknowledgement timing out, a due date coming."""
+
+    __tablename__ = "notify_timers"
+    __table_args__ = (Index("ix_notify_timer_due", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    nc_pk: Mapped[int] = mapped_column(ForeignKey("nonconformances.pk"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # reminder, escalate, ack_timeout, due_soon
+    route: Mapped[int]
+    channels: Mapped[list[str]] = mapped_column(JSON)
+    due_at: Mapped[datetime]
+    every: Mapped[float | None]  # reminders repeat
+
+
+class Silence(Base):
+    """Notifications matching `matchers` between `starts_at` and `ends_at` are not sent
+    (recorded as suppressed). Expiring one sets `ends_at`; rows are kept for audit."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    matchers: Mapped[dict[str, Any]]
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    comment: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(128))
+    sites: Mapped[list[str] | None] = mapped_column(JSON)  # the author's reach; NULL: all
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expired_at: Mapped[datetime | None]
+
+
+class Setting(Base):
+    """Values the server makes once and keeps (the alert links' signing key)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 def format_nc_id(pk: int) -> str:
