@@ -139,7 +139,8 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
     server_config = site.config.server
     database = open_database(server_config)
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
-                     site_id=site.id, assets=[asset.id for asset in site.config.assets],
+                     site_id=site.id,
+                     assets={asset.id: asset.type for asset in site.config.assets},
                      allow_self_verify=server_config.allow_self_verify,
                      webhooks_allow_private=server_config.webhooks_allow_private,
                      webhooks_allow=server_config.webhooks_allow, jobs=True,

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -34,7 +34,7 @@ place a refusal becomes a status."""
 
 
 def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
-               site_id: str = "", assets: Collection[str] = (),
+               site_id: str = "", assets: Collection[str] | Mapping[str, str | None] = (),
                allow_self_verify: bool = False, webhooks_allow_private: bool = False,
                jobs: bool = False, max_body: int = MAX_BODY, small_body: int = SMALL_BODY,
                max_clock_skew: timedelta = timedelta(minutes=5),
@@ -42,11 +42,12 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
-    it and are checked against its assets. `jobs` runs the overdue and verification scans
-    and the webhook dispatcher. `max_body` limits bodies of `POST /events`, `small_body`
-    those of every other route (api.door); events dated more than `max_clock_skew` ahead
-    of this server's clock are refused. `webhooks_allow` (CIDRs) are the loopback and
-    private addresses webhooks may reach; `webhooks_allow_private` allows them all.
+    it and are checked against its assets (ids, or a map of id to asset type). `jobs` runs
+    the overdue and verification scans and the webhook dispatcher. `max_body` limits
+    bodies of `POST /events`, `small_body` those of every other route (api.door); events
+    dated more than `max_clock_skew` ahead of this server's clock are refused.
+    `webhooks_allow` (CIDRs) are the loopback and private addresses webhooks may reach;
+    `webhooks_allow_private` allows them all.
     """
     allow = parse_allow(webhooks_allow)
 
@@ -69,7 +70,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.db = db
     app.state.recurrence = recurrence
     app.state.site_id = site_id
-    app.state.assets = frozenset(assets)
+    app.state.assets = assets if isinstance(assets, Mapping) else dict.fromkeys(assets)
     app.state.allow_self_verify = allow_self_verify
     app.state.webhooks_allow_private = webhooks_allow_private
     app.state.max_clock_skew = max_clock_skew

@@ -136,6 +136,7 @@ def _raise(session: Session, event: EventIn, nc: Nonconformance | None, actor: A
         due_at=at + timedelta(seconds=info.rectify_within) if info.rectify_within else None,
         occurrences=1, reopen_count=0, source="auto", evidence=event.evidence,
         recurring=bool(earlier), standard_info=info.model_dump(),
+        asset_type=_text(event.asset.get("type"), 64), standard_kind=info.kind,
     )
     changes = {"recurs": [format_nc_id(pk) for pk in earlier]} if earlier else {}
     transition(session, nc, "raise", actor, at, changes=changes, event_id=event.id)
@@ -174,6 +175,12 @@ def _adopt_new_version(nc: Nonconformance, event: EventIn) -> None:
     if nc.standard_version is not None and event.standard_version > nc.standard_version:
         nc.standard_version = event.standard_version
         nc.standard_info = event.standard.model_dump()
+        nc.standard_kind = event.standard.kind or nc.standard_kind
+
+
+def _text(value: object, limit: int) -> str | None:
+    """A free-form field of the event's `asset` (JSON: any type) as a bounded text."""
+    return str(value)[:limit] if isinstance(value, str | int) and value != "" else None
 
 
 def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,

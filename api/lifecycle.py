@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -265,10 +265,11 @@ def _aware(moment: datetime) -> datetime:
 
 
 def create_manual(session: Session, body: ManualNonconformance, principal: Principal, *,
-                  site_id: str, assets: Collection[str], now: datetime | None = None
-                  ) -> Nonconformance:
+                  site_id: str, assets: Collection[str] | Mapping[str, str | None],
+                  now: datetime | None = None) -> Nonconformance:
     """A finding from a human inspection (`site_id` and `assets`: the local site's, the
-    default and the check): source manual; a person verifies its fix."""
+    default and the check; a map gives each asset's type): source manual; a person
+    verifies its fix."""
     now = now or datetime.now(UTC)
     if not principal.may("quality"):
         raise Forbidden(f"role {principal.role!r} may not record findings; needs quality")
@@ -284,6 +285,7 @@ def create_manual(session: Session, body: ManualNonconformance, principal: Princ
         description=body.description, condition="violating", detected_at=now,
         due_at=_aware(body.due_at) if body.due_at else None,
         occurrences=1, reopen_count=0, recurring=False, source="manual",
+        asset_type=assets.get(body.asset_id) if isinstance(assets, Mapping) else None,
         evidence={"description": body.description, "reported_by": principal.name},
     )
     transition(session, nc, "raise", (principal.name, principal.role), now,

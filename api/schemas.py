@@ -77,6 +77,8 @@ class NonconformancePublic(BaseModel):
     severity: Severity
     department: str | None
     assignee: str | None
+    asset_type: str | None = None
+    standard_kind: str | None = None
     state: NcState
     condition: str
     detected_at: datetime

@@ -34,9 +34,9 @@ from common.logonce import WarnOnce
 from common.vocabulary import ComplianceState, OnRecovery, Severity
 from common.wire_types import MAX_INT, MAX_SECONDS, JsonObject, Moment, Text
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 """The version of the wire form this code writes and fully reads. Bump it when a field is
-added; never remove or rename one."""
+added; never remove or rename one. 2: `standard.kind`."""
 
 EventType = Literal["violation_started", "violation_cleared", "chattering"]
 SnapshotType = Literal["compliance_snapshot"]
@@ -233,6 +233,8 @@ class StandardInfo(_Wire):
     verify_for: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
     on_recovery: OnRecovery = "keep_open"
     no_data_after: float | None = Field(None, gt=0, le=MAX_SECONDS, description="seconds")
+    kind: Text | None = Field(None, max_length=32, description="the check's kind (range, "
+                              "stale...): what notification routes and inhibition match")
 
 
 class EventIn(_Message):

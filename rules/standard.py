@@ -177,6 +177,11 @@ class Standard(_Strict):
         return self
 
     @property
+    def kind(self) -> str:
+        """The check's kind: notifications route and inhibit by it (a stale NC)."""
+        return self.check.kind
+
+    @property
     def metrics(self) -> tuple[str, ...]:
         """The metrics this standard reads."""
         return Expr(self.expr).metrics if self.expr else (self.metric or "",)

@@ -32,12 +32,14 @@ STANDARD = {
     "title": "Chilled water supply temperature 6-8 degC", "clause": "O&M manual 4.2",
     "category": "equipment", "severity": "major", "department": "engineering",
     "rectify_within": 86400.0, "verify_for": 3600.0, "on_recovery": "keep_open",
+    "kind": "range",
 }
 NC_KEYS = {
     "id", "site_id", "asset_id", "standard_id", "standard_version", "metric", "title", "clause",
     "category", "severity", "department", "assignee", "state", "condition", "detected_at",
     "cleared_at", "due_at", "closed_at", "overdue", "occurrences", "reopen_count", "recurring",
     "source", "evidence", "rectification", "verification", "external_ref",
+    "asset_type", "standard_kind",  # SPEC 7.2: what notification routes match
 }
 """The NC JSON of SPEC section 5."""
 
@@ -207,6 +209,7 @@ def test_a_violation_opens_an_nc(api: Api) -> None:
     assert (nc["metric"], nc["title"], nc["clause"], nc["category"]) == (
         "chw_supply_temp", STANDARD["title"], "O&M manual 4.2", "equipment")
     assert (nc["severity"], nc["department"], nc["assignee"]) == ("major", "engineering", None)
+    assert (nc["asset_type"], nc["standard_kind"]) == ("chiller", "range")  # SPEC 7.2
     assert (nc["state"], nc["condition"], nc["source"]) == ("open", "violating", "auto")
     assert nc["detected_at"] == started["at"] == iso((NOW - 2 * HOUR).timestamp())
     assert parse(nc["due_at"]) == parse(nc["detected_at"]) + timedelta(hours=24)

@@ -35,6 +35,7 @@ from tests.integration.webhook_receiver import (  # noqa: F401 (fixtures)
     make_receiver_fixture,
     receiver_fixture,
 )
+from tests.test_api import NC_KEYS
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 HOUR = timedelta(hours=1)
@@ -44,12 +45,6 @@ STANDARD = {"title": "Chilled water supply temperature 6-8 degC", "clause": "O&M
 ROLE_OF = {"acknowledge": "engineer", "start": "engineer", "rectify": "engineer",
            "assign": "engineer", "verify": "quality", "cancel": "quality",
            "reopen": "quality"}
-NC_KEYS = {
-    "id", "site_id", "asset_id", "standard_id", "standard_version", "metric", "title", "clause",
-    "category", "severity", "department", "assignee", "state", "condition", "detected_at",
-    "cleared_at", "due_at", "closed_at", "overdue", "occurrences", "reopen_count", "recurring",
-    "source", "evidence", "rectification", "verification", "external_ref",
-}
 
 T = TypeVar("T")
 

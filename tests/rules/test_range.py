@@ -310,7 +310,7 @@ def test_to_dict_is_the_wire_form() -> None:
         "title": "CHW supply 6-8 degC", "clause": "O&M 4.2", "category": "equipment",
         "severity": "critical", "department": "engineering",  # the asset's
         "rectify_within": 86400, "verify_for": 3600, "on_recovery": "close",
-        "no_data_after": 900,
+        "no_data_after": 900, "kind": "range",
     }
     assert wire["asset"] == {"type": "chiller", "name": "Chiller 1", "location": "B2"}
 
