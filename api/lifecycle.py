@@ -13,10 +13,12 @@ tables of api/workflow.py. No other module sets an NC's `state`, `open_slot` or
    consume, and neither can miss a change the other has;
 4. makes one `NCChanged` record.
 
-Consuming the records: `pending(session)` lists those of the session's transaction so far
-(for a consumer that writes in the same transaction: a notification outbox, before
-commit); `listen(db, listener)` calls `listener(change)` for each record of a transaction
-of `db`'s sessions once it has committed, in order, in the committing thread (keep it
+Consuming the records: `pending(session)` lists those of the session's transaction so far;
+`decide_with(db, decider)` calls `decider(session, records)` just before each commit of
+`db`'s sessions with the records not yet decided, and what it adds commits with them (the
+notification outbox: a change is notified if and only if it happened);
+`listen(db, listener)` calls `listener(change)` for each record of a transaction of
+`db`'s sessions once it has committed, in order, in the committing thread (keep it
 quick: hand the work on). A rollback, or a session closed without commit, drops the
 records: a listener never hears of a change that did not happen. (Savepoints are not
 used here; a record made inside one rolled back would still be delivered.)
@@ -38,13 +40,24 @@ from api.auth import Principal
 from api.errors import Conflict, Forbidden, Invalid, NotFound
 from api.schemas import ActionBody, ManualNonconformance
 from api.service import Actor, get_nc, open_nc, public_fields, to_public, visible_nc
-from api.store import LISTENERS, Database, FeedEvent, HistoryEntry, Nonconformance, format_nc_id
+from api.store import (
+    DECIDERS,
+    LISTENERS,
+    Database,
+    FeedEvent,
+    HistoryEntry,
+    Nonconformance,
+    format_nc_id,
+)
 from api.workflow import ACTIONS, ENDED_STATES, NEW, OPEN_STATES, check
 
 log = logging.getLogger("patrol.api.lifecycle")
 
 PENDING = "patrol.nc_changed"
 """Key of `Session.info` under which a transaction's records wait for its commit."""
+DECIDED = "patrol.nc_decided"
+"""How many of them the deciders have seen (a transaction may commit in several flushes,
+but `before_commit` runs once per commit)."""
 FEED_LOCK = 72438
 
 
@@ -89,11 +102,35 @@ def pending(session: Session) -> tuple[NCChanged, ...]:
     return tuple(session.info.get(PENDING, ()))
 
 
+Decider = Callable[[Session, tuple[NCChanged, ...]], None]
+
+
+def decide_with(db: Database, decider: Decider) -> Callable[[], None]:
+    """Call `decider(session, records)` before each commit of `db`'s sessions that made NC
+    changes, in the committing transaction; returns the function that stops it. An
+    exception in a decider fails the commit: the change and its consequences stand or fall
+    together."""
+    db.deciders.append(decider)
+    return lambda: db.deciders.remove(decider)
+
+
+@event.listens_for(Session, "before_commit")
+def _decide(session: Session) -> None:
+    changes = session.info.get(PENDING)
+    if not changes or session.in_nested_transaction():
+        return
+    done = session.info.get(DECIDED, 0)
+    session.info[DECIDED] = len(changes)
+    for decider in session.info.get(DECIDERS, ()):
+        decider(session, tuple(changes[done:]))
+
+
 @event.listens_for(Session, "after_commit")
 def _deliver(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint released: the transaction still may roll back
     changes = session.info.pop(PENDING, None)
+    session.info.pop(DECIDED, None)
     for listener in session.info.get(LISTENERS, ()) if changes else ():
         for change in changes:
             try:
@@ -107,6 +144,7 @@ def _deliver(session: Session) -> None:
 def _forget(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # rolled back or closed: the changes did not happen
         session.info.pop(PENDING, None)
+        session.info.pop(DECIDED, None)
 
 
 def transition(session: Session, nc: Nonconformance, name: str, actor: Actor,

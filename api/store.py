@@ -38,6 +38,8 @@ log = logging.getLogger("patrol.api.store")
 
 LISTENERS = "patrol.listeners"
 """Key of `Session.info` holding the database's listeners of NC changes (api.lifecycle)."""
+DECIDERS = "patrol.deciders"
+"""Key of `Session.info` holding what writes in an NC change's own transaction."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -470,7 +472,11 @@ class Database:
             raise DatabaseUnavailable(f"cannot open database {where}: {reason}") from None
         self.listeners: list[Callable[[Any], None]] = []
         """Called with each NC change its sessions commit (`api.lifecycle.listen`)."""
-        info = {LISTENERS: self.listeners}  # each session's info: a copy sharing the list
+        self.deciders: list[Callable[[Session, tuple[Any, ...]], None]] = []
+        """Called before each commit with the transaction's NC changes not yet decided
+        (`api.lifecycle.decide_with`): what they add is committed with them."""
+        # each session's info: a copy sharing the lists
+        info = {LISTENERS: self.listeners, DECIDERS: self.deciders}
         self.session = sessionmaker(self.engine, expire_on_commit=False, info=info)
         """Sessions that read (and may write on PostgreSQL, where rows are locked)."""
         self._write_sessions = sessionmaker(self.engine.execution_options(patrol_write=True),

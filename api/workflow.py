@@ -93,6 +93,8 @@ AUTOMATIC: dict[str, Action] = {a.name: a for a in (
     Action("verify_by_sensor", ("pending_verification",), "closed", feed="closed",
            history="verified", why="compliant for verify_for (sensor)"),
     Action("overdue", UNRECTIFIED, None, feed="overdue", why="the due date passed"),
+    Action("escalate", ("open",), None, history="escalated",
+           why="not acknowledged within a notification route's escalate_after"),
     Action("external_ref", STATES, None, ("tracker",),
            why="the tracker's ticket id; not in the feed: a tracker is not woken by its "
                "own write"),

@@ -11,15 +11,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from api.app import create_app
 from api.auth import Principal
 from api.background import mark_overdue
 from api.errors import Conflict, Forbidden, Invalid, NotFound, PatrolError
-from api.lifecycle import NCChanged, listen, pending, perform, transition
+from api.lifecycle import NCChanged, decide_with, listen, pending, perform, transition
 from api.schemas import ActionBody
-from api.service import get_nc
-from api.store import Database
+from api.service import SYSTEM_ACTOR, get_nc
+from api.store import Database, Setting
 from api.workflow import TRANSITIONS, IllegalAction
 from rules.events import Snapshot
 from tests.test_api import HOUR, NOW, Api, cleared, engine_event
@@ -97,6 +98,13 @@ def test_every_change_leaves_one_record_as_its_history_says(
                             json={"asset_id": "AHU-1", "title": "Filter torn",
                                   "severity": "minor", "site_id": "tower-a"})
     assert found.status_code == 201, found.text
+    with db.write() as session:  # the notifier's escalation (api.notify.dispatch)
+        nc = get_nc(session, 3, lock=True)
+        assert nc is not None
+        transition(session, nc, "escalate", SYSTEM_ACTOR, datetime.now(UTC),
+                   changes={"escalate_to": ["quality-mail"], "route": 0},
+                   note="not acknowledged within 15m")
+        session.commit()
 
     assert {record.change for record in seen} == set(TRANSITIONS)  # every row, once at least
     for nc_id in ("NC-000001", "NC-000002", "NC-000003"):
@@ -215,3 +223,38 @@ def test_people_are_refused_with_domain_errors_before_anything_changes(
         with db.write() as session, pytest.raises(kind, match=message):
             perform(session, 1, action, body, principal)
     assert seen == [] and api.nc("NC-000001")["state"] == "open"
+
+
+def test_deciders_write_in_the_changes_own_transaction(api: Api, db: Database) -> None:
+    """What a decider adds (the notification outbox) commits with the change, once per
+    change, and rolls back with it."""
+    decided: list[str] = []
+
+    def decider(session: Any, changes: tuple[NCChanged, ...]) -> None:
+        decided.extend(change.change for change in changes)
+        session.add(Setting(key=f"decided-{len(decided)}", value="x"))
+
+    stop = decide_with(db, decider)
+    try:
+        api.apply(engine_event())
+        assert decided == ["raise"]
+        actor = ("eve", "engineer")
+        with db.write() as session:
+            nc = get_nc(session, 1, lock=True)
+            assert nc is not None
+            transition(session, nc, "acknowledge", actor, datetime.now(UTC))
+            session.rollback()
+        assert decided == ["raise"]  # a rolled back change is never decided
+        with db.write() as session:
+            nc = get_nc(session, 1, lock=True)
+            assert nc is not None
+            transition(session, nc, "acknowledge", actor, datetime.now(UTC))
+            session.flush()
+            transition(session, nc, "start", actor, datetime.now(UTC))
+            session.commit()
+        assert decided == ["raise", "acknowledge", "start"]  # each once
+    finally:
+        stop()
+    with db.session() as session:
+        assert session.scalars(select(Setting.key).order_by(Setting.key)).all() == [
+            "decided-1", "decided-3"]
