@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.site import ConfigError, Site, SiteConfig, load_site
+from agent.yamldoc import load_yaml
+from api.notify import cli as notify_cli
+from api.notify.routing import lint
 from common.vocabulary import ROLES
 
 EXIT_FAILURE = 1
@@ -70,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("-c", "--config", type=Path, help="sim.yaml (default: built in)")
     command("schema", _schema, "JSON Schema of site.yaml", config=False)
 
+    notify = sub.add_parser("notify", help="notifications").add_subparsers(required=True,
+                                                                            metavar="ACTION")
+    routes = notify.add_parser("routes", help="which routes and channels an NC with these "
+                               "fields reaches", description="which routes and channels an "
+                               "NC with these fields reaches, grouped how, reminded when, "
+                               "muted or not")
+    routes.add_argument("-c", "--config", type=Path, required=True, help="site.yaml")
+    notify_cli.add_routes_arguments(routes)
+    routes.set_defaults(handler=_notify_routes)
+
     token = sub.add_parser("token", help="API tokens").add_subparsers(required=True,
                                                                         metavar="ACTION")
     create = token.add_parser("create", help="create a token; prints it once")
@@ -111,6 +124,20 @@ def _check(args: argparse.Namespace) -> int:
         from collector.modbus.plan import explain
 
         print(explain(config.modbus))
+    if config.notify is not None:  # legal but probably not meant: warn, still exit 0
+        doc = load_yaml(site.path)
+        for line, warning in sorted((doc.line_of(w.loc), str(w)) for w in lint(config.notify)):
+            print(f"warning: {doc.name}:{line}: {warning}", file=sys.stderr)
+    return 0
+
+
+def _notify_routes(args: argparse.Namespace) -> int:
+    site = load_site(args.config, secrets=False)
+    timezone = site.config.site.timezone
+    lines = notify_cli.describe_routes(site.config.notify, notify_cli.fields_from(args, site.id),
+                                       args.event or notify_cli.DEFAULT_EVENTS,
+                                       notify_cli.resolve_at(args.at, timezone), timezone)
+    print("\n".join(lines))
     return 0
 
 

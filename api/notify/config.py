@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -162,6 +163,17 @@ class TimeInterval(_Strict):
     times: list[Annotated[str, AfterValidator(_time_range)]] = Field(default_factory=list)
     weekdays: list[Annotated[str, AfterValidator(_weekdays)]] = Field(default_factory=list)
     location: str | None = Field(None, description="IANA zone (default: site.timezone)")
+
+    @field_validator("location")
+    @classmethod
+    def _zone(cls, name: str | None) -> str | None:
+        """A zone the notifier could not load would stop it at the first message."""
+        try:
+            if name is not None:
+                ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # 'Asia' is a directory
+            raise ValueError(f"{name!r} is not an IANA time zone like Asia/Shanghai") from None
+        return name
 
 
 class InhibitRule(_Strict):
