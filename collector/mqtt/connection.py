@@ -72,6 +72,22 @@ class Plan:
     says the session is present (a filter that moved to the other connection)."""
 
 
+def secure(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """The site's credentials and TLS files on a paho client (the collector's and the
+    notification channel's connections alike)."""
+    password = read_secret(cfg.password_env, cfg.password_file)
+    if cfg.username is not None or password is not None:
+        client.username_pw_set(cfg.username or "", password)
+    if cfg.tls:
+        client.tls_set(
+            ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+            certfile=str(cfg.cert_file) if cfg.cert_file else None,
+            keyfile=str(cfg.key_file) if cfg.key_file else None,
+        )
+    elif cfg.ca_file or cfg.cert_file or cfg.key_file:
+        log.warning("mqtt: %s is not mqtts:// so ca/cert/key files are ignored", cfg.url)
+
+
 class Connection:
     """One paho client, from `start` to `stop`; made fresh for each run of the collector."""
 
@@ -200,17 +216,7 @@ class Connection:
         # paho's network thread and leaving this collector connected to nothing.
         client.suppress_exceptions = True
         client.reconnect_delay_set(1, 60)
-        password = read_secret(cfg.password_env, cfg.password_file)
-        if cfg.username is not None or password is not None:
-            client.username_pw_set(cfg.username or "", password)
-        if cfg.tls:
-            client.tls_set(
-                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                keyfile=str(cfg.key_file) if cfg.key_file else None,
-            )
-        elif cfg.ca_file or cfg.cert_file or cfg.key_file:
-            log.warning("mqtt: %s is not mqtts:// so ca/cert/key files are ignored", cfg.url)
+        secure(client, cfg)
         client.gate = self.gate
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
