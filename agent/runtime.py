@@ -80,10 +80,6 @@ async def run_site(site: Site, *, mode: str, stop: asyncio.Event,
             raise OSError(f"cannot listen on {listen.listen}: {exc.strerror or exc}") from None
         database, server = _api_server(site)
         api_url = f"http://{listen.listen}"
-        if site.config.notify is not None and site.config.notify.channels:
-            log.warning("notify: %d channels configured, but this version does not send "
-                        "notifications yet; use webhooks or the feed",
-                        len(site.config.notify.channels))
     async with _agent(site, database, enabled=mode in ("run", "agent")) as agent_tasks:
         serve = (asyncio.create_task(server.serve(sockets=sockets), name="api")
                  if server else None)
@@ -136,15 +132,24 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
         def capture_signals(self) -> Iterator[None]:
             yield
 
+    from api.notify.dispatch import NotifySetup, SiteContext
+
     server_config = site.config.server
     database = open_database(server_config)
+    notify = site.config.notify
+    info = site.config.site
+    notifier = NotifySetup(notify, SiteContext(
+        name=info.name or info.id, timezone=info.timezone, locale=info.locale,
+        public_url=server_config.public_url or None), mqtt=site.config.mqtt) \
+        if notify is not None and notify.channels and notify.routes else None
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
                      site_id=site.id,
                      assets={asset.id: asset.type for asset in site.config.assets},
                      allow_self_verify=server_config.allow_self_verify,
                      webhooks_allow_private=server_config.webhooks_allow_private,
                      webhooks_allow=server_config.webhooks_allow, jobs=True,
-                     max_clock_skew=timedelta(seconds=server_config.max_clock_skew))
+                     max_clock_skew=timedelta(seconds=server_config.max_clock_skew),
+                     notifier=notifier)
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
                             lifespan="on")

@@ -20,6 +20,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from api.background import run_jobs
 from api.door import MAX_BODY, SMALL_BODY, Door
 from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFound, PatrolError
+from api.lifecycle import decide_with
+from api.notify.dispatch import NotifySetup, serve
+from api.notify.outbox import Outbox
 from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
 from api.store import Database
 from api.webhooks import dispatch, parse_allow
@@ -38,7 +41,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                allow_self_verify: bool = False, webhooks_allow_private: bool = False,
                jobs: bool = False, max_body: int = MAX_BODY, small_body: int = SMALL_BODY,
                max_clock_skew: timedelta = timedelta(minutes=5),
-               webhooks_allow: Collection[str] = ()) -> FastAPI:
+               webhooks_allow: Collection[str] = (),
+               notifier: NotifySetup | None = None) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -47,7 +51,9 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     bodies of `POST /events`, `small_body` those of every other route (api.door); events
     dated more than `max_clock_skew` ahead of this server's clock are refused.
     `webhooks_allow` (CIDRs) are the loopback and private addresses webhooks may reach;
-    `webhooks_allow_private` allows them all.
+    `webhooks_allow_private` allows them all. With `notifier`, NC changes are decided
+    into notifications in their own transactions while the app runs, and (with `jobs`)
+    sent.
     """
     allow = parse_allow(webhooks_allow)
 
@@ -57,12 +63,20 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                  asyncio.create_task(dispatch(db.write, allow=allow,
                                               allow_private=webhooks_allow_private))
                  ] if jobs else []
+        stop_deciding = None
+        if notifier is not None:
+            stop_deciding = decide_with(db, Outbox(notifier.config).decide)
+            if jobs:
+                tasks.append(asyncio.create_task(serve(
+                    db, notifier.config, notifier.site, mqtt=notifier.mqtt)))
         yield
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if stop_deciding is not None:
+            stop_deciding()
 
     app = FastAPI(title="Patrol", version=health.VERSION, lifespan=lifespan,
                   description="Nonconformances raised by inspection standards, and the "
