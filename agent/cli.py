@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     routes.add_argument("-c", "--config", type=Path, required=True, help="site.yaml")
     notify_cli.add_routes_arguments(routes)
     routes.set_defaults(handler=_notify_routes)
+    test = notify.add_parser("test", help="send a test message through one channel",
+                             description="send a test message through one channel now "
+                             "(outside the outbox): proves its address, secret and format")
+    test.add_argument("-c", "--config", type=Path, required=True, help="site.yaml")
+    test.add_argument("--channel", required=True, metavar="NAME", help="a notify.channels name")
+    test.set_defaults(handler=_notify_test)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(required=True,
                                                                         metavar="ACTION")
@@ -139,6 +145,28 @@ def _notify_routes(args: argparse.Namespace) -> int:
                                        notify_cli.resolve_at(args.at, timezone), timezone)
     print("\n".join(lines))
     return 0
+
+
+def _notify_test(args: argparse.Namespace) -> int:
+    from api.notify.dispatch import SiteContext, send_test
+
+    site = load_site(args.config)
+    notify = site.config.notify
+    names = [c.name for c in notify.channels] if notify else []
+    if notify is None or args.channel not in names:
+        print(f"{args.config}: notify.channels: no channel named {args.channel!r} "
+              f"(channels: {', '.join(names) or 'none'})", file=sys.stderr)
+        return 2
+    info = site.config.site
+    outcome = asyncio.run(send_test(notify, args.channel, SiteContext(
+        name=info.name or info.id, timezone=info.timezone, locale=info.locale,
+        public_url=site.config.server.public_url), mqtt=site.config.mqtt))
+    if outcome.ok:
+        print(f"sent a test message through {args.channel}")
+        return 0
+    print(f"{args.channel}: not delivered: {outcome.error}"
+          + (" (retrying would not help)" if outcome.permanent else ""), file=sys.stderr)
+    return 1
 
 
 def _serve(site: Site, mode: str) -> int:

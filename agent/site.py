@@ -181,35 +181,63 @@ def _cross_check(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
             if sub.asset is not None and sub.asset not in seen:
                 problems.append(doc.problem(("mqtt", "subscriptions", s, "asset"),
                                             f"unknown asset {sub.asset!r}"))
+    if config.notify:
+        problems.extend(_notify_problems(config, doc))
+    return problems
+
+
+def _notify_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
+    """What `notify:` needs from the rest of the file, and its templates."""
+    from api.notify.render import check_templates
+
+    assert config.notify is not None
+    problems = [doc.problem(("notify", "channels", c, "kind"), "an mqtt channel publishes "
+                            "through the site's broker: add an mqtt: section")
+                for c, channel in enumerate(config.notify.channels)
+                if channel.kind == "mqtt" and config.mqtt is None]
+    for text in check_templates(config.notify.templates):  # "notify.templates.x.y: why"
+        key, _, why = text.partition(": ")
+        problems.append(doc.problem(tuple(key.split(".")), why or text))
     return problems
 
 
 def _secret_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
     """Every `*_env` / `*_file` secret must be readable now, not at the first outage."""
-    named: list[tuple[str, str, str | None, Path | None]] = []
+    named: list[tuple[tuple[str | int, ...], str, str | None, Path | None]] = []
     if config.mqtt:
-        named.append(("mqtt", "password", config.mqtt.password_env, config.mqtt.password_file))
+        named.append((("mqtt",), "password", config.mqtt.password_env,
+                      config.mqtt.password_file))
     if config.influxdb:
         influx = config.influxdb
-        named.append(("influxdb", "token", influx.token_env, influx.token_file))
-        named.append(("influxdb", "password", influx.password_env, influx.password_file))
+        named.append((("influxdb",), "token", influx.token_env, influx.token_file))
+        named.append((("influxdb",), "password", influx.password_env, influx.password_file))
     if config.forward:
-        named.append(("forward", "token", config.forward.token_env, config.forward.token_file))
+        named.append((("forward",), "token", config.forward.token_env,
+                      config.forward.token_file))
     server = config.server
-    named.append(("server", "database_password", server.database_password_env,
+    named.append((("server",), "database_password", server.database_password_env,
                   server.database_password_file))
+    for c, channel in enumerate(config.notify.channels if config.notify else ()):
+        where = ("notify", "channels", c)
+        named.append((where, "url", channel.url_env, _path(channel.url_file)))
+        named.append((where, "secret", channel.secret_env, _path(channel.secret_file)))
+        named.append((where, "password", channel.password_env, _path(channel.password_file)))
     problems = []
-    for section, key, env, file in named:
+    for loc, key, env, file in named:
         try:
             read_secret(env, file)
         except SecretError as exc:
             suffix = "_env" if env else "_file"
-            problems.append(doc.problem((section, key + suffix), str(exc)))
+            problems.append(doc.problem((*loc, key + suffix), str(exc)))
         except ValueError as exc:  # a NUL in the path, a file that is not UTF-8
             suffix = "_env" if env else "_file"
-            problems.append(doc.problem((section, key + suffix),
+            problems.append(doc.problem((*loc, key + suffix),
                                         f"cannot read secret file {str(file)!r}: {exc}"))
     return problems
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None
 
 
 def _load_standards(globs: list[str], assets: set[str] | None,

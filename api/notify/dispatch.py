@@ -409,6 +409,23 @@ async def serve(db: Database, config: NotifyConfig, site: SiteContext, *,
                     await sender.close()
 
 
+async def send_test(config: NotifyConfig, name: str, site: SiteContext, *,
+                    mqtt: MqttConfig | None = None) -> Outcome:
+    """One test message to the channel `name` (`patrol notify test`), sent now, outside
+    the outbox: it proves the address, the secret and the format."""
+    channel = config.channel(name)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        sender = build_senders(
+            NotifyConfig(channels=[channel], templates=config.templates), http, mqtt)[name]
+        try:
+            return await sender.send(Notice(
+                channel=name, kind="test", entries=(), total=0,
+                locale=channel.locale or site.locale,  # type: ignore[arg-type]
+                timezone=site.timezone, site_name=site.name, list_url=site.public_url))
+        finally:
+            await sender.close()
+
+
 class _Judge:
     """Why a notification is not sent now (silence, inhibition, mute), with what it needs
     loaded once per pass."""
