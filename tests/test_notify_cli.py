@@ -147,7 +147,7 @@ def test_check_prints_notify_warnings_with_their_lines_and_exits_0(
 
 def test_check_of_a_clean_notify_section_warns_of_nothing(
         site: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    site.write_text(SITE.replace("mqtt:", "    - channels: [a]\nmqtt:"), encoding="utf-8")
+    site.write_text(SITE.replace("\nmqtt:", "\n    - channels: [a]\nmqtt:"), encoding="utf-8")
     site.write_text(site.read_text().replace("match: {department: engineering, severity: "
                                              "major}", "match: {department: quality}"))
     code, _, err = run(capsys, "check", "-c", "site.yaml")
