@@ -23,7 +23,17 @@ from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFo
 from api.lifecycle import decide_with
 from api.notify.dispatch import NotifySetup, serve
 from api.notify.outbox import Outbox
-from api.routes import actions, compliance, events, feed, health, nonconformances, webhooks
+from api.routes import (
+    actions,
+    compliance,
+    events,
+    feed,
+    health,
+    nonconformances,
+    notifications,
+    silences,
+    webhooks,
+)
 from api.store import Database
 from api.webhooks import dispatch, parse_allow
 
@@ -89,7 +99,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.webhooks_allow_private = webhooks_allow_private
     app.state.max_clock_skew = max_clock_skew
     app.state.webhooks_allow = allow
-    for module in (health, nonconformances, actions, events, compliance, feed, webhooks):
+    for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
+                   notifications, silences):
         app.include_router(module.router, prefix="/api/v1")
 
     app.add_middleware(Door, db=db, max_body=max_body, small_body=small_body)

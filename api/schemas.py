@@ -4,10 +4,11 @@ engine events agents post: those are the event contract, rules/events.py."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.notify.config import MatchKey
 from common.vocabulary import ActorRole, Category, ComplianceState, NcState, Severity
 from common.wire_types import Moment, Text
 
@@ -153,3 +154,75 @@ class HistoryPublic(BaseModel):
 class HistoryList(BaseModel):
     items: list[HistoryPublic]
     next_cursor: str | None = None
+
+
+# --- notifications (SPEC 7.2): silences, what was sent -----------------------------------
+
+SilenceState = Literal["active", "pending", "expired"]
+"""In force now, starting later, or over (ended, or expired by hand)."""
+MatcherValue = Annotated[Text, Field(min_length=1, max_length=128)]
+
+
+class SilenceCreate(BaseModel):
+    """POST /api/v1/silences. `matchers` has the shape of a route's `match`: each key a
+    value or a list of values, all keys must match; a site-scoped token names its sites
+    in `site_id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: dict[MatchKey, MatcherValue | list[MatcherValue]] = Field(
+        min_length=1, description='e.g. {"asset_id": ["CH-1"], "severity": ["minor"]}')
+    starts_at: Moment | None = Field(None, description="default: now")
+    ends_at: Moment
+    comment: Text = Field(min_length=1, max_length=2000, description="why")
+
+
+class SilencePublic(BaseModel):
+    id: int
+    matchers: dict[str, list[str]]
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+    author: str
+    created_at: datetime
+    expired_at: datetime | None = Field(description="when it was expired by hand")
+    state: SilenceState
+
+
+class SilenceList(BaseModel):
+    items: list[SilencePublic]
+    next_cursor: str | None
+
+
+class NotifyMessagePublic(BaseModel):
+    """The message that carried a notification (one per group, or a digest)."""
+
+    id: int
+    kind: str = Field(description="group, digest or test")
+    status: str = Field(description="pending, sent or failed")
+    attempts: int
+    sent_at: datetime | None
+    last_error: str | None
+
+
+class NotificationPublic(BaseModel):
+    """One NC change (or reminder) for one channel, and what became of it."""
+
+    id: int
+    nc_id: str | None
+    site_id: str
+    event: str = Field(description="the NC change (raised, overdue...) or the timer "
+                                   "(reminder, ack_timeout)")
+    channel: str
+    route: int = Field(description="index in notify.routes when decided")
+    status: str = Field(description="pending, sent, suppressed (silence, inhibit, mute), "
+                                    "merged (into a digest) or failed")
+    reason: str | None
+    created_at: datetime
+    settled_at: datetime | None
+    message: NotifyMessagePublic | None
+
+
+class NotificationList(BaseModel):
+    items: list[NotificationPublic]
+    next_cursor: str | None

@@ -144,11 +144,13 @@ def test_every_operation_answers_by_its_schema(patrol: Patrol, method: str,
 
 
 def _sites_in(body: Any) -> set[str | None]:
-    """Every `site_id` in an answer (NCs, feed events, compliance rows, webhooks)."""
+    """Every `site_id` in an answer (NCs, feed events, compliance rows, webhooks, and the
+    lists of a silence's matchers)."""
     if isinstance(body, list):
         return set().union(*map(_sites_in, body)) if body else set()
     if isinstance(body, dict):
-        found = {body["site_id"]} if "site_id" in body else set()
+        site = body.get("site_id")
+        found = set(site) if isinstance(site, list) else {site} if "site_id" in body else set()
         return found.union(*map(_sites_in, body.values()))
     return set()
 

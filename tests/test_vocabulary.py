@@ -11,6 +11,8 @@ import pytest
 
 from api import auth, workflow
 from api.app import create_app
+from api.notify import config as notify
+from api.notify import history, silences
 from api.store import Database
 from common import vocabulary as words
 from rules.events import EventType
@@ -22,6 +24,12 @@ OTHER_ENUMS = {
     ("compliance_snapshot",),
     get_args(EventType),
     get_args(words.OnRecovery),
+    # notifications (SPEC 7.2), spelled once in api/notify/ and api/schemas.py
+    notify.MATCH_KEYS,
+    history.NOTIFICATION_STATUSES,
+    get_args(history.NotificationEvent),
+    silences.SILENCE_STATES,
+    get_args(silences.SilenceFilter),
 }
 """Enums of the API that are no vocabulary of section 5 or 6."""
 
