@@ -24,6 +24,7 @@ from api.lifecycle import decide_with
 from api.notify.dispatch import NotifySetup, serve
 from api.notify.outbox import Outbox
 from api.routes import (
+    ack,
     actions,
     compliance,
     events,
@@ -52,7 +53,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                jobs: bool = False, max_body: int = MAX_BODY, small_body: int = SMALL_BODY,
                max_clock_skew: timedelta = timedelta(minutes=5),
                webhooks_allow: Collection[str] = (),
-               notifier: NotifySetup | None = None) -> FastAPI:
+               notifier: NotifySetup | None = None, locale: str | None = None) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -63,7 +64,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     `webhooks_allow` (CIDRs) are the loopback and private addresses webhooks may reach;
     `webhooks_allow_private` allows them all. With `notifier`, NC changes are decided
     into notifications in their own transactions while the app runs, and (with `jobs`)
-    sent.
+    sent. `locale` is the alert link page's language when the reader's browser asks for
+    none it has (default: the notifier's `site.locale`, else en).
     """
     allow = parse_allow(webhooks_allow)
 
@@ -99,9 +101,11 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.webhooks_allow_private = webhooks_allow_private
     app.state.max_clock_skew = max_clock_skew
     app.state.webhooks_allow = allow
+    app.state.locale = locale or (notifier.site.locale if notifier is not None else "en")
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
                    notifications, silences):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
 
     app.add_middleware(Door, db=db, max_body=max_body, small_body=small_body)
     for kind, handler in ERROR_HANDLERS:

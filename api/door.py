@@ -37,6 +37,9 @@ PRINCIPAL = "patrol.principal"
 OPEN_PATHS = frozenset({"/api/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/openapi.json"})
 """Paths answered without a token: health checks and the API's own description."""
+OPEN_PREFIXES = ("/ack/",)
+"""Paths under these are answered without a token: the alert links' page, where the
+signed link is the permission (api/routes/ack.py)."""
 
 LARGE_ROUTES = frozenset({("POST", "/api/v1/events")})
 """Routes whose bodies may be large: agents' event batches and compliance snapshots."""
@@ -101,7 +104,7 @@ class Door:
         refusal = None
         if b"%00" in scope.get("query_string", b""):
             refusal = _Refusal(400, "the query string holds a NUL character (%00)", {})
-        elif scope["path"] not in OPEN_PATHS:
+        elif scope["path"] not in OPEN_PATHS and not scope["path"].startswith(OPEN_PREFIXES):
             principal = await self._authenticate(headers.get(b"authorization", b""))
             if isinstance(principal, _Refusal):
                 refusal = principal

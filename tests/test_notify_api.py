@@ -1,26 +1,32 @@
-"""Silences and the notification log (SPEC 7.2), over the real app on SQLite and
-PostgreSQL.
+"""Silences, the notification log and alert links (SPEC 7.2), over the real app on SQLite
+and PostgreSQL.
 
 Silences: who may make and expire them, what a silence must say, which silence holds an
 NC's notifications, and site scope (a scoped person silences only within their sites, and
 another site's silence is 404). Notifications: rows written straight to the tables, read
-back filtered and paged.
+back filtered and paged. Alert links: signing and verifying (expiry, tampering, another
+key), and the page they open: GET shows the NC and a form and changes nothing; POST
+acknowledges through the lifecycle with "via alert link"; a second POST, a bad or an
+expired link answer a 4xx page that says why, in English or Chinese.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from api.app import create_app
 from api.auth import Principal
-from api.notify import silences
-from api.store import Database, Notification, NotifyMessage
+from api.errors import Invalid
+from api.notify import links, silences
+from api.store import Database, FeedEvent, HistoryEntry, Notification, NotifyMessage, Setting
 from tests.test_api import HOUR, NOW, Api, engine_event
 from tests.test_scope import SITE_B, at_site, scoped
 
@@ -343,3 +349,250 @@ def test_reading_notifications_and_silences_needs_a_token(api: Api) -> None:
     for path in ("/api/v1/notifications", "/api/v1/silences"):
         assert api.client.get(path).status_code == 401
     assert api.client.post("/api/v1/silences", json=silence_body()).status_code == 401
+
+
+# --- signed links ------------------------------------------------------------------------
+
+KEY = bytes(range(32))
+
+
+def test_a_link_names_its_nc_and_action_until_it_expires() -> None:
+    token = links.sign(KEY, 123, expires_at=NOW + HOUR)
+    assert links.verify(KEY, token, NOW) == (123, "acknowledge")
+    assert links.verify(KEY, token, NOW + HOUR - timedelta(seconds=1)) == (123, "acknowledge")
+    with pytest.raises(links.LinkExpired, match="expired"):
+        links.verify(KEY, token, NOW + HOUR)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}", token)
+
+
+def test_a_link_lasts_24_hours_by_default() -> None:
+    token = links.sign(KEY, 7)
+    now = datetime.now(UTC)
+    assert links.verify(KEY, token, now + timedelta(hours=23)) == (7, "acknowledge")
+    with pytest.raises(links.LinkExpired):
+        links.verify(KEY, token, now + timedelta(hours=24, seconds=1))
+
+
+def _flip(text: str, at: int) -> str:
+    return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1:]
+
+
+@pytest.mark.parametrize("forge", [
+    lambda t: _flip(t, 2),  # the payload changed: another NC, a later expiry
+    lambda t: _flip(t, len(t) - 3),  # the signature changed
+    lambda t: links.sign(bytes(32), 123, expires_at=NOW + HOUR),  # another server's key
+    lambda t: t.split(".")[0] + "." + links.sign(KEY, 124).split(".")[1],  # spliced
+], ids=["payload", "signature", "other-key", "spliced"])
+def test_a_changed_or_forged_link_is_refused(forge: Any) -> None:
+    token = links.sign(KEY, 123, expires_at=NOW + HOUR)
+    with pytest.raises(links.BadLink, match="signature"):
+        links.verify(KEY, forge(token), NOW)
+
+
+@pytest.mark.parametrize("token", ["", "abc", ".", "abc.", ".abc", "a.b.c", "a" * 300,
+                                   "MTIz.!!!", "x" * 20 + ".é"])
+def test_a_malformed_link_is_refused(token: str) -> None:
+    with pytest.raises(links.BadLink):
+        links.verify(KEY, token, NOW)
+
+
+def test_no_key_made_yet_means_no_genuine_link() -> None:
+    with pytest.raises(links.BadLink):
+        links.verify(None, links.sign(KEY, 1), NOW)
+
+
+def test_the_ack_url_is_under_the_public_url() -> None:
+    assert links.ack_url("https://patrol.example/", "t.s") == "https://patrol.example/ack/t.s"
+    assert links.ack_url("https://x.example/patrol", "t.s") == "https://x.example/patrol/ack/t.s"
+
+
+def test_the_signing_key_is_made_once_and_kept(db: Database) -> None:
+    with db.session() as session:
+        assert links.find_key(session) is None
+    with db.write() as session:
+        key = links.link_key(session)
+        session.commit()
+    assert len(key) == 32
+    with db.write() as session:
+        assert links.link_key(session) == key
+        assert session.scalar(select(Setting.key)) == links.KEY_SETTING
+
+
+def test_replicas_making_the_key_at_once_agree_on_one(db: Database) -> None:
+    keys: list[bytes] = []
+    first_made = threading.Event()
+
+    def make(wait: bool) -> None:
+        if wait:
+            first_made.wait(10)
+        with db.write() as session:
+            keys.append(links.link_key(session))
+            first_made.set()
+            session.commit()
+
+    threads = [threading.Thread(target=make, args=(n > 0,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(keys) == 4 and len(set(keys)) == 1
+    with db.session() as session:
+        assert links.find_key(session) == keys[0]
+
+
+# --- the page behind a link --------------------------------------------------------------
+
+
+class Page:
+    """The app with NC-000001 open at tower-a, and links to it."""
+
+    def __init__(self, client: TestClient, db: Database) -> None:
+        self.client, self.db = client, db
+        with db.write() as session:
+            self.key = links.link_key(session)
+            session.commit()
+
+    def link(self, pk: int = 1, expires_at: datetime | None = None) -> str:
+        return f"/ack/{links.sign(self.key, pk, expires_at=expires_at)}"
+
+    def history(self, pk: int = 1) -> list[HistoryEntry]:
+        with self.db.session() as session:
+            return list(session.scalars(select(HistoryEntry).where(HistoryEntry.nc_pk == pk)
+                                        .order_by(HistoryEntry.id)))
+
+    def state(self, pk: int = 1) -> str:
+        return self.history(pk)[-1].to_state or ""
+
+
+@pytest.fixture
+def page(db: Database) -> Iterator[Page]:
+    with TestClient(create_app(db, site_id="tower-a")) as client:
+        Api(client, db).apply(engine_event())
+        yield Page(client, db)
+
+
+def test_opening_a_link_shows_the_nc_and_the_form_and_changes_nothing(page: Page) -> None:
+    response = page.client.get(page.link(), headers={"Accept-Language": "en"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    html = response.text
+    for shown in ("NC-000001", "Chilled water supply temperature 6-8 degC", "CH-1", "major",
+                  "open", "Who is acknowledging?", '<form method="post">', 'name="name"'):
+        assert shown in html, shown
+    assert "<script" not in html and "http" not in html.split("</style>")[0]
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert [h.action for h in page.history()] == ["raised"]
+
+
+def test_the_form_acknowledges_with_the_name_and_via_alert_link(page: Page,
+                                                               db: Database) -> None:
+    response = page.client.post(page.link(), data={"name": "  Li   Wei "})
+    assert response.status_code == 200, response.text
+    assert "acknowledged by Li Wei" in response.text
+    entry = page.history()[-1]
+    assert (entry.action, entry.actor, entry.role, entry.note, entry.from_state,
+            entry.to_state) == ("acknowledge", "Li Wei", "engineer", links.VIA_LINK, "open",
+                                "acknowledged")
+    assert entry.changes == {"state": ["open", "acknowledged"]}
+    with db.session() as session:
+        feed = list(session.scalars(select(FeedEvent.type).order_by(FeedEvent.seq)))
+    assert feed == ["raised", "acknowledged"]
+    shown = page.client.get("/api/v1/nonconformances/NC-000001/history",
+                            headers=Api(page.client, db).headers("tracker"))
+    assert shown.json()["items"][-1]["note"] == "via alert link"
+
+
+def test_a_second_acknowledgement_says_the_nc_is_acknowledged(page: Page) -> None:
+    link = page.link()
+    assert page.client.post(link, data={"name": "Li Wei"}).status_code == 200
+    again = page.client.post(link, data={"name": "Zhang San"})
+    assert again.status_code == 409
+    assert "NC-000001 is acknowledged" in again.text
+    assert "<form" not in again.text
+    assert [(h.action, h.actor) for h in page.history()][1:] == [("acknowledge", "Li Wei")]
+    shown = page.client.get(link)
+    assert shown.status_code == 200 and "<form" not in shown.text
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\x07bell"])
+def test_the_form_needs_a_name(page: Page, name: str) -> None:
+    response = page.client.post(page.link(), data={"name": name})
+    assert response.status_code == 422
+    assert "Please enter your name" in response.text and "<form" in response.text
+    assert page.state() == "open"
+
+
+def test_only_a_form_post_acknowledges(page: Page) -> None:
+    response = page.client.post(page.link(), json={"name": "Li Wei"})
+    assert response.status_code == 415
+    assert page.state() == "open"
+
+
+def test_a_changed_link_is_a_400_page_and_changes_nothing(page: Page) -> None:
+    forged = _flip(page.link(), len("/ack/") + 2)
+    for method in ("get", "post"):
+        response = page.client.request(method, forged, data={"name": "Mallory"})
+        assert response.status_code == 400
+        assert "not valid" in response.text and "<form" not in response.text
+    assert page.state() == "open"
+
+
+def test_an_expired_link_is_a_410_page_that_says_when(page: Page) -> None:
+    link = page.link(expires_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC))
+    for method in ("get", "post"):
+        response = page.client.request(method, link, data={"name": "Li Wei"})
+        assert response.status_code == 410
+        assert "expired at 2026-01-02 03:04 UTC" in response.text
+    assert page.state() == "open"
+
+
+def test_a_link_to_an_nc_that_is_not_there_is_404(page: Page) -> None:
+    response = page.client.get(page.link(pk=99))
+    assert response.status_code == 404 and "not there" in response.text
+
+
+def test_the_page_speaks_chinese_when_asked(db: Database) -> None:
+    with TestClient(create_app(db, locale="zh-CN")) as client:
+        Api(client, db).apply(engine_event())
+        page = Page(client, db)
+        chosen = client.get(page.link())  # no Accept-Language: the site's locale
+        assert '<html lang="zh-CN">' in chosen.text
+        for shown in ("确认 NC-000001", "请填写确认人", "待处理", "重要", "不合格项"):
+            assert shown in chosen.text, shown
+        english = client.get(page.link(), headers={"Accept-Language": "en-GB,en;q=0.9"})
+        assert '<html lang="en">' in english.text and "Who is acknowledging?" in english.text
+        done = client.post(page.link(), data={"name": "李伟"},
+                           headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"})
+        assert done.status_code == 200 and "已由 李伟 确认" in done.text
+        assert page.history()[-1].actor == "李伟"
+        again = client.post(page.link(), data={"name": "李伟"},
+                            headers={"Accept-Language": "zh-TW"})
+        assert again.status_code == 409 and "已确认" in again.text
+
+
+def test_the_page_escapes_what_the_nc_says(page: Page, db: Database) -> None:
+    made = page.client.post("/api/v1/nonconformances", headers=Api(page.client, db).headers(
+        "quality"), json={"asset_id": "<i>CH-9</i>", "title": "<script>alert(1)</script>",
+                         "severity": "minor"})
+    assert made.status_code == 201, made.text
+    html = page.client.get(page.link(pk=2)).text
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;i&gt;CH-9&lt;/i&gt;" in html
+
+
+def test_the_page_is_no_api_route(page: Page) -> None:
+    """Not in the OpenAPI document (a page, not the REST API) and needs no bearer token:
+    the signed link is the permission."""
+    paths = page.client.get("/openapi.json").json()["paths"]
+    assert not [path for path in paths if path.startswith("/ack")]
+    assert page.client.get(page.link(), headers={"Authorization": "Bearer nonsense"}
+                           ).status_code == 200
+    assert page.client.get("/api/v1/silences").status_code == 401
+
+
+def test_a_name_is_checked_before_anything_is_kept() -> None:
+    assert links.check_name("  Li \t Wei ") == "Li Wei"
+    with pytest.raises(Invalid):
+        links.check_name("x" * 129)
