@@ -26,6 +26,8 @@ from api.app import create_app
 from api.auth import Principal
 from api.errors import Invalid
 from api.notify import links, silences
+from api.notify.config import NotifyConfig
+from api.notify.dispatch import NotifySetup, SiteContext
 from api.store import Database, FeedEvent, HistoryEntry, Notification, NotifyMessage, Setting
 from tests.test_api import HOUR, NOW, Api, engine_event
 from tests.test_scope import SITE_B, at_site, scoped
@@ -570,6 +572,13 @@ def test_the_page_speaks_chinese_when_asked(db: Database) -> None:
         again = client.post(page.link(), data={"name": "李伟"},
                             headers={"Accept-Language": "zh-TW"})
         assert again.status_code == 409 and "已确认" in again.text
+
+
+def test_the_page_speaks_the_notified_sites_language(db: Database) -> None:
+    setup = NotifySetup(NotifyConfig(), SiteContext(locale="zh-CN"))
+    with TestClient(create_app(db, notifier=setup)) as client:
+        Api(client, db).apply(engine_event())
+        assert '<html lang="zh-CN">' in client.get(Page(client, db).link()).text
 
 
 def test_the_page_escapes_what_the_nc_says(page: Page, db: Database) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal
 from api.errors import Forbidden, Invalid, NotFound
 from api.notify.config import MATCH_KEYS
+from api.notify.routing import matches
 from api.schemas import SilenceState
 from api.service import decode_id, encode_id
 from api.store import Silence
@@ -203,19 +204,11 @@ def active_silence(session: Session, fields: Mapping[str, object], now: datetime
     query = select(Silence).where(Silence.expired_at.is_(None), Silence.starts_at <= now,
                                   Silence.ends_at > now).order_by(Silence.id)
     for silence in session.scalars(query):
-        if _matches(silence.matchers, fields):
+        wanted = {key: [value] if isinstance(value, str) else value
+                  for key, value in silence.matchers.items()}  # a row written as a value
+        if matches(wanted, fields):  # a route's rule: every key's value among the wanted
             return silence
     return None
-
-
-def _matches(matchers: Mapping[str, Any], fields: Mapping[str, object]) -> bool:
-    """Every key's field value is among its wanted values (the rule of a route's `match`;
-    api.notify.routing.matches says the same and may replace this)."""
-    for key, wanted in matchers.items():
-        values = (wanted,) if isinstance(wanted, str) else tuple(wanted)
-        if fields.get(key) not in values:
-            return False
-    return True
 
 
 def describe(silence: Silence, now: datetime) -> dict[str, Any]:
