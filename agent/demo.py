@@ -80,14 +80,15 @@ async def embedded_broker() -> Any:
 
 
 def write_site(workdir: Path, *, modbus_port: int, mqtt_url: str, api_port: int,
-               topic_prefix: str) -> Path:
+               topic_prefix: str, alert_port: int) -> Path:
     """Copy the bundled demo site into `workdir`, filling in ports and names."""
     bundled = resources.files("agent") / "demo_site"
     (workdir / "standards").mkdir(parents=True, exist_ok=True)
     text = (bundled / "site.yaml").read_text(encoding="utf-8")
     for marker, value in {"__MODBUS_PORT__": modbus_port, "__MQTT_URL__": mqtt_url,
                           "__API_PORT__": api_port, "__TOPIC_PREFIX__": topic_prefix,
-                          "__MQTT_CLIENT_ID__": f"{topic_prefix}-agent"}.items():
+                          "__MQTT_CLIENT_ID__": f"{topic_prefix}-agent",
+                          "__ALERT_PORT__": alert_port}.items():
         text = text.replace(marker, str(value))
     (workdir / "site.yaml").write_text(text, encoding="utf-8")
     for item in (bundled / "standards").iterdir():
@@ -128,8 +129,10 @@ async def _demo(workdir: Path, api_port: int, broker: tuple[str, int]) -> None:
         if not modbus_ready.done():
             await sim  # raises why the simulator could not start
         modbus_port = modbus_ready.result()
+        alert_port = await stack.enter_async_context(alert_printer())
         site = load_site(write_site(workdir, modbus_port=modbus_port, mqtt_url=mqtt_url,
-                                    api_port=api_port, topic_prefix=prefix))
+                                    api_port=api_port, topic_prefix=prefix,
+                                    alert_port=alert_port))
         token = _admin_token(site.config.server.database)
 
         def ready(url: str) -> None:
@@ -139,13 +142,43 @@ async def _demo(workdir: Path, api_port: int, broker: tuple[str, int]) -> None:
                   f"  try:     curl -s -H 'Authorization: Bearer {token}' "
                   f"{url}/api/v1/nonconformances\n"
                   "  The chiller's supply temperature leaves 6-8 degC after about 20 s;\n"
-                  "  its nonconformance appears about 20 s later.\n", flush=True)
+                  "  its nonconformance appears about 20 s later, and its alert is\n"
+                  "  printed here a few seconds after that (the demo's alert channel).\n",
+                  flush=True)
 
         try:
             await run_site(site, mode="run", stop=stop, on_ready=ready)
         finally:
             stop.set()
             await sim
+
+
+@contextlib.asynccontextmanager
+async def alert_printer() -> Any:
+    """The demo's alert channel: a local receiver of the generic webhook format that
+    prints each message, so a newcomer sees the alert an engineer's phone would get."""
+    from aiohttp import web
+
+    async def receive(request: web.Request) -> web.Response:
+        try:
+            message = await request.json()
+            text = str(message.get("text", ""))
+        except ValueError:
+            return web.Response(status=400, text="not JSON")
+        print("\n--- ALERT (notify channel demo-alerts) " + "-" * 30 + "\n"
+              + text.strip() + "\n" + "-" * 70 + "\n", flush=True)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/alerts", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
 
 
 def _admin_token(database_url: str) -> str:

@@ -39,6 +39,7 @@ from api.lifecycle import transition
 from api.notify.config import Channel, InhibitRule, NotifyConfig, Route
 from api.notify.events import ALIVE
 from api.notify.intervals import muted
+from api.notify.links import ack_url, link_key, sign
 from api.notify.message import Entry, Notice, Outcome
 from api.notify.outbox import Outbox
 from api.notify.render import render
@@ -107,6 +108,7 @@ class Dispatcher:
         self.intervals = {i.name: i for i in config.time_intervals}
         self._failing: dict[str, WarnOnce] = {}
         self._key: bytes | None = None
+        self._no_links = WarnOnce(log)
 
     # --- 1. timers -------------------------------------------------------------------
 
@@ -311,13 +313,18 @@ class Dispatcher:
         return (channel.locale if channel and channel.locale else None) or self.site.locale
 
     def _ack_url(self, session: Session, row: Notification, now: datetime) -> str | None:
+        """The NC's acknowledgement link, while it is open; None (and a warning) when it
+        cannot be made: the alert matters more than its link."""
         if row.nc.get("state") != "open" or row.nc_pk is None or not self.site.public_url:
             return None
-        from api.notify.links import ack_url, link_key, sign
-
-        if self._key is None:
-            self._key = link_key(session)
-        token = sign(self._key, row.nc_pk, "acknowledge", now + LINK_LIFETIME)
+        try:
+            if self._key is None:
+                self._key = link_key(session)
+            token = sign(self._key, row.nc_pk, "acknowledge", now + LINK_LIFETIME)
+        except Exception as exc:
+            self._no_links.trouble("cannot sign alert links (%s: %s); sending alerts "
+                                   "without them", type(exc).__name__, exc)
+            return None
         return ack_url(self.site.public_url, token)
 
     def _settle(self, outcomes: list[tuple[int, Outcome]], postponed: list[tuple[int, float]],

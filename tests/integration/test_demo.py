@@ -34,6 +34,8 @@ def test_demo_raises_the_chiller_nc_and_stops_on_ctrl_c(tmp_path: Path, broker: 
         nc = body["items"][0]
         assert nc["state"] == "open" and nc["evidence"]["value"] > 8.0
         assert nc["evidence"]["readings"], nc
+        alert = process.wait_for_output(nc["id"], timeout=60)  # the alert, in the terminal
+        assert "--- ALERT (notify channel demo-alerts)" in alert
     finally:
         code = process.stop(signal.SIGINT)
     assert code == 0, process.output
