@@ -21,6 +21,7 @@ import json
 import re
 import signal
 import sqlite3
+import threading
 import time
 import urllib.request
 import uuid
@@ -300,6 +301,41 @@ def test_a_failing_channel_never_blocks_another(
     assert {(m.channel, m.status, m.attempts) for m in rig.messages()} == {
         ("eng", "sent", 1), ("ops", "sent", 2), ("mail", "sent", 2)}
     assert set(statuses(plant)) == {("NC-000001", c, "sent") for c in ("eng", "ops", "mail")}
+
+
+def test_a_hanging_channel_does_not_hold_back_anothers_settling(
+        chat: ChatServer, make_receiver: Callable[[], WebhookReceiver],
+        rig_for: Any) -> None:
+    """A message delivered is recorded as sent at once, not when the slowest channel of the
+    pass answers: until then a crash would send it again after the restart."""
+    working = chat.add("generic")
+    hanging = make_receiver()
+    gate = threading.Event()
+
+    def hold(request: Received) -> Answer | None:
+        gate.wait(15)  # the request hangs until the test lets it go
+        return None
+
+    hanging.rule = hold
+    config = notify([{"name": "eng", "kind": "webhook", "url": working.url},
+                     {"name": "ops", "kind": "webhook", "url": hanging.url}], group_wait="0s")
+    rig = rig_for(config)
+    rig.plant.violation("CH-1", T0)
+    assert rig.flush(T0) == 2
+    sending = threading.Thread(target=rig.send_due, args=(T0,), name="send-due")
+    sending.start()
+    try:
+        while sending.is_alive():  # i.e. while ops hangs (at most its 10 s timeout)
+            if {m.channel: m.status for m in rig.messages()}["eng"] == "sent":
+                break
+            time.sleep(0.02)
+        assert sending.is_alive(), "eng's message was settled only after ops answered"
+        assert not gate.is_set() and len(working.accepted) == 1
+    finally:
+        gate.set()
+        sending.join(20)
+    assert {(m.channel, m.status, m.attempts) for m in rig.messages()} == {
+        ("eng", "sent", 1), ("ops", "sent", 1)}
 
 
 # --- 3. a tool's rate-limit code means wait ----------------------------------------------
