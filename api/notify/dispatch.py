@@ -249,10 +249,17 @@ class Dispatcher:
                                           message.severity, now.timestamp()) \
                 if self.buckets is not None and message.channel in self.senders else 0.0
             (later if wait > 0 else ready).append((message, notice, wait))
-        outcomes = await asyncio.gather(*(self._send(m.channel, n) for m, n, _ in ready))
-        await asyncio.to_thread(self._settle, [(m.id, o) for (m, _, _), o in
-                                               zip(ready, outcomes, strict=True)],
-                                [(m.id, w) for m, _, w in later], now)
+        if later:
+            await asyncio.to_thread(self._settle, [], [(m.id, w) for m, _, w in later], now)
+
+        async def send_and_settle(message: NotifyMessage, notice: Notice) -> Outcome:
+            # settled as soon as it is answered, not with the pass's slowest channel: a
+            # crash in between would send a delivered message again
+            outcome = await self._send(message.channel, notice)
+            await asyncio.to_thread(self._settle, [(message.id, outcome)], [], now)
+            return outcome
+
+        outcomes = await asyncio.gather(*(send_and_settle(m, n) for m, n, _ in ready))
         return sum(o.ok for o in outcomes)
 
     async def _send(self, channel: str, notice: Notice) -> Outcome:
