@@ -26,7 +26,7 @@ import contextlib
 import functools
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -109,6 +109,9 @@ class Dispatcher:
         self._failing: dict[str, WarnOnce] = {}
         self._key: bytes | None = None
         self._no_links = WarnOnce(log)
+        self._busy: Counter[str] = Counter()
+        """Channels with sends in flight, and how many."""
+        self._tasks: set[asyncio.Task[Outcome]] = set()
 
     # --- 1. timers -------------------------------------------------------------------
 
@@ -238,17 +241,20 @@ class Dispatcher:
 
     # --- 3. sending ------------------------------------------------------------------
 
-    async def send_due(self, now: datetime) -> int:
-        """Send the messages due by `now`; returns how many were delivered."""
-        claimed = await asyncio.to_thread(self._claim, now)
+    async def send_due(self, now: datetime, *, wait: bool = True) -> int:
+        """Send the messages due by `now`; returns how many were delivered. With `wait`
+        False (the running loop) the sends go on in the background and a channel still
+        sending is left out of the next claims: a channel that hangs until its timeout
+        delays only its own messages."""
+        claimed = await asyncio.to_thread(self._claim, now, frozenset(self._busy))
         if not claimed:
             return 0
         ready, later = [], []
         for message, notice in claimed:
-            wait = self.buckets.wait_time(self.config.channel(message.channel),
-                                          message.severity, now.timestamp()) \
+            pause = self.buckets.wait_time(self.config.channel(message.channel),
+                                           message.severity, now.timestamp()) \
                 if self.buckets is not None and message.channel in self.senders else 0.0
-            (later if wait > 0 else ready).append((message, notice, wait))
+            (later if pause > 0 else ready).append((message, notice, pause))
         if later:
             await asyncio.to_thread(self._settle, [], [(m.id, w) for m, _, w in later], now)
 
@@ -259,8 +265,29 @@ class Dispatcher:
             await asyncio.to_thread(self._settle, [(message.id, outcome)], [], now)
             return outcome
 
-        outcomes = await asyncio.gather(*(send_and_settle(m, n) for m, n, _ in ready))
+        tasks = [self._track(m.channel, send_and_settle(m, n)) for m, n, _ in ready]
+        if not wait:
+            return 0
+        outcomes = await asyncio.gather(*tasks)
         return sum(o.ok for o in outcomes)
+
+    def _track(self, channel: str, send: Coroutine[Any, Any, Outcome]) -> asyncio.Task[Outcome]:
+        """A send as a task, counted as its channel's until done."""
+        task = asyncio.create_task(send)
+        self._busy[channel] += 1
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[Outcome]) -> None:
+            self._tasks.discard(finished)
+            self._busy[channel] -= 1
+            if not self._busy[channel]:
+                del self._busy[channel]
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("notify channel %s: settling a message failed: %s", channel,
+                          finished.exception())
+
+        task.add_done_callback(done)
+        return task
 
     async def _send(self, channel: str, notice: Notice) -> Outcome:
         sender = self.senders.get(channel)
@@ -273,13 +300,16 @@ class Dispatcher:
             log.exception("channel %s failed to send", channel)
             return Outcome(False, f"{type(exc).__name__}: {exc}")
 
-    def _claim(self, now: datetime) -> list[tuple[NotifyMessage, Notice]]:
+    def _claim(self, now: datetime, busy: frozenset[str] = frozenset()
+               ) -> list[tuple[NotifyMessage, Notice]]:
         with self.db.write() as session:
+            query = select(NotifyMessage).where(
+                NotifyMessage.status == "pending", NotifyMessage.next_attempt_at <= now,
+                NotifyMessage.lease_until.is_(None) | (NotifyMessage.lease_until < now))
+            if busy:
+                query = query.where(NotifyMessage.channel.not_in(sorted(busy)))
             messages = list(session.scalars(
-                select(NotifyMessage).where(
-                    NotifyMessage.status == "pending", NotifyMessage.next_attempt_at <= now,
-                    NotifyMessage.lease_until.is_(None) | (NotifyMessage.lease_until < now))
-                .order_by(NotifyMessage.id).limit(BATCH).with_for_update(skip_locked=True)))
+                query.order_by(NotifyMessage.id).limit(BATCH).with_for_update(skip_locked=True)))
             if not messages:
                 session.commit()
                 return []
@@ -380,16 +410,21 @@ class Dispatcher:
         now = now or datetime.now(UTC)
         await asyncio.to_thread(self.fire_timers, now)
         await asyncio.to_thread(self.flush, now)
-        await self.send_due(now)
+        await self.send_due(now, wait=False)
 
     async def run(self, every: float = 1.0) -> None:
-        """Until cancelled; a failing pass is logged and retried."""
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("notification pass failed; retrying in %.0fs", every)
-            await asyncio.sleep(every)
+        """Until cancelled; a failing pass is logged and retried. Sends still in flight
+        are cancelled with it (their leases lapse: the next start sends them)."""
+        try:
+            while True:
+                try:
+                    await self.run_once()
+                except Exception:
+                    log.exception("notification pass failed; retrying in %.0fs", every)
+                await asyncio.sleep(every)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
 
 
 def template_key(channel: Channel) -> str:

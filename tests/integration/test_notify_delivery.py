@@ -338,6 +338,51 @@ def test_a_hanging_channel_does_not_hold_back_anothers_settling(
         ("eng", "sent", 1), ("ops", "sent", 1)}
 
 
+def test_a_hanging_channel_does_not_delay_anothers_next_messages(
+        chat: ChatServer, make_receiver: Callable[[], WebhookReceiver],
+        rig_for: Any) -> None:
+    """The running loop sends in the background (`wait=False`): while ops hangs, eng's
+    later messages go out pass after pass, and ops is not sent to twice at once."""
+    working = chat.add("generic")
+    hanging = make_receiver()
+    gate = threading.Event()
+
+    held: list[str] = []  # the receiver's own list is locked while a request is held
+
+    def hold(request: Received) -> Answer | None:
+        held.append(request.body.decode())
+        gate.wait(15)
+        return None
+
+    hanging.rule = hold
+    config = notify([{"name": "eng", "kind": "webhook", "url": working.url},
+                     {"name": "ops", "kind": "webhook", "url": hanging.url}],
+                    group_wait="0s", group_by=["asset_id"])
+    rig = rig_for(config)
+    try:
+        for number, asset in enumerate(("CH-1", "CH-2", "CH-3")):
+            now = T0 + number * SECOND
+            rig.plant.violation(asset, now)
+            rig.flush(now)
+            rig.run(rig.dispatcher.send_due(now, wait=False))
+            deadline = time.monotonic() + 5
+            while len(working.accepted) < number + 1:  # eng: delivered while ops hangs
+                assert time.monotonic() < deadline, "eng waited for ops"
+                rig.run(asyncio.sleep(0.02))
+        assert not gate.is_set()
+        assert len(held) == 1  # ops's other messages wait for its first
+    finally:
+        gate.set()
+    deadline = time.monotonic() + 20
+    while {m.status for m in rig.messages(channel="ops")} != {"sent"}:
+        assert time.monotonic() < deadline, [
+            (m.status, m.attempts, m.last_error, m.next_attempt_at, m.lease_until)
+            for m in rig.messages(channel="ops")]
+        rig.run(asyncio.sleep(0.05))
+        rig.run(rig.dispatcher.send_due(T0 + 3 * SECOND, wait=False))
+    assert len(held) == 3 and len(ids_in(*held)) == 3  # each of ops's messages once
+
+
 # --- 3. a tool's rate-limit code means wait ----------------------------------------------
 
 def test_dingtalk_throttled_by_its_robot_postpones_then_delivers(
