@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
 from api.lifecycle import NCChanged
@@ -37,12 +37,21 @@ class Outbox:
 
     def decide(self, session: Session, changes: tuple[NCChanged, ...]) -> None:
         """api.lifecycle's decider: runs just before the changes commit."""
+        notifications: list[Notification] = []
+        timers: list[NotifyTimer] = []
         for change in changes:
             pk = parse_nc_id(change.nc_id)
             if pk is None:
                 continue
-            session.add_all(self.notifications(pk, change))
-            self.update_timers(session, pk, change)
+            notifications += self.notifications(pk, change)
+            timers += self.update_timers(session, pk, change)
+        # Core executemany: no unit-of-work bookkeeping for rows nobody reads back here.
+        # A timer a later change of the same transaction ends is inserted after that
+        # change's delete; harmless, since a timer fires only in the states ALIVE names.
+        if notifications:
+            session.execute(insert(Notification), [_values(n) for n in notifications])
+        if timers:
+            session.execute(insert(NotifyTimer), [_values(t) for t in timers])
 
     def notifications(self, pk: int, change: NCChanged) -> list[Notification]:
         fields = fields_of(change.nc)
@@ -72,7 +81,7 @@ class Outbox:
 
     # --- timers ------------------------------------------------------------------
 
-    def update_timers(self, session: Session, pk: int, change: NCChanged) -> None:
+    def update_timers(self, session: Session, pk: int, change: NCChanged) -> list[NotifyTimer]:
         """Drop the timers the NC's new state ends; start those it begins. A change that
         keeps the state keeps them (an occurrence does not restart a reminder), except that
         a new due date moves `due_soon`."""
@@ -85,8 +94,7 @@ class Outbox:
                                                       NotifyTimer.kind.in_(ended)))
         begun = {kind for kind, states in ALIVE.items()
                  if new in states and (old not in states or (kind == "due_soon" and due_moved))}
-        if begun:
-            session.add_all(self.timers(pk, change, begun))
+        return self.timers(pk, change, begun) if begun else []
 
     def timers(self, pk: int, change: NCChanged, kinds: Iterable[str]) -> list[NotifyTimer]:
         fields = fields_of(change.nc)
@@ -127,3 +135,7 @@ def _moment(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _values(row: Notification | NotifyTimer) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key != "id"}
