@@ -16,7 +16,8 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 def test_example_site_loads_with_its_secrets_from_the_environment(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MQTT_PASSWORD", "INFLUX_TOKEN", "PATROL_AGENT_TOKEN"):
+    for name in ("MQTT_PASSWORD", "INFLUX_TOKEN", "PATROL_AGENT_TOKEN", "DINGTALK_URL",
+                 "DINGTALK_SECRET"):
         monkeypatch.setenv(name, "s3cret")
     site = load_site(EXAMPLES / "site.yaml")
     assert site.id == "tower-a"
@@ -26,7 +27,8 @@ def test_example_site_loads_with_its_secrets_from_the_environment(
 
 
 def test_example_site_names_each_missing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MQTT_PASSWORD", "INFLUX_TOKEN", "PATROL_AGENT_TOKEN"):
+    for name in ("MQTT_PASSWORD", "INFLUX_TOKEN", "PATROL_AGENT_TOKEN", "DINGTALK_URL",
+                 "DINGTALK_SECRET"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(Exception) as caught:
         load_site(EXAMPLES / "site.yaml")
@@ -35,6 +37,8 @@ def test_example_site_names_each_missing_secret(monkeypatch: pytest.MonkeyPatch)
         "mqtt.password_env: environment variable MQTT_PASSWORD is not set",
         "influxdb.token_env: environment variable INFLUX_TOKEN is not set",
         "forward.token_env: environment variable PATROL_AGENT_TOKEN is not set",
+        "notify.channels[0].url_env: environment variable DINGTALK_URL is not set",
+        "notify.channels[0].secret_env: environment variable DINGTALK_SECRET is not set",
     ]
 
 
@@ -52,7 +56,8 @@ def test_example_firmware_payloads_map_with_the_example_config(
         monkeypatch: pytest.MonkeyPatch, topic: str, want: dict[str, tuple[float, str]]) -> None:
     """The payload written beside each firmware's subscription in examples/site.yaml maps
     with that subscription as shipped: configuration only."""
-    for name in ("MQTT_PASSWORD", "INFLUX_TOKEN", "PATROL_AGENT_TOKEN"):
+    for name in ("MQTT_PASSWORD", "INFLUX_TOKEN", "PATROL_AGENT_TOKEN", "DINGTALK_URL",
+                 "DINGTALK_SECRET"):
         monkeypatch.setenv(name, "s3cret")
     mqtt = load_site(EXAMPLES / "site.yaml").config.mqtt
     assert mqtt is not None
