@@ -25,6 +25,7 @@ from collector.modbus.config import ModbusConfig
 from collector.mqtt.config import MqttConfig
 from common.config_types import ByteSize, ConfigPath, Duration
 from common.secrets import SecretError, read_secret
+from common.vocabulary import ROOT_CAUSE_CATEGORIES
 from rules.standard import Asset, Standard, StandardsFile
 
 
@@ -32,11 +33,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class KpiTarget(_Strict):
+    """One report figure's target (SPEC 7.3): for rates better when higher, green at or
+    above `target`, amber down to `amber`, red below; for `*_s` durations and the cancel,
+    reopen and recurrence rates (better when lower), the other way round."""
+
+    target: float
+    amber: float
+
+
 class SiteInfo(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str = ""
     timezone: str = "UTC"
     locale: Locale = Field("en", description="language of notifications: en or zh-CN")
+    root_cause_categories: list[str] = Field(
+        default_factory=lambda: list(ROOT_CAUSE_CATEGORIES), min_length=1,
+        description="the controlled list a rectification's root_cause_category is one of")
+    kpi_targets: dict[str, KpiTarget] = Field(
+        default_factory=dict, description="report figures' targets: green at or past "
+        "target, amber up to amber, red beyond")
+
+    @field_validator("root_cause_categories")
+    @classmethod
+    def _unknown_listed(cls, names: list[str]) -> list[str]:
+        """`unknown` is what a rectify without a category records: it must be a choice."""
+        if len(set(names)) != len(names):
+            raise ValueError("a category is listed twice")
+        return names if "unknown" in names else [*names, "unknown"]
 
     @field_validator("timezone")
     @classmethod

@@ -94,6 +94,7 @@ class Nonconformance(Base):
     assignee: Mapped[str | None] = mapped_column(String(128))
     asset_type: Mapped[str | None] = mapped_column(String(64))
     standard_kind: Mapped[str | None] = mapped_column(String(32))
+    root_cause_category: Mapped[str | None] = mapped_column(String(64))  # set on rectify
     description: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(32))
     open_slot: Mapped[str | None] = mapped_column(String(8))
@@ -343,6 +344,23 @@ class Silence(Base):
     sites: Mapped[list[str] | None] = mapped_column(JSON)  # the author's reach; NULL: all
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expired_at: Mapped[datetime | None]
+
+
+class OutOfService(Base):
+    """A planned or ad hoc maintenance window of one asset (SPEC 7.3): no NC opens for it
+    inside, and its time counts as inactive in compliance and KPIs."""
+
+    __tablename__ = "out_of_service"
+    __table_args__ = (Index("ix_out_of_service_asset", "site_id", "asset_id", "ends_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    asset_id: Mapped[str] = mapped_column(String(128))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Setting(Base):

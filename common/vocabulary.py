@@ -51,5 +51,11 @@ Severity = Literal["minor", "major", "critical"]
 SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 Category = Literal["equipment", "environment", "energy", "safety"]
 CATEGORIES: tuple[Category, ...] = get_args(Category)
+ROOT_CAUSE_CATEGORIES: tuple[str, ...] = (
+    "equipment_wear", "design", "installation", "operation_error", "maintenance_missed",
+    "supplier", "environment", "sensor_fault", "unknown")
+"""`site.root_cause_categories` by default (SPEC 7.3): the controlled list beside the free
+text of a rectification's `root_cause`; `unknown` is what a rectify without one records."""
+
 OnRecovery = Literal["keep_open", "close"]
 """What an NC does when its condition clears before anyone rectified it."""

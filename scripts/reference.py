@@ -45,6 +45,8 @@ MEANINGS: dict[str, str] = {
     "site.id": "lower-case letters, digits and `-`; in every reading, NC and event",
     "site.name": "shown to people",
     "site.timezone": "IANA name (`Asia/Shanghai`); schedules and calendar periods use it",
+    "site.kpi_targets.target": "green at or past it",
+    "site.kpi_targets.amber": "amber up to it, red beyond",
     "assets": "every piece of equipment or room the site judges",
     "assets.id": "unique; readings and NCs name it",
     "assets.type": "selects standards (`applies_to.asset_types`); a TSDB tag",
