@@ -1,9 +1,11 @@
 """The event contract: what the rules engine tells the rest of Patrol, written once for
 the producer (the engine and the agent's outbox) and the consumer (the API) alike.
 
-    producer: Event, Snapshot (engine dataclasses) --to_dict()--> the wire form
-    consumer: the wire form --EventsIn / AnyEvent--> EventIn, SnapshotIn (+ StandardInfo,
-              ComplianceItem), what api/ applies
+    producer: Event, Snapshot (engine dataclasses), SiteCatalog (the agent's assets and
+              standards) --to_dict()--> the wire form
+    consumer: the wire form --EventsIn / AnyEvent--> EventIn, SnapshotIn, SiteCatalogIn
+              (+ StandardInfo, ComplianceItem, CatalogAsset, CatalogStandard), what api/
+              applies
 
 Compatibility (a fleet runs mixed versions): the wire form only grows. Each message
 says its `schema_version` (CONTRACT_VERSION); one without it comes from an agent older
@@ -13,12 +15,14 @@ and never dropped without a trace. Names are SPEC's (section 6): extend, never r
 
 An event's id is derived from what it is (site, asset, standard, episode start, type), so
 replaying the same readings after a crash yields the same ids and the API can ignore the
-ones it has already applied.
+ones it has already applied. A site catalog's id is derived from its content and time, so
+the same catalog sent twice is applied once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -34,12 +38,13 @@ from common.logonce import WarnOnce
 from common.vocabulary import ComplianceState, OnRecovery, Severity
 from common.wire_types import MAX_INT, MAX_SECONDS, JsonObject, Moment, Text
 
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3
 """The version of the wire form this code writes and fully reads. Bump it when a field is
-added; never remove or rename one. 2: `standard.kind`."""
+added; never remove or rename one. 2: `standard.kind`. 3: the `site_catalog` message."""
 
 EventType = Literal["violation_started", "violation_cleared", "chattering"]
 SnapshotType = Literal["compliance_snapshot"]
+CatalogType = Literal["site_catalog"]
 
 log = logging.getLogger("patrol.contract")
 
@@ -125,6 +130,35 @@ class Snapshot:
                 "items": self.items}
 
 
+@dataclass(frozen=True, slots=True)
+class SiteCatalog:
+    """A site's assets and standards as the agent loaded them (at start and after each
+    reload), so an API without the site's files can list them and every standard version
+    it has seen. `assets` hold CatalogAsset's fields, `standards` CatalogStandard's."""
+
+    site_id: str
+    at: float
+    assets: list[dict[str, Any]]
+    standards: list[dict[str, Any]]
+    type: CatalogType = "site_catalog"
+
+    @property
+    def id(self) -> str:
+        """From the content and the time: a resend is one catalog, a later one (even with
+        the same content, after a change back) is another."""
+        content = json.dumps([self.assets, self.standards], sort_keys=True,
+                             separators=(",", ":"), ensure_ascii=False)
+        digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+        key = f"{self.site_id}|{round(self.at * 1000)}|{self.type}|{digest}"
+        return "sc_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: SiteCatalogIn's fields."""
+        return {"id": self.id, "type": self.type, "schema_version": CONTRACT_VERSION,
+                "site_id": self.site_id, "at": iso(self.at), "assets": self.assets,
+                "standards": self.standards}
+
+
 def _json_number(value: Any) -> Any:
     """NaN and infinities are not JSON: they travel as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -137,8 +171,9 @@ def _json_number(value: Any) -> Any:
 
 class UnknownFields:
     """Fields of the wire form this side does not know, by dotted name (`event.x`,
-    `event.standard.x`, `snapshot.items.x`, `batch.x`): each name logged once at WARNING
-    (repeats at DEBUG), and counted once per message that carries it."""
+    `event.standard.x`, `snapshot.items.x`, `catalog.standards.x`, `batch.x`): each name
+    logged once at WARNING (repeats at DEBUG), and counted once per message that carries
+    it."""
 
     MAX_NAMES = 256
     """Distinct names kept; past it they count as OTHER (names come from the network)."""
@@ -295,7 +330,73 @@ class SnapshotIn(_Message):
         return self
 
 
-AnyEvent = Annotated[EventIn | SnapshotIn, Field(discriminator="type")]
+class CatalogAsset(_Wire):
+    """An asset as site.yaml declares it."""
+
+    id: Text = Field(min_length=1, max_length=128)
+    type: Text = Field("", max_length=64)
+    name: Text = Field("", max_length=1000)
+    location: Text = Field("", max_length=1000)
+    department: Text = Field("", max_length=128)
+    tags: dict[Annotated[Text, Field(max_length=1000)],
+               Annotated[Text, Field(max_length=1000)]] = Field(default_factory=dict,
+                                                                max_length=1000)
+
+
+class CatalogStandard(_Wire):
+    """One standard of the site's files, at the version the agent loaded."""
+
+    id: Text = Field(min_length=1, max_length=128)
+    version: int = Field(1, ge=1, le=MAX_INT)
+    title: Text
+    clause: Text = ""
+    category: Text | None = Field(None, max_length=32)
+    severity: Severity = "major"
+    department: Text | None = Field(None, max_length=128)
+    kind: Text | None = Field(None, max_length=32)
+    metric: Text | None = Field(None, max_length=128)
+    expr: Text | None = None
+    definition: JsonObject = Field(default_factory=dict, description=(
+        "the standard as parsed from its file, defaults filled in"))
+    text: Text = Field("", description="its YAML as written in its file (comments kept); "
+                       "a YAML dump of `definition` when the file's text cannot be cut out")
+    file: Text | None = Field(None, max_length=1024,
+                              description="its file, relative to site.yaml's folder")
+
+
+class SiteCatalogIn(_Message):
+    """A site's assets and standards (SiteCatalog.to_dict): what GET /assets and GET
+    /standards list, with every standard version seen."""
+
+    id: Text = Field(min_length=1, max_length=64)
+    type: CatalogType
+    schema_version: SchemaVersion = 1
+    site_id: Text = Field(min_length=1, max_length=64)
+    at: Moment
+    assets: list[CatalogAsset] = Field(max_length=100_000)
+    standards: list[CatalogStandard] = Field(max_length=20_000)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> Self:
+        """An id twice would make the catalog say two things at once."""
+        for name, items in (("asset", self.assets), ("standard", self.standards)):
+            seen: set[str] = set()
+            for item in items:
+                if item.id in seen:
+                    raise ValueError(f"{name} {item.id!r} is listed twice")
+                seen.add(item.id)
+        names = self._take_unknown("catalog.")
+        for asset in self.assets:
+            if asset.__pydantic_extra__:
+                names += asset._take_unknown("catalog.assets.")
+        for standard in self.standards:
+            if standard.__pydantic_extra__:
+                names += standard._take_unknown("catalog.standards.")
+        self._unknown = UNKNOWN_FIELDS.note(names, self.schema_version)
+        return self
+
+
+AnyEvent = Annotated[EventIn | SnapshotIn | SiteCatalogIn, Field(discriminator="type")]
 
 
 class EventsIn(_Message):
