@@ -37,7 +37,7 @@ from typing import Any
 from agent.buffer import Buffer, BufferFull
 from collector.reading import Reading, bad
 from rules.engine import Engine
-from rules.events import Event, Snapshot
+from rules.events import Event, SiteCatalog, Snapshot
 
 log = logging.getLogger("patrol.pipeline")
 
@@ -153,6 +153,13 @@ class Pipeline:
     def save_state(self) -> None:
         """Store the engine's state now (at a clean stop)."""
         self._judged(_Judged([], [], save_state=True))
+
+    def publish(self, catalog: SiteCatalog) -> None:
+        """Queue the site catalog for the API, in order with the engine's events: the
+        forwarder delivers it as it delivers them (agent.catalog)."""
+        bodies = _wire([catalog])
+        if bodies:
+            self._judged(_Judged([], bodies))
 
     def _drain(self, first: _Item) -> tuple[list[Reading], list[Callable[[], None]]]:
         batch: list[Reading] = []
@@ -291,7 +298,7 @@ class Pipeline:
                      event.id)
 
 
-def _wire(items: Sequence[Event | Snapshot]) -> list[dict[str, Any]]:
+def _wire(items: Sequence[Event | Snapshot | SiteCatalog]) -> list[dict[str, Any]]:
     """The wire form of each event; one that cannot be written out is logged, left out."""
     bodies = []
     for item in items:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.buffer import Buffer
+from agent.catalog import publish_catalog
 from agent.errors import ClockAhead, Rejected, TaskFailed
 from agent.forward import MAX_BACKOFF, Forwarder, Sink, confirmed_ids, http_sink
 from agent.pipeline import Pipeline
@@ -263,6 +264,7 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     out = writers(site, buffer, pipeline.events_ready, database)
     log.info("%d standards over %d assets: %d (asset, standard) pairs",
              len(site.standards), len(config.assets), engine.pairs)
+    publish_catalog(site, pipeline, time.time())  # before any event: the API knows them
     known_assets = {a.id for a in config.assets}
     collectors = collectors_for(site, known_assets)
     # Backpressure: a collector that can pause stops reading while the pipeline is behind.
@@ -353,6 +355,7 @@ async def watch_standards(site: Site, pipeline: Pipeline, every: float = 2.0, *,
         log.info("reloaded %d standards over %d assets (%d pairs); state kept for unchanged "
                  "(asset, standard, version)", len(new.standards), len(new.config.assets),
                  pipeline.engine.pairs)
+        publish_catalog(new, pipeline, time.time())
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

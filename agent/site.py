@@ -9,7 +9,7 @@ a traceback: a reload that meets it keeps the standards it has.
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -110,6 +110,16 @@ class SiteConfig(_Strict):
     notify: NotifyConfig | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StandardSource:
+    """Where a standard is written: its file (relative to site.yaml's folder when inside
+    it), its line, and its YAML as written (None when it cannot be cut out alone)."""
+
+    file: str
+    line: int
+    text: str | None
+
+
 @dataclass
 class Site:
     """A loaded, checked site: its config, its standards, and where they came from."""
@@ -117,6 +127,8 @@ class Site:
     config: SiteConfig
     path: Path
     standards: list[Standard]
+    sources: dict[str, StandardSource] = field(default_factory=dict)
+    """By standard id: what the site catalog shows people reviewing the standards."""
 
     @property
     def id(self) -> str:
@@ -164,11 +176,12 @@ def _load_site(path: Path, secrets: bool) -> Site:
         globs, assets = config.standards, {asset.id for asset in config.assets}
     else:
         globs, assets = _raw_standards_globs(doc), None
-    standards, standard_problems = _load_standards(globs, assets, doc)
+    sources: dict[str, StandardSource] = {}
+    standards, standard_problems = _load_standards(globs, assets, doc, sources)
     problems += standard_problems
     if problems or config is None:
         raise ConfigError(problems)
-    return Site(config, path, standards)
+    return Site(config, path, standards, sources)
 
 
 def _raw_standards_globs(doc: YamlDoc) -> list[str]:
@@ -260,13 +273,22 @@ def _secret_problems(config: SiteConfig, doc: YamlDoc) -> list[Problem]:
     return problems
 
 
+def _relative(path: Path, base: Path) -> str:
+    """`standards/plant.yaml` for a file under site.yaml's folder; else the whole path."""
+    try:
+        return path.absolute().relative_to(base.absolute()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _path(value: str | Path | None) -> Path | None:
     return Path(value) if value is not None else None
 
 
-def _load_standards(globs: list[str], assets: set[str] | None,
-                    doc: YamlDoc) -> tuple[list[Standard], list[Problem]]:
-    """Standards from every file the globs match; `assets` None: asset ids unknown."""
+def _load_standards(globs: list[str], assets: set[str] | None, doc: YamlDoc,
+                    sources: dict[str, StandardSource]) -> tuple[list[Standard], list[Problem]]:
+    """Standards from every file the globs match; `assets` None: asset ids unknown. Where
+    each is written goes into `sources`."""
     problems: list[Problem] = []
     standards: list[Standard] = []
     first_seen: dict[str, str] = {}
@@ -301,7 +323,10 @@ def _load_standards(globs: list[str], assets: set[str] | None,
                         problems.append(sdoc.problem((*loc, "applies_to", "assets", a),
                                                      f"unknown asset {asset!r}"))
                 standards.append(standard)
+                sources[standard.id] = StandardSource(
+                    _relative(Path(file), doc.path.parent), sdoc.line_of(loc),
+                    sdoc.text_of(loc))
     return standards, problems
 
 
-__all__ = ["ConfigError", "Site", "SiteConfig", "display_path", "load_site"]
+__all__ = ["ConfigError", "Site", "SiteConfig", "StandardSource", "display_path", "load_site"]

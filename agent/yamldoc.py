@@ -7,8 +7,9 @@ only keeps line numbers and turns pydantic's errors into those lines.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ class YamlDoc:
     path: Path
     data: Any
     lines: dict[Loc, int]
+    text: str = ""
+    spans: dict[Loc, tuple[int, int, int]] = field(default_factory=dict)
+    """Each node's (start, end) offsets in `text` and the column it starts at."""
 
     @property
     def name(self) -> str:
@@ -72,6 +76,22 @@ class YamlDoc:
 
     def problem(self, loc: Loc, message: str) -> Problem:
         return Problem(self.name, self.line_of(loc), format_loc(loc), message)
+
+    def text_of(self, loc: Loc) -> str | None:
+        """The node at `loc` as written (comments kept, indentation removed); None when
+        that text alone does not read back as the same value (an alias, a merge key)."""
+        if loc not in self.spans:
+            return None
+        start, end, column = self.spans[loc]
+        lines = (" " * column + self.text[start:end]).splitlines()
+        while lines and lines[-1].strip()[:1] in ("", "#"):  # the next item's comments
+            lines.pop()
+        written = textwrap.dedent("\n".join(lines)) + "\n"
+        try:
+            same = yaml.safe_load(written) == _value_at(self.data, loc)
+        except yaml.YAMLError:
+            return None
+        return written if same else None
 
 
 def format_loc(loc: Loc) -> str:
@@ -114,12 +134,13 @@ def load_yaml(path: Path) -> YamlDoc:
     finally:
         loader.dispose()
     lines: dict[Loc, int] = {}
+    spans: dict[Loc, tuple[int, int, int]] = {}
     problems: list[Problem] = []
     if node is not None:
-        _record_lines(node, (), lines, problems, name)
+        _record_lines(node, (), lines, problems, name, spans)
     if problems:
         raise ConfigError(problems)
-    return YamlDoc(path, data, lines)
+    return YamlDoc(path, data, lines, text, spans)
 
 
 MAX_VALUES = 1_000_000
@@ -159,9 +180,11 @@ def _check_aliases(root: yaml.Node, name: str) -> None:
 
 
 def _record_lines(
-    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem], name: str
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem], name: str,
+    spans: dict[Loc, tuple[int, int, int]],
 ) -> None:
     lines.setdefault(loc, node.start_mark.line + 1)
+    spans[loc] = (node.start_mark.index, node.end_mark.index, node.start_mark.column)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -173,10 +196,10 @@ def _record_lines(
                 )
             seen.add(key)
             lines[(*loc, key)] = key_node.start_mark.line + 1
-            _record_lines(value_node, (*loc, key), lines, problems, name)
+            _record_lines(value_node, (*loc, key), lines, problems, name, spans)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_lines(item, (*loc, index), lines, problems, name)
+            _record_lines(item, (*loc, index), lines, problems, name, spans)
 
 
 def validate(model: type[BaseModel], doc: YamlDoc, *, context: dict[str, Any] | None = None
@@ -217,6 +240,12 @@ def _real_loc(data: Any, base: Loc, loc: Loc) -> Loc:
 
 
 _MISSING = object()
+
+
+def _value_at(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        data = _child(data, part)
+    return data
 
 
 def _child(node: Any, part: str | int) -> Any:
