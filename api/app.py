@@ -26,6 +26,7 @@ from api.notify.outbox import Outbox
 from api.routes import (
     ack,
     actions,
+    catalog,
     compliance,
     events,
     feed,
@@ -103,7 +104,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.webhooks_allow = allow
     app.state.locale = locale or (notifier.site.locale if notifier is not None else "en")
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
-                   notifications, silences):
+                   notifications, silences, catalog):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from api.catalog import apply_catalog
 from api.errors import ClockSkew
 from api.lifecycle import transition
 from api.service import COMPLIANCE_STATES, SYSTEM_ACTOR, Actor, open_nc, public_fields
@@ -34,7 +35,7 @@ from api.store import (
     SessionFactory,
     format_nc_id,
 )
-from rules.events import EventIn, SnapshotIn
+from rules.events import EventIn, SiteCatalogIn, SnapshotIn
 
 RECURRENCE_WINDOW = timedelta(days=90)
 DEFAULT_NO_DATA_AFTER = 900.0
@@ -45,7 +46,7 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 """How far ahead of this server's clock an event may be dated (`server.max_clock_skew`)."""
 
 
-def check_clock(events: Sequence[EventIn | SnapshotIn], now: datetime,
+def check_clock(events: Sequence[EventIn | SnapshotIn | SiteCatalogIn], now: datetime,
                 max_skew: timedelta) -> None:
     """Raise ClockSkew for the first event with a time later than `now + max_skew`."""
     latest = now + max_skew
@@ -65,7 +66,8 @@ class Applied:
     ids: list[str] = field(default_factory=list)
 
 
-def apply_events(factory: SessionFactory, events: Sequence[EventIn | SnapshotIn],
+def apply_events(factory: SessionFactory,
+                 events: Sequence[EventIn | SnapshotIn | SiteCatalogIn],
                  actor: Actor = SYSTEM_ACTOR,
                  recurrence: timedelta = RECURRENCE_WINDOW, *,
                  max_clock_skew: timedelta = MAX_CLOCK_SKEW,
@@ -93,11 +95,15 @@ def apply_events(factory: SessionFactory, events: Sequence[EventIn | SnapshotIn]
     return result
 
 
-def apply_event(session: Session, event: EventIn | SnapshotIn, actor: Actor,
+def apply_event(session: Session, event: EventIn | SnapshotIn | SiteCatalogIn, actor: Actor,
                 recurrence: timedelta = RECURRENCE_WINDOW) -> bool:
     """Apply one engine event in the caller's transaction; False when already applied."""
     if session.get(AppliedEvent, event.id) is not None:
         return False
+    if isinstance(event, SiteCatalogIn):  # assets and standard versions (api.catalog)
+        apply_catalog(session, event)
+        session.add(AppliedEvent(event_id=event.id))
+        return True
     if isinstance(event, SnapshotIn):
         _snapshot(session, event, actor)
         session.add(AppliedEvent(event_id=event.id))

@@ -49,9 +49,10 @@ class EventsResult(BaseModel):
                                        "sender may drop from its outbox")
     unknown_fields: dict[str, int] | None = Field(
         None, description="fields of the request this API does not know (`event.x`, "
-        "`event.standard.x`, `snapshot.x`, `snapshot.items.x`, `batch.x`; sent by a newer "
-        "agent), with the number of messages that carried each: accepted, ignored and "
-        "logged. Absent when there are none")
+        "`event.standard.x`, `snapshot.x`, `snapshot.items.x`, `catalog.x`, "
+        "`catalog.assets.x`, `catalog.standards.x`, `batch.x`; sent by a newer agent), with "
+        "the number of messages that carried each: accepted, ignored and logged. Absent "
+        "when there are none")
 
 
 class Refusal(BaseModel):
@@ -225,4 +226,56 @@ class NotificationPublic(BaseModel):
 
 class NotificationList(BaseModel):
     items: list[NotificationPublic]
+    next_cursor: str | None
+
+
+class AssetPublic(BaseModel):
+    """An asset as its site's catalogs listed it (site.yaml's `assets:`)."""
+
+    site_id: str
+    id: str
+    type: str
+    name: str
+    location: str
+    department: str
+    tags: dict[str, str]
+    first_seen_at: datetime = Field(description="the first catalog that listed it")
+    updated_at: datetime = Field(description="when a catalog last changed its fields")
+    retired_at: datetime | None = Field(description="the first catalog that no longer "
+                                                    "listed it; null while listed")
+
+
+class AssetList(BaseModel):
+    items: list[AssetPublic]
+    next_cursor: str | None
+
+
+class StandardVersionPublic(BaseModel):
+    """One version of a standard, as the site's files held it while it was in force."""
+
+    version: int
+    title: str
+    kind: str | None = Field(description="the check's kind (range, stale...)")
+    file: str | None = Field(description="its file, relative to site.yaml's folder")
+    in_force_from: datetime = Field(description="the first catalog that listed this version")
+    in_force_until: datetime | None = Field(
+        description="the first catalog that listed another version or not the standard; "
+                    "null while in force")
+    text: str = Field(description="its YAML as written in its file")
+    definition: dict[str, Any] = Field(description="as parsed, defaults filled in")
+    nc_count: int = Field(description="NCs judged by this version")
+
+
+class StandardPublic(BaseModel):
+    """A standard of a site and every version of it seen, newest first."""
+
+    site_id: str
+    id: str
+    title: str = Field(description="the newest version's")
+    in_force: bool = Field(description="a version of it is in force")
+    versions: list[StandardVersionPublic]
+
+
+class StandardList(BaseModel):
+    items: list[StandardPublic]
     next_cursor: str | None

@@ -78,6 +78,7 @@ class Nonconformance(Base):
                          name="one_open_nc"),
         Index("ix_nc_detected", "detected_at", "pk"),
         Index("ix_nc_state", "state"),
+        Index("ix_nc_standard_version", "site_id", "standard_id", "standard_version"),
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -361,6 +362,57 @@ class OutOfService(Base):
     reason: Mapped[str] = mapped_column(Text)
     author: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AppliedCatalog(Base):
+    """Each site catalog applied (api.catalog): the newest is what the site is now; an
+    older one arriving later retires nothing, and the ones after it bound what it adds."""
+
+    __tablename__ = "site_catalogs"
+    __table_args__ = (Index("ix_site_catalogs_at", "site_id", "at"),)
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime]
+    assets: Mapped[int]
+    standards: Mapped[int]
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SiteAsset(Base):
+    """An asset as the site's catalogs listed it; `retired_at` once one no longer does."""
+
+    __tablename__ = "assets"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(Text, default="")
+    location: Mapped[str] = mapped_column(Text, default="")
+    department: Mapped[str] = mapped_column(String(128), default="")
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    first_seen_at: Mapped[datetime]
+    updated_at: Mapped[datetime]  # when a catalog last changed its fields
+    retired_at: Mapped[datetime | None]
+
+
+class StandardVersion(Base):
+    """One version of one standard of a site, as the site's catalogs listed it: in force
+    from the first catalog that listed it until the first that listed another version or
+    none (NULL while in force)."""
+
+    __tablename__ = "standard_versions"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    standard_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str | None] = mapped_column(String(32))
+    definition: Mapped[dict[str, Any]]
+    text: Mapped[str] = mapped_column(Text)
+    file: Mapped[str | None] = mapped_column(Text)
+    in_force_from: Mapped[datetime]
+    in_force_until: Mapped[datetime | None]
 
 
 class Setting(Base):
