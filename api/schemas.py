@@ -117,6 +117,9 @@ class ActionBody(BaseModel):
     note: Text | None = Field(None, max_length=10_000)
     action: Text | None = Field(None, min_length=1, max_length=10_000)
     root_cause: Text | None = Field(None, min_length=1, max_length=10_000)
+    root_cause_category: Text | None = Field(
+        None, min_length=1, max_length=64,
+        description="rectify: one of the site's `root_cause_categories` (default unknown)")
     result: Literal["pass", "fail"] | None = None
     reason: Text | None = Field(None, min_length=1, max_length=10_000)
     assignee: Text | None = Field(None, min_length=1, max_length=128)
