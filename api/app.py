@@ -32,6 +32,7 @@ from api.routes import (
     health,
     nonconformances,
     notifications,
+    out_of_service,
     silences,
     webhooks,
 )
@@ -107,7 +108,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.root_cause_categories = tuple(root_cause_categories)
     app.state.locale = locale or (notifier.site.locale if notifier is not None else "en")
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
-                   notifications, silences):
+                   notifications, silences, out_of_service):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
 

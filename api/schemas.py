@@ -229,3 +229,40 @@ class NotificationPublic(BaseModel):
 class NotificationList(BaseModel):
     items: list[NotificationPublic]
     next_cursor: str | None
+
+
+# --- out of service (SPEC 7.3): maintenance windows of an asset -------------------------
+
+
+class OutOfServiceCreate(BaseModel):
+    """POST /api/v1/assets/{asset_id}/out_of_service."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    site_id: Text | None = Field(None, min_length=1, max_length=64,
+                                 description="default: the local site of `patrol run`")
+    from_: Moment | None = Field(None, alias="from",
+                                 description="default: now; at most 5 minutes ago")
+    until: Moment = Field(description="after `from`, at most 90 days after it")
+    reason: Text = Field(min_length=1, max_length=2000,
+                         description="the maintenance: what reports say about the window")
+
+
+class OutOfServicePublic(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    site_id: str
+    asset_id: str
+    from_: datetime = Field(alias="from")
+    until: datetime = Field(description="when it ends (or was ended early)")
+    reason: str
+    author: str
+    created_at: datetime
+    state: Literal["pending", "active", "ended"]
+    suppressed: int = Field(description="engine events it held back (no NC opened)")
+
+
+class OutOfServiceList(BaseModel):
+    items: list[OutOfServicePublic]
+    next_cursor: str | None
