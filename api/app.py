@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -33,11 +33,13 @@ from api.routes import (
     health,
     nonconformances,
     notifications,
+    out_of_service,
     silences,
     webhooks,
 )
 from api.store import Database
 from api.webhooks import dispatch, parse_allow
+from common.vocabulary import ROOT_CAUSE_CATEGORIES
 
 log = logging.getLogger("patrol.api")
 
@@ -54,7 +56,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                jobs: bool = False, max_body: int = MAX_BODY, small_body: int = SMALL_BODY,
                max_clock_skew: timedelta = timedelta(minutes=5),
                webhooks_allow: Collection[str] = (),
-               notifier: NotifySetup | None = None, locale: str | None = None) -> FastAPI:
+               notifier: NotifySetup | None = None, locale: str | None = None,
+               root_cause_categories: Sequence[str] = ROOT_CAUSE_CATEGORIES) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -67,6 +70,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     into notifications in their own transactions while the app runs, and (with `jobs`)
     sent. `locale` is the alert link page's language when the reader's browser asks for
     none it has (default: the notifier's `site.locale`, else en).
+    `root_cause_categories` is `site.root_cause_categories`: what rectify accepts.
     """
     allow = parse_allow(webhooks_allow)
 
@@ -102,9 +106,10 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.webhooks_allow_private = webhooks_allow_private
     app.state.max_clock_skew = max_clock_skew
     app.state.webhooks_allow = allow
+    app.state.root_cause_categories = tuple(root_cause_categories)
     app.state.locale = locale or (notifier.site.locale if notifier is not None else "en")
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
-                   notifications, silences, catalog):
+                   notifications, silences, catalog, out_of_service):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
 

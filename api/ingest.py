@@ -25,6 +25,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from api.catalog import apply_catalog
 from api.errors import ClockSkew
 from api.lifecycle import transition
+from api.out_of_service import covering, share_out, spans_by_asset, suppress, to_inactive
 from api.service import COMPLIANCE_STATES, SYSTEM_ACTOR, Actor, open_nc, public_fields
 from api.store import (
     AppliedEvent,
@@ -108,6 +109,12 @@ def apply_event(session: Session, event: EventIn | SnapshotIn | SiteCatalogIn, a
         _snapshot(session, event, actor)
         session.add(AppliedEvent(event_id=event.id))
         return True
+    if event.type in ("violation_started", "chattering"):
+        window = covering(session, event.site_id, event.asset_id, event.at)
+        if window is not None:  # out of service: kept apart, no NC, no occurrence
+            suppress(session, event, window)
+            session.add(AppliedEvent(event_id=event.id))
+            return True
     nc = open_nc(session, event.site_id, event.asset_id, event.standard_id, lock=True)
     if event.type in ("violation_started", "chattering"):
         nc = _raise(session, event, nc, actor, recurrence)
@@ -201,16 +208,19 @@ def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,
 
 
 def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
-    """Current state of every pair, seconds added to the day's totals, verification."""
+    """Current state of every pair, seconds added to the day's totals, verification.
+    The seconds of an asset out of service for part of the snapshot's span are moved to
+    `inactive` in proportion (api.out_of_service), before totals and verification."""
     at = event.at.astimezone(UTC)
     day = at.date().isoformat()
+    seconds = _in_service(session, event)
     current = [{"site_id": event.site_id, "asset_id": item.asset_id,
                 "standard_id": item.standard_id, "standard_version": item.standard_version,
                 "state": item.state, "updated_at": at} for item in event.items]
     totals = [{"site_id": event.site_id, "asset_id": item.asset_id,
                "standard_id": item.standard_id, "day": day,
-               **{state: item.seconds.get(state, 0.0) for state in COMPLIANCE_STATES}}
-              for item in event.items]
+               **{state: seconds[i].get(state, 0.0) for state in COMPLIANCE_STATES}}
+              for i, item in enumerate(event.items)]
     keys = ["site_id", "asset_id", "standard_id"]
     _upsert(session, Compliance, current, keys,
             lambda new: {"standard_version": new.standard_version, "state": new.state,
@@ -223,10 +233,22 @@ def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
         Nonconformance.state == "pending_verification").with_for_update())
     by_pair = {(nc.asset_id, nc.standard_id): nc for nc in pending}
     if by_pair:
-        for item in event.items:
+        for i, item in enumerate(event.items):
             nc = by_pair.get((item.asset_id, item.standard_id))
             if nc is not None:
-                _verify_by_sensor(session, nc, event, item.seconds, item.readings)
+                _verify_by_sensor(session, nc, event, seconds[i], item.readings)
+
+
+def _in_service(session: Session, event: SnapshotIn) -> list[dict[str, float]]:
+    """Each item's seconds, with the share of the span its asset was out of service
+    moved to inactive; the items' own dicts when no window overlaps the span."""
+    since, at = event.since.astimezone(UTC), event.at.astimezone(UTC)
+    spans = spans_by_asset(session, event.site_id, since, at)
+    if not spans:
+        return [item.seconds for item in event.items]
+    shares = {asset: share_out(found, since, at) for asset, found in spans.items()}
+    return [to_inactive(item.seconds, shares.get(item.asset_id, 0.0))
+            for item in event.items]
 
 
 def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,

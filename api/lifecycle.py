@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +50,7 @@ from api.store import (
     format_nc_id,
 )
 from api.workflow import ACTIONS, ENDED_STATES, NEW, OPEN_STATES, check
+from common.vocabulary import ROOT_CAUSE_CATEGORIES
 
 log = logging.getLogger("patrol.api.lifecycle")
 
@@ -233,12 +234,18 @@ SELECT :type, :at, :site_id, :nc_pk, CAST(:nc AS json) FROM feed_lock
 # --- people's actions (SPEC section 5), manual findings, the tracker's reference -------
 
 
+UNKNOWN_CAUSE = "unknown"
+"""The root cause category of a rectification that names none (always in the site's list)."""
+
+
 def perform(session: Session, pk: int, name: str, body: ActionBody, principal: Principal,
-            *, allow_self_verify: bool = False, now: datetime | None = None
+            *, allow_self_verify: bool = False, now: datetime | None = None,
+            root_cause_categories: Sequence[str] = ROOT_CAUSE_CATEGORIES
             ) -> dict[str, Any]:
     """Apply one action of a person in the caller's transaction, or raise (Forbidden,
     NotFound, IllegalAction, Conflict, Invalid; the caller rolls back). Returns the NC's
-    public JSON form after the action."""
+    public JSON form after the action. `root_cause_categories` is the site's controlled
+    list a rectification's `root_cause_category` must be one of."""
     now = now or datetime.now(UTC)
     spec = ACTIONS[name]
     if not principal.may(*spec.roles):
@@ -251,6 +258,10 @@ def perform(session: Session, pk: int, name: str, body: ActionBody, principal: P
     for required in spec.required:
         if getattr(body, required) is None:
             raise Invalid(f"{name} needs {required}")
+    category = body.root_cause_category
+    if name == "rectify" and category is not None and category not in root_cause_categories:
+        raise Invalid(f"root_cause_category {category[:64]!r} is not one of "
+                      f"{', '.join(root_cause_categories)}")
     before = public_fields(nc)
     handler = _HANDLERS.get(name)
     if handler is not None:
@@ -263,8 +274,13 @@ def _rectify(nc: Nonconformance, body: ActionBody, principal: Principal, now: da
              _self: bool) -> None:
     if nc.recurring and body.root_cause is None:
         raise Invalid("this nonconformance is recurring: rectify needs root_cause")
+    # a tracker that sends only the free text keeps working: the category is `unknown`,
+    # which reports count as the share nobody classified
+    category = body.root_cause_category or UNKNOWN_CAUSE
     nc.rectification = {"action": body.action, "root_cause": body.root_cause,
+                        "root_cause_category": category,
                         "by": principal.name, "at": now.isoformat()}
+    nc.root_cause_category = category
     nc.rectified_at, nc.rectified_by = now, principal.token_id
     nc.verification, nc.verify_progress = None, None
 

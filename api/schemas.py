@@ -118,6 +118,9 @@ class ActionBody(BaseModel):
     note: Text | None = Field(None, max_length=10_000)
     action: Text | None = Field(None, min_length=1, max_length=10_000)
     root_cause: Text | None = Field(None, min_length=1, max_length=10_000)
+    root_cause_category: Text | None = Field(
+        None, min_length=1, max_length=64,
+        description="rectify: one of the site's `root_cause_categories` (default unknown)")
     result: Literal["pass", "fail"] | None = None
     reason: Text | None = Field(None, min_length=1, max_length=10_000)
     assignee: Text | None = Field(None, min_length=1, max_length=128)
@@ -278,4 +281,41 @@ class StandardPublic(BaseModel):
 
 class StandardList(BaseModel):
     items: list[StandardPublic]
+    next_cursor: str | None
+
+
+# --- out of service (SPEC 7.3): maintenance windows of an asset -------------------------
+
+
+class OutOfServiceCreate(BaseModel):
+    """POST /api/v1/assets/{asset_id}/out_of_service."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    site_id: Text | None = Field(None, min_length=1, max_length=64,
+                                 description="default: the local site of `patrol run`")
+    from_: Moment | None = Field(None, alias="from",
+                                 description="default: now; at most 5 minutes ago")
+    until: Moment = Field(description="after `from`, at most 90 days after it")
+    reason: Text = Field(min_length=1, max_length=2000,
+                         description="the maintenance: what reports say about the window")
+
+
+class OutOfServicePublic(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    site_id: str
+    asset_id: str
+    from_: datetime = Field(alias="from")
+    until: datetime = Field(description="when it ends (or was ended early)")
+    reason: str
+    author: str
+    created_at: datetime
+    state: Literal["pending", "active", "ended"]
+    suppressed: int = Field(description="engine events it held back (no NC opened)")
+
+
+class OutOfServiceList(BaseModel):
+    items: list[OutOfServicePublic]
     next_cursor: str | None

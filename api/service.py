@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.errors import BadCursor, NotFound
+from api.errors import BadCursor, Invalid, NotFound
 from api.schemas import NonconformancePublic
 from api.store import Compliance, FeedEvent, HistoryEntry, Nonconformance, format_nc_id, parse_nc_id
 from common.vocabulary import COMPLIANCE_STATES, SYSTEM_ROLE, UNRECTIFIED
@@ -38,6 +38,10 @@ class Filters:
     recurring: bool | None = None
     sites: frozenset[str] | None = None
     """The caller's token's sites (SPEC 7.1); None: every site."""
+    detected_from: datetime | None = None
+    """NCs detected at or after this time (`from`)."""
+    detected_to: datetime | None = None
+    """NCs detected before this time (`to`): [from, to) like every window of reports."""
 
 
 def is_overdue(nc: Nonconformance, now: datetime) -> bool:
@@ -148,9 +152,13 @@ def decode_id(cursor: str) -> int:
     return row_id
 
 
-def list_ncs(session: Session, filters: Filters, *, limit: int, cursor: str | None,
-             now: datetime) -> tuple[list[Nonconformance], str | None]:
-    """Newest first by detected_at; keyset pagination so pages stay stable under inserts."""
+def filtered_ncs(filters: Filters, now: datetime) -> Select[tuple[Nonconformance]]:
+    """The NCs `filters` select, newest first by (detected_at, pk): the JSON list's pages
+    and the CSV register read the same rows. Invalid: `from` not before `to`."""
+    if (filters.detected_from is not None and filters.detected_to is not None
+            and filters.detected_from >= filters.detected_to):
+        raise Invalid(f"from ({filters.detected_from.isoformat()}) is not before to "
+                      f"({filters.detected_to.isoformat()})")
     query = select(Nonconformance)
     for name in ("site_id", "state", "asset_id", "standard_id", "severity", "department",
                  "recurring"):
@@ -163,11 +171,26 @@ def list_ncs(session: Session, filters: Filters, *, limit: int, cursor: str | No
         late = and_(Nonconformance.due_at < now, Nonconformance.state.in_(UNRECTIFIED))
         on_time = or_(~late, Nonconformance.due_at.is_(None))
         query = query.where(late if filters.overdue else on_time)
+    if filters.detected_from is not None:
+        query = query.where(Nonconformance.detected_at >= filters.detected_from)
+    if filters.detected_to is not None:
+        query = query.where(Nonconformance.detected_at < filters.detected_to)
+    return query.order_by(Nonconformance.detected_at.desc(), Nonconformance.pk.desc())
+
+
+def older_than(query: Select[tuple[Nonconformance]], at: datetime,
+               pk: int) -> Select[tuple[Nonconformance]]:
+    """`query`'s rows after the row (at, pk) in newest-first order: the next keyset page."""
+    return query.where(or_(Nonconformance.detected_at < at,
+                           and_(Nonconformance.detected_at == at, Nonconformance.pk < pk)))
+
+
+def list_ncs(session: Session, filters: Filters, *, limit: int, cursor: str | None,
+             now: datetime) -> tuple[list[Nonconformance], str | None]:
+    """Newest first by detected_at; keyset pagination so pages stay stable under inserts."""
+    query = filtered_ncs(filters, now)
     if cursor:
-        at, pk = decode_cursor(cursor)
-        query = query.where(or_(Nonconformance.detected_at < at,
-                                and_(Nonconformance.detected_at == at, Nonconformance.pk < pk)))
-    query = query.order_by(Nonconformance.detected_at.desc(), Nonconformance.pk.desc())
+        query = older_than(query, *decode_cursor(cursor))
     rows = list(session.scalars(query.limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor

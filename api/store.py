@@ -415,6 +415,25 @@ class StandardVersion(Base):
     in_force_until: Mapped[datetime | None]
 
 
+class SuppressedEvent(Base):
+    """An engine event that opened no NC and added no occurrence because its asset was out
+    of service at the event's time (SPEC 7.3): kept so reports and audits see what the
+    window held back. Its id is in applied_events as well (a replay stays a no-op)."""
+
+    __tablename__ = "suppressed_events"
+    __table_args__ = (Index("ix_suppressed_asset", "site_id", "asset_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(32))  # violation_started, chattering
+    site_id: Mapped[str] = mapped_column(String(64))
+    asset_id: Mapped[str] = mapped_column(String(128))
+    standard_id: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)  # the window's, copied: read without a join
+    window_id: Mapped[int] = mapped_column(ForeignKey("out_of_service.id"), index=True)
+
+
 class Setting(Base):
     """Values the server makes once and keeps (the alert links' signing key)."""
 

@@ -31,7 +31,8 @@ router = APIRouter(prefix="/nonconformances", tags=["nonconformances"])
 REFUSALS = {403: {"description": "role or independence refused"},
             404: {"description": "no such NC"},
             409: {"description": "not allowed in this state; names the allowed actions"},
-            422: {"description": "a required field is missing"}}
+            422: {"description": "a required field is missing, or a root_cause_category "
+                                 "not in the site's list (named in the answer)"}}
 
 
 def _pk(nc_id: str) -> int:
@@ -52,7 +53,8 @@ def act(nc_id: str, action: ActionName, request: Request, token: BearerToken,
         principal = found if isinstance(found, Principal) else principal_of(session, token)
         # a refusal (api.errors) leaves the block: the session rolls back as it closes
         public = perform(session, pk, action, body or ActionBody(), principal,
-                         allow_self_verify=request.app.state.allow_self_verify)
+                         allow_self_verify=request.app.state.allow_self_verify,
+                         root_cause_categories=request.app.state.root_cause_categories)
         session.commit()
     # the form the history and feed got, already JSON: not validated and dumped again
     return JSONResponse(public)  # type: ignore[return-value]

@@ -1,7 +1,7 @@
 """site catalogs: the catalogs applied, assets, standard versions
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-04 04:05:24.913867
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import api.store
 
 revision = '0009'
-down_revision = '0007'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
