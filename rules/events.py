@@ -272,6 +272,9 @@ class ComplianceItem(_Wire):
         default_factory=dict)
     readings: int = Field(0, ge=0, le=MAX_INT,
                           description="good readings judged since the last snapshot")
+    last_value: float | None = Field(None, allow_inf_nan=False, description=(
+        "the pair's last judged value (absent: an agent from before the field)"))
+    last_at: Moment | None = Field(None, description="when that value was read")
 
 
 class SnapshotIn(_Message):
