@@ -378,3 +378,33 @@ def test_a_pair_never_read_has_no_last_value() -> None:
     engine = make_engine()
     line = engine.snapshot(T0).to_dict()["items"][0]
     assert line["last_value"] is None and line["last_at"] is None
+
+
+# --- the report as a channel's text ---------------------------------------------------------
+
+
+def report_with(lines: int) -> dict[str, Any]:
+    pair = {"kind": "pair", "asset_id": "CH-[1](javascript:x)", "standard_id": "HVAC-*",
+            "item_id": None, "text": None, "result": "fail", "value": 9.4,
+            "at": datetime(2026, 11, 24, 23, 57, tzinfo=UTC), "note": None,
+            "nc_id": "NC-000001"}
+    return {"id": 1, "site_id": "tower-a", "name": "daily-patrol", "by": "quality-token",
+            "started_at": datetime(2026, 11, 25, tzinfo=UTC),
+            "counts": {"pass": 0, "fail": lines, "no_data": 0, "na": 0, "pending": 0},
+            "items": [pair] * lines}
+
+
+def test_report_data_is_escaped_for_each_tool_and_what_does_not_fit_is_counted() -> None:
+    from api.inspections.render import inspection_document, render_document
+
+    document = inspection_document(report_with(40), locale="zh-CN", timezone="Asia/Shanghai",
+                                   site_name="Tower A")
+    dingtalk = render_document(document, "dingtalk", 2000, "zh-CN")
+    assert dingtalk.title == "[Patrol] Tower A检查报告 daily-patrol：40 项不通过，0 项无数据"
+    assert "](javascript" not in dingtalk.body and "［1］" in dingtalk.body
+    assert "**开始时间**: 2026年11月25日 08:00" in dingtalk.body
+    assert len(dingtalk.body.encode()) <= 2000 and 0 < dingtalk.shown < 40
+    assert dingtalk.body.endswith(f"… 另有 {40 - dingtalk.shown} 项未显示")
+    html = render_document(document, "html", 100_000, "zh-CN")
+    assert html.shown == 40 and "<b>开始时间</b>" in html.body
+    assert "CH-[1](javascript:x)" in html.body and "<a" not in html.body

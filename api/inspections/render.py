@@ -56,14 +56,19 @@ ORDER = ("fail", "no_data", "pending", "na", "pass")
 """Items listed most urgent first; passes are counted, and listed only if room is left."""
 
 
+Text = tuple[str, dict[str, str]]
+"""Words with `{names}` and the data that fills them: the words are ours, the data is
+escaped for the tool (an asset id or a note cannot make a link or a heading)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
-    """What a message says, before any markup: a title, facts always shown, and lines
-    shown while they fit."""
+    """What a message says, before any markup: a title, facts always shown (a label and
+    a value), and lines shown while they fit."""
 
-    title: str
+    title: Text
     facts: tuple[tuple[str, str], ...]
-    lines: tuple[str, ...] = ()
+    lines: tuple[Text, ...] = ()
 
 
 def _words(locale: str) -> dict[str, Any]:
@@ -90,40 +95,44 @@ def inspection_document(report: dict[str, Any], *, locale: str, timezone: str,
     w, zone = _words(locale), ZoneInfo(timezone)
     counts = report["counts"]
     site = site_name or report["site_id"]
-    title = w["title_inspection"].format(
-        name=report["name"], at_site=w["at_site"].format(site=site), site=site,
-        fail=counts.get("fail", 0), no_data=counts.get("no_data", 0))
+    title = (w["title_inspection"].replace("{at_site}", w["at_site"]),
+             {"name": report["name"], "site": site, "fail": str(counts.get("fail", 0)),
+              "no_data": str(counts.get("no_data", 0))})
     results = " · ".join(f"{w['result'][r]} {counts.get(r, 0)}" for r in ORDER)
     facts = ((w["started"], _moment(report["started_at"], zone, locale)),
              (w["by"], report["by"]), (w["results"], results))
-    lines = []
-    for result in ORDER:
-        for item in report.get("items", ()):
-            if item["result"] == result:
-                lines.append(_item_line(item, w, zone, locale))
+    lines = [_item_line(item, w, zone, locale) for result in ORDER
+             for item in report.get("items", ()) if item["result"] == result]
     return Document(title, facts, tuple(lines))
 
 
-def _item_line(item: dict[str, Any], w: dict[str, Any], zone: ZoneInfo, locale: str) -> str:
-    what = f"{item['asset_id']} · {item['standard_id']}" if item["kind"] == "pair" \
-        else f"{item['item_id']}: {item['text'] or ''}"
-    line = f"{MARKS[item['result']]} {what}: {w['result'][item['result']]}"
+def _item_line(item: dict[str, Any], w: dict[str, Any], zone: ZoneInfo, locale: str) -> Text:
+    mark, result = MARKS[item["result"]], w["result"][item["result"]]
+    if item["kind"] == "pair":
+        words, data = "{mark} {asset} · {standard}: {result}", {
+            "asset": item["asset_id"], "standard": item["standard_id"] or ""}
+    else:
+        words, data = "{mark} {item}: {text}: {result}", {
+            "item": item["item_id"] or "", "text": item["text"] or ""}
+    data.update(mark=mark, result=result)
     if item.get("value") is not None:
-        line += f", {_number(item['value'])} ({_moment(item.get('at'), zone, locale)})"
+        words += ", {value} ({at})"
+        data.update(value=_number(item["value"]), at=_moment(item.get("at"), zone, locale))
     if item.get("note") and item["kind"] == "manual":
-        line += f", {item['note']}"
+        words += ", {note}"
+        data["note"] = item["note"]
     if item.get("nc_id"):
-        line += f" [{item['nc_id']}]"
-    return line
+        words += " [{nc}]"
+        data["nc"] = item["nc_id"]
+    return words, data
 
 
 def summary_document(summary: dict[str, Any], *, name: str, locale: str, timezone: str,
                      site_name: str) -> Document:
     """A compliance summary (api.inspections.summary.report_summary)."""
     w, zone = _words(locale), ZoneInfo(timezone)
-    site = site_name or summary["site_id"]
-    title = w["title_summary"].format(name=name, at_site=w["at_site"].format(site=site),
-                                      site=site)
+    title = (w["title_summary"].replace("{at_site}", w["at_site"]),
+             {"name": name, "site": site_name or summary["site_id"]})
     period = f"{_moment(summary['from'], zone, locale)} – {_moment(summary['to'], zone, locale)}"
 
     def rate(value: float | None) -> str:
@@ -135,7 +144,7 @@ def summary_document(summary: dict[str, Any], *, name: str, locale: str, timezon
              (w["compliance"], rate(summary["compliance_rate"])),
              (w["coverage"], rate(summary["coverage"])),
              (w["violating"], str(summary["violating_now"])))
-    lines = tuple(w["top"].format(standard=standard, n=n)
+    lines = tuple((w["top"], {"standard": standard, "n": str(n)})
                   for standard, n in summary.get("top_standards", ()))
     return Document(title, facts, lines)
 
@@ -146,28 +155,35 @@ def render_document(document: Document, style_name: str, limit: int,
     heading and facts, then lines while they and the count of the rest fit."""
     style = STYLES[style_name]
 
-    def esc(text: str) -> str:
-        text = clean(text)
-        return Markup(escape(text)) if style.html else style.escape(text)
+    def fill(text: Text) -> str:
+        words, data = text
+        if style.html:  # Markup.format escapes what it fills in
+            return Markup(escape(words)).format(**{k: clean(v) for k, v in data.items()})
+        return words.format(**{k: style.escape(clean(v)) for k, v in data.items()})
 
-    head = [style.heading(esc(document.title)),
-            style.newline.join(f"{style.bold(esc(label))}: {esc(value)}"
-                               for label, value in document.facts)]
+    def label(words: str) -> str:
+        return Markup(escape(words)) if style.html else words
+
+    head = [style.heading(fill(document.title)),
+            style.newline.join(f"{style.bold(label(name))}: {fill(('{v}', {'v': value}))}"
+                               for name, value in document.facts)]
     body = style.gap.join(str(part) for part in head)
     more = _words(locale)["more"]
     shown: list[str] = []
     for number, line in enumerate(document.lines):
         rest = len(document.lines) - number - 1
-        candidate = style.newline.join([*shown, str(esc(line))])
+        text = str(fill(line))
+        candidate = style.newline.join([*shown, text])
         trailer = style.newline + more.format(n=rest) if rest else ""
         if _size(body + style.gap + candidate + trailer) > limit:
             break
-        shown.append(str(esc(line)))
+        shown.append(text)
     if shown:
         body += style.gap + style.newline.join(shown)
     if hidden := len(document.lines) - len(shown):
         body += (style.newline if shown else style.gap) + more.format(n=hidden)
-    return Rendered(title=clean(document.title)[:120], body=_cut(body, limit),
+    title = document.title[0].format(**{k: clean(v) for k, v in document.title[1].items()})
+    return Rendered(title=clean(title)[:120], body=_cut(body, limit),
                     shown=len(shown))
 
 
