@@ -110,7 +110,8 @@ class SiteConfig(_Strict):
     forward: ForwardConfig | None = None
     server: ServerConfig = Field(default_factory=dict, validate_default=True)
     notify: NotifyConfig | None = None
-    inspections: InspectionsConfig | None = None
+    inspections: InspectionsConfig | None = Field(None, description="inspection templates "
+                                                  "and schedules (docs/inspections.md)")
 
 
 @dataclass

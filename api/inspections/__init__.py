@@ -9,6 +9,7 @@ schedules that run them (or send a summary) at cron times in the site's time zon
     render      a report or a summary as the text of one notification channel's tool
     summary     `report_summary`, what a `report:` schedule sends (the KPI engine's seam)
     schedule    `run_due_schedules(now)`: each fire time once, across restarts and replicas
+    schemas     the bodies of /api/v1/inspections (the router: api/routes/inspections.py)
 
 This package's __init__ imports nothing: the agent loads `config` (and `cron`) without
 the API's stack.

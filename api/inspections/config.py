@@ -54,16 +54,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AssetSelector(Selector):
+    """Selector, described for the reference."""
+
+    assets: list[str] = Field(default_factory=list, description="asset ids")
+    asset_types: list[str] = Field(default_factory=list, description="asset types")
+    tags: dict[str, str] = Field(default_factory=dict, description="tags the asset has")
+
+
 class ChecklistItem(_Strict):
     """A question a person answers pass, fail or n.a.; a fail opens an NC under the
     standard id `INSPECTION-<template>-<id>`."""
 
-    id: str = Field(pattern=NAME, max_length=40)
-    text: str = Field(min_length=1, max_length=500)
+    id: str = Field(pattern=NAME, max_length=40, description="unique in the template; "
+                    "names the answer (PUT .../items/{id}) and the NC's standard id")
+    text: str = Field(min_length=1, max_length=500, description="the question as people "
+                      "read it; a failure's NC title")
     asset: str | None = Field(None, description="the asset a failure's NC is about "
                               "(default: the site itself, by its id)")
-    severity: Severity = "major"
-    department: str | None = None
+    severity: Severity = Field("major", description="a failure's NC's")
+    department: str | None = Field(None, description="who a failure's NC goes to")
     rectify_within: Duration | None = Field(None, gt=0, description="a failure's NC is "
                                             "due this long after the answer")
 
@@ -72,12 +82,15 @@ class Template(_Strict):
     """What an inspection judges: the (asset, standard) pairs its selectors pick, and its
     manual checklist."""
 
-    name: str = Field(pattern=NAME, max_length=40)
+    name: str = Field(pattern=NAME, max_length=40, description="what POST /inspections "
+                      "{template} and a schedule's template name")
     standards: list[str] = Field(default_factory=lambda: ["*"], min_length=1,
                                  description="standard ids or globs (HVAC-*)")
-    assets: Selector = Field(default_factory=Selector, description="as a standard's "
-                             "applies_to: assets, asset_types, tags (default: every asset)")
-    items: list[ChecklistItem] = Field(default_factory=list)
+    assets: AssetSelector = Field(default_factory=AssetSelector, description="as a "
+                                  "standard's applies_to; every given selector must match "
+                                  "(default: every asset)")
+    items: list[ChecklistItem] = Field(default_factory=list, description="the manual "
+                                       "checklist: each starts pending")
 
     @field_validator("items")
     @classmethod
@@ -96,12 +109,16 @@ class Schedule(_Strict):
     """At each `cron` time (site time zone): run `template` and send its report, or send
     the `report` summary, to `channels` (names in notify.channels)."""
 
-    name: str = Field(pattern=NAME, max_length=64)
+    name: str = Field(pattern=NAME, max_length=64, description="unique; each fire time "
+                      "of it runs once")
     cron: Annotated[str, AfterValidator(_cron)] = Field(
         description="minute hour day-of-month month day-of-week, site time zone")
-    template: str | None = None
-    report: ReportKind | None = None
-    channels: list[str] = Field(min_length=1)
+    template: str | None = Field(None, description="the template to run; its report is "
+                                 "sent")
+    report: ReportKind | None = Field(None, description="or the summary to send: "
+                                      "compliance (NCs raised, closed, open; compliance "
+                                      "rate) of the period")
+    channels: list[str] = Field(min_length=1, description="names in notify.channels")
     period: Duration | None = Field(None, gt=0, description="report: the time it covers "
                                     "(default: since the schedule's previous time)")
 
@@ -120,8 +137,10 @@ class Schedule(_Strict):
 
 
 class InspectionsConfig(_Strict):
-    templates: list[Template] = Field(default_factory=list)
-    schedules: list[Schedule] = Field(default_factory=list)
+    templates: list[Template] = Field(default_factory=list, description="what an "
+                                      "inspection judges and asks")
+    schedules: list[Schedule] = Field(default_factory=list, description="cron times to run "
+                                      "a template or send a report")
     stale_after: Duration = Field(900.0, gt=0, description="a pair whose last compliance "
                                   "snapshot is older than this is judged no data")
 
