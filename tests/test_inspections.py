@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (full-width punctuation in zh-CN and look-alikes are meant)
 """Inspections (SPEC 7.3) over the real app on SQLite and PostgreSQL: pairs judged from the
 compliance snapshots agents post, NCs raised or added to through the lifecycle, the
 manual checklist and its NCs, roles and site scope, refusals as 4xx, the listing; and the
