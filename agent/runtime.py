@@ -143,6 +143,14 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
         name=info.name or info.id, timezone=info.timezone, locale=info.locale,
         public_url=server_config.public_url or None), mqtt=site.config.mqtt) \
         if notify is not None and notify.channels and notify.routes else None
+    from api.inspections.config import InspectionsConfig, InspectionSetup
+
+    inspections = InspectionSetup(
+        site.config.inspections or InspectionsConfig(), site.id, site_name=info.name or info.id,
+        timezone=info.timezone, locale=info.locale, public_url=server_config.public_url or None,
+        assets={asset.id: asset for asset in site.config.assets},
+        standards={standard.id: standard.summary() for standard in site.standards},
+        notify=notify, mqtt=site.config.mqtt)
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
                      site_id=site.id,
                      assets={asset.id: asset.type for asset in site.config.assets},
@@ -150,7 +158,8 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
                      webhooks_allow_private=server_config.webhooks_allow_private,
                      webhooks_allow=server_config.webhooks_allow, jobs=True,
                      max_clock_skew=timedelta(seconds=server_config.max_clock_skew),
-                     notifier=notifier, root_cause_categories=info.root_cause_categories)
+                     notifier=notifier, root_cause_categories=info.root_cause_categories,
+                     inspections=inspections)
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
                             lifespan="on")

@@ -20,6 +20,8 @@ from agent.tsdb import InfluxConfig
 from agent.yamldoc import ConfigError, Loc, Problem, YamlDoc, display_path, load_yaml
 from agent.yamldoc import validate as validate_doc
 from api.config import ServerConfig
+from api.inspections.config import InspectionsConfig
+from api.inspections.config import problems as inspection_problems
 from api.notify.config import Locale, NotifyConfig
 from collector.modbus.config import ModbusConfig
 from collector.mqtt.config import MqttConfig
@@ -108,6 +110,8 @@ class SiteConfig(_Strict):
     forward: ForwardConfig | None = None
     server: ServerConfig = Field(default_factory=dict, validate_default=True)
     notify: NotifyConfig | None = None
+    inspections: InspectionsConfig | None = Field(None, description="inspection templates "
+                                                  "and schedules (docs/inspections.md)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +183,10 @@ def _load_site(path: Path, secrets: bool) -> Site:
     sources: dict[str, StandardSource] = {}
     standards, standard_problems = _load_standards(globs, assets, doc, sources)
     problems += standard_problems
+    if config is not None and config.inspections is not None:
+        problems += [doc.problem(loc, message) for loc, message in inspection_problems(
+            config.inspections, notify=config.notify, assets=config.assets,
+            standards={standard.id for standard in standards})]
     if problems or config is None:
         raise ConfigError(problems)
     return Site(config, path, standards, sources)

@@ -20,6 +20,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from api.background import run_jobs
 from api.door import MAX_BODY, SMALL_BODY, Door
 from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFound, PatrolError
+from api.inspections.config import InspectionsConfig, InspectionSetup
+from api.inspections.schedule import serve as serve_schedules
 from api.lifecycle import decide_with
 from api.notify.dispatch import NotifySetup, serve
 from api.notify.outbox import Outbox
@@ -37,6 +39,7 @@ from api.routes import (
     silences,
     webhooks,
 )
+from api.routes import inspections as inspection_routes
 from api.store import Database
 from api.webhooks import dispatch, parse_allow
 from common.vocabulary import ROOT_CAUSE_CATEGORIES
@@ -57,7 +60,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                max_clock_skew: timedelta = timedelta(minutes=5),
                webhooks_allow: Collection[str] = (),
                notifier: NotifySetup | None = None, locale: str | None = None,
-               root_cause_categories: Sequence[str] = ROOT_CAUSE_CATEGORIES) -> FastAPI:
+               root_cause_categories: Sequence[str] = ROOT_CAUSE_CATEGORIES,
+               inspections: InspectionSetup | None = None) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -71,6 +75,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     sent. `locale` is the alert link page's language when the reader's browser asks for
     none it has (default: the notifier's `site.locale`, else en).
     `root_cause_categories` is `site.root_cause_categories`: what rectify accepts.
+    `inspections` are the site's templates and schedules (default: none; ad hoc
+    inspections at `site_id`); with `jobs`, its schedules run.
     """
     allow = parse_allow(webhooks_allow)
 
@@ -86,6 +92,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
             if jobs:
                 tasks.append(asyncio.create_task(serve(
                     db, notifier.config, notifier.site, mqtt=notifier.mqtt)))
+        if jobs and inspections is not None and inspections.config.schedules:
+            tasks.append(asyncio.create_task(serve_schedules(db, inspections)))
         yield
         for task in tasks:
             task.cancel()
@@ -108,8 +116,9 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.webhooks_allow = allow
     app.state.root_cause_categories = tuple(root_cause_categories)
     app.state.locale = locale or (notifier.site.locale if notifier is not None else "en")
+    app.state.inspections = inspections or InspectionSetup(InspectionsConfig(), site_id)
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
-                   notifications, silences, catalog, out_of_service):
+                   notifications, silences, catalog, out_of_service, inspection_routes):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
 

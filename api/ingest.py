@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -216,7 +216,8 @@ def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
     seconds = _in_service(session, event)
     current = [{"site_id": event.site_id, "asset_id": item.asset_id,
                 "standard_id": item.standard_id, "standard_version": item.standard_version,
-                "state": item.state, "updated_at": at} for item in event.items]
+                "state": item.state, "updated_at": at, "last_value": item.last_value,
+                "last_at": item.last_at} for item in event.items]
     totals = [{"site_id": event.site_id, "asset_id": item.asset_id,
                "standard_id": item.standard_id, "day": day,
                **{state: seconds[i].get(state, 0.0) for state in COMPLIANCE_STATES}}
@@ -224,7 +225,10 @@ def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
     keys = ["site_id", "asset_id", "standard_id"]
     _upsert(session, Compliance, current, keys,
             lambda new: {"standard_version": new.standard_version, "state": new.state,
-                         "updated_at": new.updated_at})
+                         "updated_at": new.updated_at,
+                         # an agent older than the fields sends none: keep what was known
+                         "last_value": func.coalesce(new.last_value, Compliance.last_value),
+                         "last_at": func.coalesce(new.last_at, Compliance.last_at)})
     _upsert(session, ComplianceDay, totals, [*keys, "day"],
             lambda new: {state: getattr(ComplianceDay, state) + getattr(new, state)
                          for state in COMPLIANCE_STATES})

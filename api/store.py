@@ -217,6 +217,8 @@ class Compliance(Base):
     standard_version: Mapped[int]
     state: Mapped[str] = mapped_column(String(16))
     updated_at: Mapped[datetime]
+    last_value: Mapped[float | None]  # the last judged reading (agents from 2026-12 on)
+    last_at: Mapped[datetime | None]
 
 
 class ComplianceDay(Base):
@@ -432,6 +434,64 @@ class SuppressedEvent(Base):
     at: Mapped[datetime]
     reason: Mapped[str] = mapped_column(Text)  # the window's, copied: read without a join
     window_id: Mapped[int] = mapped_column(ForeignKey("out_of_service.id"), index=True)
+
+
+class Inspection(Base):
+    """One inspection (SPEC 7.3): who ran it, when, what it selected and its counts; its
+    items are `inspection_items`."""
+
+    __tablename__ = "inspections"
+    __table_args__ = (Index("ix_inspection_site", "site_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    template: Mapped[str | None] = mapped_column(String(40))
+    by: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]  # when no checklist item was pending any more
+    summary: Mapped[dict[str, Any]]  # counts per result, the selectors
+
+
+class InspectionItem(Base):
+    """An (asset, standard) pair as the inspection judged it, or a checklist item and its
+    answer; `nc_pk` is the NC it opened or added an occurrence to."""
+
+    __tablename__ = "inspection_items"
+    __table_args__ = (Index("ix_inspection_item", "inspection_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # pair, manual
+    asset_id: Mapped[str] = mapped_column(String(128))
+    standard_id: Mapped[str | None] = mapped_column(String(128))
+    item_id: Mapped[str | None] = mapped_column(String(40))
+    text: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(String(8))  # pass, fail, no_data, na, pending
+    value: Mapped[float | None]
+    at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)
+    nc_pk: Mapped[int | None] = mapped_column(ForeignKey("nonconformances.pk"))
+    answered_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class ScheduleRun(Base):
+    """A schedule's fire time, claimed by the one process that inserts it first: each
+    fire time runs once across restarts and replicas."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (UniqueConstraint("site_id", "schedule", "fire_at",
+                                       name="one_run_per_fire_time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(64))
+    schedule: Mapped[str] = mapped_column(String(64))
+    fire_at: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))  # running, sent, failed
+    inspection_id: Mapped[int | None] = mapped_column(ForeignKey("inspections.id"))
+    outcome: Mapped[dict[str, Any] | None]  # channel -> null (sent) or the error
 
 
 class Setting(Base):

@@ -81,9 +81,9 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
 
 AUTOMATIC: dict[str, Action] = {a.name: a for a in (
     Action("raise", (NEW,), "open", feed="raised", history="raised",
-           why="violation (engine event) or manual finding"),
+           why="violation (engine event), manual finding, or a failure in an inspection"),
     Action("occurrence", OPEN_STATES, None, feed="occurrence",
-           why="a new episode while the NC is open"),
+           why="a new episode, or a failure in an inspection, while the NC is open"),
     Action("clear", OPEN_STATES, None, feed="cleared", history="cleared",
            why="the condition recovered"),
     Action("close_on_recovery", UNRECTIFIED, "closed", feed="closed", history="cleared",

@@ -3,8 +3,10 @@ inactive) and the seconds spent in each, which snapshots carry to the API."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from rules.events import iso
 from rules.track import OK, Track
 
 ACCOUNT_EVERY = 10.0
@@ -28,12 +30,16 @@ def account(track: Track, now: float) -> None:
         track.compliance = "ok"
 
 
-def snapshot_item(track: Track, now: float) -> dict[str, Any]:
-    """The pair's line in a snapshot, its time accounted up to `now`."""
+def snapshot_item(track: Track, now: float,
+                  last: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The pair's line in a snapshot, its time accounted up to `now`; `last` is its last
+    judged reading (ts, value), what an inspection shows beside the state."""
     account(track, now)
+    value = last[1] if last is not None and math.isfinite(last[1]) else None
     return {
         "asset_id": track.asset.id, "standard_id": track.standard.id,
         "standard_version": track.standard.version, "state": track.compliance,
         "seconds": {k: round(v, 3) for k, v in track.seconds.items()},
         "readings": track.readings,
+        "last_value": value, "last_at": iso(last[0]) if value is not None else None,
     }

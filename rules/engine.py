@@ -280,7 +280,7 @@ class Engine:
         items = []
         for track in self._tracks:
             try:
-                items.append(snapshot_item(track, now))
+                items.append(snapshot_item(track, now, self._evidence.last(track)))
             except Exception as exc:  # this pair is left out of this snapshot only
                 self._refuse(track, exc, now=now)
             track.seconds = no_seconds()

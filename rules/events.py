@@ -40,7 +40,8 @@ from common.wire_types import MAX_INT, MAX_SECONDS, JsonObject, Moment, Text
 
 CONTRACT_VERSION = 3
 """The version of the wire form this code writes and fully reads. Bump it when a field is
-added; never remove or rename one. 2: `standard.kind`. 3: the `site_catalog` message."""
+added; never remove or rename one. 2: `standard.kind`. 3: the `site_catalog` message and
+snapshot items' `last_value` and `last_at`."""
 
 EventType = Literal["violation_started", "violation_cleared", "chattering"]
 SnapshotType = Literal["compliance_snapshot"]
@@ -307,6 +308,9 @@ class ComplianceItem(_Wire):
         default_factory=dict)
     readings: int = Field(0, ge=0, le=MAX_INT,
                           description="good readings judged since the last snapshot")
+    last_value: float | None = Field(None, allow_inf_nan=False, description=(
+        "the pair's last judged value (absent: an agent from before the field)"))
+    last_at: Moment | None = Field(None, description="when that value was read")
 
 
 class SnapshotIn(_Message):

@@ -31,6 +31,14 @@ class Evidence:
             else range(base, at, 2)
         return [(ring[i], ring[i + 1]) for i in slots]
 
+    def last(self, track: Track) -> tuple[float, float] | None:
+        """The pair's last judged reading (ts, value); None before its first."""
+        base, at = track.index * RING, track.evidence_at
+        if at == base and not track.evidence_full:
+            return None
+        slot = at - 2 if at > base else base + RING - 2
+        return self.ring[slot], self.ring[slot + 1]
+
     def remember(self, track: Track, readings: Iterable[Sequence[float]]) -> None:
         """Put back evidence saved from `recent` (only the last EVIDENCE_READINGS fit)."""
         kept = list(readings)[-EVIDENCE_READINGS:]

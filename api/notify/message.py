@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from api.notify.config import Locale
 
-NoticeKind = Literal["group", "digest", "test"]
+NoticeKind = Literal["group", "digest", "test", "report"]
+"""`report`: an inspection report or a summary a schedule sends (api.inspections), which
+its sender renders with the report's own function; its `entries` are empty."""
 
 
 @dataclass(frozen=True, slots=True)
