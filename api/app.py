@@ -23,6 +23,7 @@ from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFo
 from api.lifecycle import decide_with
 from api.notify.dispatch import NotifySetup, serve
 from api.notify.outbox import Outbox
+from api.reports import Target
 from api.routes import (
     ack,
     actions,
@@ -32,6 +33,7 @@ from api.routes import (
     health,
     nonconformances,
     notifications,
+    reports,
     silences,
     webhooks,
 )
@@ -53,7 +55,9 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                jobs: bool = False, max_body: int = MAX_BODY, small_body: int = SMALL_BODY,
                max_clock_skew: timedelta = timedelta(minutes=5),
                webhooks_allow: Collection[str] = (),
-               notifier: NotifySetup | None = None, locale: str | None = None) -> FastAPI:
+               notifier: NotifySetup | None = None, locale: str | None = None,
+               kpi_targets: Mapping[str, Target] | None = None,
+               timezone: str = "UTC") -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -65,7 +69,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     `webhooks_allow_private` allows them all. With `notifier`, NC changes are decided
     into notifications in their own transactions while the app runs, and (with `jobs`)
     sent. `locale` is the alert link page's language when the reader's browser asks for
-    none it has (default: the notifier's `site.locale`, else en).
+    none it has (default: the notifier's `site.locale`, else en). `kpi_targets` colour
+    the reports' figures (`site.kpi_targets`); `timezone` names their days and months.
     """
     allow = parse_allow(webhooks_allow)
 
@@ -101,9 +106,11 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.webhooks_allow_private = webhooks_allow_private
     app.state.max_clock_skew = max_clock_skew
     app.state.webhooks_allow = allow
+    app.state.kpi_targets = dict(kpi_targets or {})
+    app.state.timezone = timezone
     app.state.locale = locale or (notifier.site.locale if notifier is not None else "en")
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
-                   notifications, silences):
+                   notifications, silences, reports):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
 
