@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Float, Text, and_, case, cast, func, literal, or_, select, union_all
+from sqlalchemy import Float, String, Text, and_, case, cast, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from api.reports.period import Window
@@ -69,14 +69,28 @@ class NcFigures:
 
 
 def nc_figures(session: Session, window: Window, by: str | None,
-               sites: Collection[str] | None) -> dict[Key, NcFigures]:
-    """Every group's NC figures in `window`, keyed by the grouping's key values."""
+               sites: Collection[str] | None) -> tuple[dict[Key, NcFigures], NcFigures]:
+    """Every group's NC figures in `window`, keyed by the grouping's key values, and the
+    whole window's (the same statements: the cohort's facts are gathered once)."""
     groups: dict[Key, NcFigures] = defaultdict(NcFigures)
+    whole: dict[Key, NcFigures] = defaultdict(NcFigures)
     dialect = session.get_bind().dialect.name
-    _flow(session, dialect, window, by, sites, groups)
+    _flow(session, dialect, window, by, sites, groups, whole)
     _stock(session, window, by, sites, groups)
     _load(session, dialect, window, by, sites, groups)
-    return dict(groups)
+    if by is None:
+        return dict(groups), groups[()]
+    _load(session, dialect, window, None, sites, whole, pairs=False)
+    total = whole[()]
+    for figures in groups.values():
+        total.open_at_end += figures.open_at_end
+        total.overdue += figures.overdue
+        total.open_over_24h += figures.open_over_24h
+        for age, count in figures.backlog.items():
+            total.backlog[age] += count
+        for pair, count in figures.pairs.items():
+            total.pairs[pair] = total.pairs.get(pair, 0) + count
+    return dict(groups), total
 
 
 def _scope(sites: Collection[str] | None) -> list[Any]:
@@ -114,25 +128,32 @@ def _facts(dialect: str, window: Window, by: str | None,
         .where(h.nc_pk.in_(select(n.pk).where(*_cohort(window, sites))),
                h.at < window.end)
         .group_by(h.nc_pk).subquery("history"))
+    closed = history.c["last"] % 8 == STATE_CODE["closed"]
     return (select(*nc_key(by), n.detected_at, n.due_at, n.recurring, n.condition,
-                   *history.c)
+                   *history.c,
+                   seconds(dialect, history.c.ack_at, n.detected_at).label("ack_s"),
+                   seconds(dialect, history.c.rect_at, n.detected_at).label("rect_s"),
+                   case((closed, seconds(dialect, history.c.close_at, n.detected_at)))
+                   .label("close_s"))
             .join_from(n, history, history.c.nc_pk == n.pk)
             .where(*_cohort(window, sites)).cte("facts"))
 
 
 def _flow(session: Session, dialect: str, window: Window, by: str | None,
-          sites: Collection[str] | None, groups: dict[Key, NcFigures]) -> None:
+          sites: Collection[str] | None, groups: dict[Key, NcFigures],
+          whole: dict[Key, NcFigures]) -> None:
+    """Counts, sums and percentiles per group and (with a grouping) for the whole window,
+    in one statement over one set of facts."""
     facts = _facts(dialect, window, by, sites)
     keys = [c for c in facts.c if c.name.startswith("k")]
+    scopes = [("group", keys)] + ([("whole", [])] if keys else [])
     last = facts.c["last"] % 8
     closed = last == STATE_CODE["closed"]
 
     def count(condition: Any) -> Any:
         return func.sum(case((condition, 1), else_=0))
 
-    ack = seconds(dialect, facts.c.ack_at, facts.c.detected_at)
-    rect = seconds(dialect, facts.c.rect_at, facts.c.detected_at)
-    close = case((closed, seconds(dialect, facts.c.close_at, facts.c.detected_at)))
+    ack, rect, close = facts.c.ack_s, facts.c.rect_s, facts.c.close_s
     values = {
         "raised": func.count(),
         "closed": count(closed),
@@ -153,36 +174,48 @@ def _flow(session: Session, dialect: str, window: Window, by: str | None,
         "close_n": func.count(close), "close_sum": func.sum(close),
     }
     width = len(SUMS)
-    statements = [select(literal("sums").label("kind"), *keys,
-                         *(cast(values[name], Float).label(f"v{i}")
-                           for i, name in enumerate(SUMS))).group_by(*keys)]
-    for kind, duration in zip(DURATIONS, (ack, rect, close), strict=True):
-        ranked = select(*keys, duration.label("value"),
-                        func.row_number().over(partition_by=keys or None,
-                                               order_by=duration).label("rank"),
-                        func.count().over(partition_by=keys or None).label("n")
-                        ).where(duration.is_not(None)).subquery()
-        low = (ranked.c.n - 1) * 9 // 10 + 1  # the rank at or below p90's
-        pad = [cast(literal(None), Float).label(f"v{i}") for i in range(3, width)]
-        statements.append(
-            select(literal(kind).label("kind"), *(ranked.c[c.name] for c in keys),
-                   cast(ranked.c.value, Float).label("v0"),
-                   cast(ranked.c["rank"], Float).label("v1"),
-                   cast(ranked.c.n, Float).label("v2"), *pad)
-            .where(ranked.c["rank"].in_((low, low + 1))))
+    statements = []
+    for scope, by_keys in scopes:
+        # the whole window's rows carry the key columns too, as NULLs
+        columns = by_keys or [cast(literal(None), String).label(c.name) for c in keys]
+        statements.append(select(literal(f"sums {scope}").label("kind"), *columns,
+                                 *(cast(values[name], Float).label(f"v{i}")
+                                   for i, name in enumerate(SUMS))).group_by(*by_keys))
+        for kind, duration in zip(DURATIONS, (ack, rect, close), strict=True):
+            ranked = select(*by_keys, duration.label("value"),
+                            func.row_number().over(partition_by=by_keys or None,
+                                                   order_by=duration).label("rank"),
+                            # the same window as the rank's: one sort, not two
+                            func.count().over(partition_by=by_keys or None,
+                                              order_by=duration,
+                                              rows=(None, None)).label("n")
+                            ).where(duration.is_not(None)).subquery()
+            low = (ranked.c.n - 1) * 9 // 10 + 1  # the rank at or below p90's
+            pad = [cast(literal(None), Float).label(f"v{i}") for i in range(3, width)]
+            key_columns = [ranked.c[c.name] for c in by_keys] or columns
+            statements.append(
+                select(literal(f"{kind} {scope}").label("kind"), *key_columns,
+                       cast(ranked.c.value, Float).label("v0"),
+                       cast(ranked.c["rank"], Float).label("v1"),
+                       cast(ranked.c.n, Float).label("v2"), *pad)
+                .where(ranked.c["rank"].in_((low, low + 1))))
     points: dict[tuple[str, Key], dict[int, float]] = defaultdict(dict)
     counts: dict[tuple[str, Key], int] = {}
     for row in session.execute(union_all(*statements)):
-        key = tuple(row[1:1 + len(keys)])
+        kind, scope = row.kind.split()
+        key = tuple(row[1:1 + len(keys)]) if scope == "group" else ()
+        target = groups if scope == "group" else whole
         data = row[1 + len(keys):]
-        if row.kind == "sums":
-            groups[key].sums = {name: float(v or 0.0) for name, v in zip(SUMS, data,
-                                                                          strict=True)}
+        if kind == "sums":
+            target[key].sums = {name: float(v or 0.0)
+                                for name, v in zip(SUMS, data, strict=True)}
         else:
             points[row.kind, key][int(data[1])] = float(data[0])
             counts[row.kind, key] = int(data[2])
     for (kind, key), ranks in points.items():
-        groups[key].p90[kind] = _p90(ranks, counts[kind, key])
+        name, scope = kind.split()
+        target = groups if scope == "group" else whole
+        target[key].p90[name] = _p90(ranks, counts[kind, key])
 
 
 def _p90(ranks: dict[int, float], n: int) -> float:
@@ -229,7 +262,8 @@ def _stock(session: Session, window: Window, by: str | None,
 
 
 def _load(session: Session, dialect: str, window: Window, by: str | None,
-          sites: Collection[str] | None, groups: dict[Key, NcFigures]) -> None:
+          sites: Collection[str] | None, groups: dict[Key, NcFigures], *,
+          pairs: bool = True) -> None:
     """Peak and floods per 10 minutes, and the NCs raised per pair."""
     n = Nonconformance
     keys = nc_key(by)
@@ -243,8 +277,10 @@ def _load(session: Session, dialect: str, window: Window, by: str | None,
     for row in session.execute(query):
         figures = groups[tuple(row[:len(keys)])]
         figures.peak_10m, figures.floods = int(row[-2]), int(row[-1] or 0)
-    pairs = (select(*keys, n.site_id, n.asset_id, n.standard_id, func.count())
+    if not pairs:
+        return
+    per_pair = (select(*keys, n.site_id, n.asset_id, n.standard_id, func.count())
              .where(*_cohort(window, sites))
              .group_by(*keys, n.site_id, n.asset_id, n.standard_id))
-    for row in session.execute(pairs):
+    for row in session.execute(per_pair):
         groups[tuple(row[:len(keys)])].pairs[tuple(row[len(keys):-1])] = int(row[-1])

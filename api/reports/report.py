@@ -48,19 +48,16 @@ def compliance_report(session: Session, *, window: Window, group_by: str,
     groups: list[dict[str, Any]] = []
     if group_by == "month":
         for month, part in window.months():
-            now = _figures(session, part, None, sites, attrs).get((), _empty(part))
-            before = _figures(session, part.previous(), None, sites, attrs)
-            groups.append(entry({"month": month}, now, before.get((), _empty(part))))
+            (_, now), (_, before) = _figures(session, part, None, sites, attrs)
+            groups.append(entry({"month": month}, now, before))
+        (_, total), (_, total_before) = _figures(session, window, None, sites, attrs)
     else:
-        now_groups = _figures(session, window, group_by, sites, attrs)
-        before_groups = _figures(session, window.previous(), group_by, sites, attrs)
+        (now_groups, total), (before_groups, total_before) = _figures(
+            session, window, group_by, sites, attrs)
         for key in sorted(now_groups.keys() | before_groups.keys(), key=_order):
             empty = _empty(window)
             groups.append(entry(dict(zip(KEY_FIELDS[group_by], key, strict=True)),
                                 now_groups.get(key, empty), before_groups.get(key, empty)))
-    total = _figures(session, window, None, sites, attrs).get((), _empty(window))
-    total_before = _figures(session, window.previous(), None, sites, attrs).get(
-        (), _empty(window))
     previous = window.previous()
     return {"from": _local(window.start, window), "to": _local(window.end, window),
             "group_by": group_by, "timezone": str(window.tz.key),
@@ -79,16 +76,23 @@ def _order(key: Key) -> tuple[tuple[bool, str], ...]:
 
 
 def _figures(session: Session, window: Window, by: str | None,
-             sites: Collection[str] | None, attrs: Attributes) -> dict[Key, dict[str, Any]]:
+             sites: Collection[str] | None, attrs: Attributes
+             ) -> list[tuple[dict[Key, dict[str, Any]], dict[str, Any]]]:
+    """The groups' and the whole's figures in `window` and in the period before it."""
     fields = [ROW_FIELDS[name] for name in KEY_FIELDS[by]]
 
     def key_of(row: Any) -> Key:
         return tuple(getattr(row, name) for name in fields)
 
-    ncs = nc_figures(session, window, by, sites)
-    times = time_figures(session, window, by, sites, attrs, key_of)
-    return {key: named(window, ncs.get(key, NcFigures()), times.get(key))
-            for key in ncs.keys() | times.keys()}
+    windows = [window, window.previous()]
+    times = time_figures(session, windows, by, sites, attrs, key_of)
+    answers = []
+    for part, (time_groups, time_whole) in zip(windows, times, strict=True):
+        nc_groups, nc_whole = nc_figures(session, part, by, sites)
+        groups = {key: named(part, nc_groups.get(key, NcFigures()), time_groups.get(key))
+                  for key in nc_groups.keys() | time_groups.keys()}
+        answers.append((groups, named(part, nc_whole, time_whole)))
+    return answers
 
 
 def _empty(window: Window) -> dict[str, Any]:

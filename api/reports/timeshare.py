@@ -86,67 +86,89 @@ def attributes(session: Session, sites: Collection[str] | None,
     return Attributes(pairs, assets, standards, asset_types)
 
 
-def time_figures(session: Session, window: Window, by: str | None,
-                 sites: Collection[str] | None, attrs: Attributes,
-                 nc_key: Any) -> dict[Key, TimeFigures]:
-    """Every group's time figures in `window`. `nc_key(row)` is an NC row's group key."""
-    groups: dict[Key, TimeFigures] = defaultdict(TimeFigures)
-    if by == "root_cause":
-        return {}
+def time_figures(session: Session, windows: list[Window], by: str | None,
+                 sites: Collection[str] | None, attrs: Attributes, nc_key: Any
+                 ) -> list[tuple[dict[Key, TimeFigures], TimeFigures]]:
+    """Every group's time figures and the whole's, for each of `windows`. `nc_key(row)`
+    is an NC row's group key."""
     day = ComplianceDay
-    first, last = window.days()
     scope = [] if sites is None else [day.site_id.in_(sorted(sites))]
     states = ("ok", "violating", "no_data", "inactive")
-    query = (select(day.site_id, day.asset_id, day.standard_id,
-                    *(func.sum(getattr(day, s)) for s in states))
-             .where(day.day >= first, day.day <= last, *scope)
-             .group_by(day.site_id, day.asset_id, day.standard_id))
-    assets: dict[Key, set[tuple[str, str]]] = defaultdict(set)
-    for row in session.execute(query):
-        pair: Pair = (row[0], row[1], row[2])
-        key = attrs.key(by, pair)
-        if key is None:
-            continue
-        figures = groups[key]
-        figures.pairs += 1
-        for name, total in zip(states, row[3:], strict=True):
-            figures.seconds[name] += float(total or 0.0)
-        if row[4]:
-            figures.violating[pair] = float(row[4])
-        assets[key].add((pair[0], pair[1]))
-    _intactness(session, window, sites, assets, groups, nc_key)
-    return dict(groups)
+    answers: list[tuple[dict[Key, TimeFigures], TimeFigures]] = []
+    members: list[tuple[dict[Key, set[tuple[str, str]]], set[tuple[str, str]]]] = []
+    for window in windows:
+        # one plain statement per window: SQLite sums a third faster than with CASEs
+        first, last = window.days()
+        query = (select(day.site_id, day.asset_id, day.standard_id,
+                        *(func.sum(getattr(day, s)) for s in states))
+                 .where(day.day >= first, day.day <= last, *scope)
+                 .group_by(day.site_id, day.asset_id, day.standard_id))
+        groups: dict[Key, TimeFigures] = defaultdict(TimeFigures)
+        whole = TimeFigures()
+        assets: dict[Key, set[tuple[str, str]]] = defaultdict(set)
+        everything: set[tuple[str, str]] = set()
+        for row in session.execute(query):
+            pair: Pair = (row[0], row[1], row[2])
+            key = attrs.key(by, pair)
+            seconds = [float(v or 0.0) for v in row[3:]]
+            for figures in ([groups[key], whole] if key is not None else [whole]):
+                figures.pairs += 1
+                for name, value in zip(states, seconds, strict=True):
+                    figures.seconds[name] += value
+                if seconds[1]:
+                    figures.violating[pair] = seconds[1]
+            if key is not None:
+                assets[key].add((pair[0], pair[1]))
+            everything.add((pair[0], pair[1]))
+        answers.append((groups, whole))
+        members.append((assets, everything))
+    down, away = _downtime(session, windows, sites)
+    for window, (groups, whole), (assets, everything) in zip(windows, answers, members,
+                                                             strict=True):
+        _intactness(window, assets, groups, down, away, nc_key)
+        _intactness(window, {(): everything}, {(): whole}, down, away, lambda row: ())
+    return [(dict(groups), whole) for groups, whole in answers]
 
 
-def _intactness(session: Session, window: Window, sites: Collection[str] | None,
-                assets: dict[Key, set[tuple[str, str]]], groups: dict[Key, TimeFigures],
-                nc_key: Any) -> None:
-    """Asset time (less out of service) and the part of it with a major or critical
-    equipment NC open: from detection to its closing, cancelled NCs (false alarms) never."""
+def _downtime(session: Session, windows: list[Window], sites: Collection[str] | None
+              ) -> tuple[list[Any], dict[tuple[str, str], list[Interval]]]:
+    """Major and critical equipment NCs open in any of `windows` (cancelled ones, false
+    alarms, never), and out-of-service intervals."""
     n, oos = Nonconformance, OutOfService
+    first = min(w.start for w in windows)
+    last = max(w.end for w in windows)
     scope = [] if sites is None else [n.site_id.in_(sorted(sites))]
     rows = session.execute(
         select(n.site_id, n.asset_id, n.asset_type, n.standard_id, n.category,
                n.department, n.root_cause_category, n.detected_at, n.closed_at)
         .where(n.category == "equipment", n.severity.in_(DOWN_SEVERITIES),
-               n.state != "cancelled", n.detected_at < window.end,
-               (n.closed_at.is_(None)) | (n.closed_at > window.start), *scope))
-    down: dict[tuple[Key, str, str], list[Interval]] = defaultdict(list)
-    for row in rows:
-        end = row.closed_at if row.closed_at is not None else window.end
-        down[nc_key(row), row.site_id, row.asset_id].append(
-            (max(row.detected_at, window.start), min(end, window.end)))
+               n.state != "cancelled", n.detected_at < last,
+               (n.closed_at.is_(None)) | (n.closed_at > first), *scope)).all()
     away: dict[tuple[str, str], list[Interval]] = defaultdict(list)
     oos_scope = [] if sites is None else [oos.site_id.in_(sorted(sites))]
     for row in session.execute(select(oos.site_id, oos.asset_id, oos.starts_at, oos.ends_at)
-                               .where(oos.starts_at < window.end,
-                                      oos.ends_at > window.start, *oos_scope)):
-        away[row.site_id, row.asset_id].append(
-            (max(row.starts_at, window.start), min(row.ends_at, window.end)))
+                               .where(oos.starts_at < last, oos.ends_at > first,
+                                      *oos_scope)):
+        away[row.site_id, row.asset_id].append((row.starts_at, row.ends_at))
+    return rows, away
+
+
+def _intactness(window: Window, assets: Mapping[Key, set[tuple[str, str]]],
+                groups: Mapping[Key, TimeFigures], rows: list[Any],
+                away: dict[tuple[str, str], list[Interval]], nc_key: Any) -> None:
+    """Asset time (less out of service) and the part of it with a major or critical
+    equipment NC open, from its detection to its closing."""
+    start, end = window.start, window.end
+    down: dict[tuple[Key, str, str], list[Interval]] = defaultdict(list)
+    for row in rows:
+        if row.detected_at < end and (row.closed_at is None or row.closed_at > start):
+            closing = row.closed_at if row.closed_at is not None else end
+            down[nc_key(row), row.site_id, row.asset_id].append(
+                (max(row.detected_at, start), min(closing, end)))
     for key, members in assets.items():
         figures = groups[key]
         for asset in members:
-            outside = _merge(away.get(asset, []))
+            outside = _merge([(max(a, start), min(b, end)) for a, b in away.get(asset, [])])
             figures.asset_s += window.seconds - _length(outside)
             intervals = _merge(down.get((key, *asset), []))
             figures.down_s += _length(intervals) - _overlap(intervals, outside)
