@@ -46,7 +46,7 @@ TARGET = 1.0
 
 def spec(quick: bool) -> Spec:
     return Spec(end=END, days=730, assets=100, standards=10, standards_per_asset=10,
-                ncs_per_pair=18.0 if quick else 220.0, bursts=40,
+                ncs_per_pair=20.0 if quick else 200.0, bursts=40, pace=0.2,
                 manual_per_asset=1.0, seed=7)
 
 

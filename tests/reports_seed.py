@@ -77,6 +77,9 @@ class Spec:
     """NCs per pair over `days`, on average."""
     bursts: int = 6
     manual_per_asset: float = 0.5
+    pace: float = 1.0
+    """Every delay of a path is multiplied by it: below 1, NCs are handled faster and a
+    pair can raise more of them (the bench's 100 per pair and year)."""
     seed: int = 20261130
 
     @property
@@ -259,7 +262,10 @@ class Generator:
             self.change(nc, "overdue", SYSTEM, due, changes={"overdue": [False, True]})
 
     def hours(self, low: float, high: float) -> timedelta:
-        return timedelta(hours=self.rng.uniform(low, high))
+        return timedelta(hours=self.rng.uniform(low, high) * self.spec.pace)
+
+    def days(self, low: float, high: float) -> timedelta:
+        return timedelta(days=self.rng.uniform(low, high) * self.spec.pace)
 
     def rectify_time(self, nc: Nc, after: datetime) -> datetime:
         """On time two times in three, late otherwise (or any time without a due date)."""
@@ -339,18 +345,18 @@ class Generator:
             then("verify_by_sensor", 1, 2)
         elif path == "neglected":
             then("occurrence", 1, 20)
-            t = t + timedelta(days=self.rng.uniform(2, 40))
+            t = t + self.days(2, 40)
             steps.append(("acknowledge", t, {}))
             then("rectify", 1, 30)
             then("verify", 1, 30, result="pass")
         elif path == "acknowledged_only":
             then("acknowledge", 0.1, 6)
-            t = t + timedelta(days=self.rng.uniform(5, 60))
+            t = t + self.days(5, 60)
             steps.append(("cancel", t, {}))
         elif path == "rectified_pending":
             then("acknowledge", 0.1, 6)
             fix()
-            t = t + timedelta(days=self.rng.uniform(3, 20))
+            t = t + self.days(3, 20)
             steps.append(("verify", t, {"result": "pass"}))
         for name, at, kwargs in steps:
             if not self.step(nc, name, at, **kwargs):

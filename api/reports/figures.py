@@ -276,7 +276,7 @@ def _load(session: Session, dialect: str, window: Window, by: str | None,
                    ).group_by(*key_columns)
     for row in session.execute(query):
         figures = groups[tuple(row[:len(keys)])]
-        figures.peak_10m, figures.floods = int(row[-2]), int(row[-1] or 0)
+        figures.peak_10m, figures.floods = int(row[-2] or 0), int(row[-1] or 0)
     if not pairs:
         return
     per_pair = (select(*keys, n.site_id, n.asset_id, n.standard_id, func.count())
