@@ -159,7 +159,8 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
                      webhooks_allow=server_config.webhooks_allow, jobs=True,
                      max_clock_skew=timedelta(seconds=server_config.max_clock_skew),
                      notifier=notifier, root_cause_categories=info.root_cause_categories,
-                     inspections=inspections)
+                     inspections=inspections, kpi_targets=info.kpi_targets,
+                     timezone=info.timezone)
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
                             lifespan="on")

@@ -25,6 +25,7 @@ from api.inspections.schedule import serve as serve_schedules
 from api.lifecycle import decide_with
 from api.notify.dispatch import NotifySetup, serve
 from api.notify.outbox import Outbox
+from api.reports import Target
 from api.routes import (
     ack,
     actions,
@@ -36,6 +37,7 @@ from api.routes import (
     nonconformances,
     notifications,
     out_of_service,
+    reports,
     silences,
     webhooks,
 )
@@ -61,7 +63,9 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                webhooks_allow: Collection[str] = (),
                notifier: NotifySetup | None = None, locale: str | None = None,
                root_cause_categories: Sequence[str] = ROOT_CAUSE_CATEGORIES,
-               inspections: InspectionSetup | None = None) -> FastAPI:
+               inspections: InspectionSetup | None = None,
+               kpi_targets: Mapping[str, Target] | None = None,
+               timezone: str = "UTC") -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -76,7 +80,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     none it has (default: the notifier's `site.locale`, else en).
     `root_cause_categories` is `site.root_cause_categories`: what rectify accepts.
     `inspections` are the site's templates and schedules (default: none; ad hoc
-    inspections at `site_id`); with `jobs`, its schedules run.
+    inspections at `site_id`); with `jobs`, its schedules run. `kpi_targets` colour the
+    reports' figures (`site.kpi_targets`); `timezone` names their days and months.
     """
     allow = parse_allow(webhooks_allow)
 
@@ -115,10 +120,13 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.max_clock_skew = max_clock_skew
     app.state.webhooks_allow = allow
     app.state.root_cause_categories = tuple(root_cause_categories)
+    app.state.kpi_targets = dict(kpi_targets or {})
+    app.state.timezone = timezone
     app.state.locale = locale or (notifier.site.locale if notifier is not None else "en")
     app.state.inspections = inspections or InspectionSetup(InspectionsConfig(), site_id)
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
-                   notifications, silences, catalog, out_of_service, inspection_routes):
+                   notifications, silences, catalog, out_of_service, inspection_routes,
+                   reports):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
 

@@ -139,7 +139,9 @@ def test_every_operation_answers_by_its_schema(patrol: Patrol, method: str,
         _aim(case)
         response = case.call_and_validate(app=patrol.app, headers=bearer(patrol.tokens[who]),
                                           checks=CHECKS)
-        if who in SCOPED and response.status_code < 300 and response.content:
+        kind = str(response.headers.get("content-type"))
+        if who in SCOPED and response.status_code < 300 and response.content and (
+                "application/json" in kind or "text/csv" in kind):
             assert _sites_in(_data(response)) <= {"tower-a"}, response.text
 
     run()
