@@ -18,7 +18,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP) services lint
-	PATROL_NO_SKIP=1 $(VENV)/bin/python -m pytest
+	PATROL_NO_SKIP=1 $(VENV)/bin/python -m pytest --durations=25
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
