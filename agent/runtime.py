@@ -150,7 +150,7 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
         timezone=info.timezone, locale=info.locale, public_url=server_config.public_url or None,
         assets={asset.id: asset for asset in site.config.assets},
         standards={standard.id: standard.summary() for standard in site.standards},
-        notify=notify, mqtt=site.config.mqtt)
+        notify=notify, mqtt=site.config.mqtt, kpi_targets=info.kpi_targets)
     app = create_app(database, recurrence=timedelta(seconds=server_config.recurrence_window),
                      site_id=site.id,
                      assets={asset.id: asset.type for asset in site.config.assets},

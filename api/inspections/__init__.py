@@ -7,7 +7,7 @@ schedules that run them (or send a summary) at cron times in the site's time zon
     judge       the pairs of an inspection from the compliance table, their NCs
     service     run, answer, read and list inspections (no HTTP)
     render      a report or a summary as the text of one notification channel's tool
-    summary     `report_summary`, what a `report:` schedule sends (the KPI engine's seam)
+    summary     `report_summary`, what a `report:` schedule sends (counts, KPI figures)
     schedule    `run_due_schedules(now)`: each fire time once, across restarts and replicas
     schemas     the bodies of /api/v1/inspections (the router: api/routes/inspections.py)
 

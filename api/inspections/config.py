@@ -217,3 +217,5 @@ class InspectionSetup:
     """Standard id -> its summary (rules.events.StandardInfo's fields)."""
     notify: NotifyConfig | None = None
     mqtt: MqttConfig | None = None
+    kpi_targets: Mapping[str, Any] = field(default_factory=dict)
+    """`site.kpi_targets`: the status a scheduled report gives each KPI figure."""

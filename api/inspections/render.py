@@ -33,6 +33,11 @@ WORDS: dict[str, dict[str, Any]] = {
         "overdue": "of them overdue", "compliance": "Compliance rate",
         "coverage": "Coverage", "violating": "Pairs violating now",
         "top": "Most NCs: {standard} ({n})",
+        "kpi": {"on_time_rate": "On-time rectification rate",
+                "first_pass_rate": "First-pass rate", "reopen_rate": "Reopen rate",
+                "mttr_s": "Mean time to rectify", "intactness_rate": "Intactness rate"},
+        "status": {"green": "on target", "amber": "near target", "red": "off target"},
+        "hours": "{n} h",
         "result": {"pass": "pass", "fail": "fail", "no_data": "no data", "na": "n.a.",
                    "pending": "pending"},
         "nc": "NC", "more": "… {n} more not shown", "none": "—",
@@ -46,6 +51,11 @@ WORDS: dict[str, dict[str, Any]] = {
         "raised": "新增不合格项", "closed": "已关闭不合格项", "open": "未关闭不合格项",
         "overdue": "其中已超期", "compliance": "达标率", "coverage": "数据覆盖率",
         "violating": "当前不达标", "top": "不合格项最多：{standard}（{n}）",
+        "kpi": {"on_time_rate": "整改及时率", "first_pass_rate": "一次验证通过率",
+                "reopen_rate": "重新打开率", "mttr_s": "平均整改时长",
+                "intactness_rate": "设备完好率"},
+        "status": {"green": "达标", "amber": "接近目标", "red": "未达标"},
+        "hours": "{n} 小时",
         "result": {"pass": "通过", "fail": "不通过", "no_data": "无数据", "na": "不适用",
                    "pending": "待填写"},
         "nc": "不合格项", "more": "… 另有 {n} 项未显示", "none": "—",
@@ -143,10 +153,27 @@ def summary_document(summary: dict[str, Any], *, name: str, locale: str, timezon
              (w["open"], f"{summary['open']} ({w['overdue']} {summary['overdue']})"),
              (w["compliance"], rate(summary["compliance_rate"])),
              (w["coverage"], rate(summary["coverage"])),
-             (w["violating"], str(summary["violating_now"])))
+             (w["violating"], str(summary["violating_now"])),
+             *_kpi_facts(summary.get("kpi") or {}, w, rate))
     lines = tuple((w["top"], {"standard": standard, "n": str(n)})
                   for standard, n in summary.get("top_standards", ()))
     return Document(title, facts, lines)
+
+
+def _kpi_facts(kpi: dict[str, Any], w: dict[str, Any],
+               rate: Callable[[float | None], str]) -> tuple[tuple[str, str], ...]:
+    """The KPI report's headline figures, each with its target status when one is set."""
+    facts = []
+    for name, figure in kpi.items():
+        value, status = figure.get("value"), figure.get("status")
+        if name.endswith("_s"):
+            shown = w["none"] if value is None else w["hours"].format(n=f"{value / 3600:.1f}")
+        else:
+            shown = rate(value)
+        if status in w["status"]:
+            shown += f" ({w['status'][status]})"
+        facts.append((w["kpi"].get(name, name), shown))
+    return tuple(facts)
 
 
 def render_document(document: Document, style_name: str, limit: int,

@@ -150,7 +150,7 @@ def _summary(db: Database, setup: InspectionSetup, schedule: Schedule, fire_at: 
         begin = previous or fire_at - timedelta(days=1)
     with db.session() as session:
         return report_summary(session, site_id=setup.site_id, start=begin, end=fire_at,
-                              now=now)
+                              now=now, timezone=setup.timezone, targets=setup.kpi_targets)
 
 
 def _finish(factory: SessionFactory, run_id: int, status: str,

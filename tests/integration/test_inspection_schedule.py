@@ -7,6 +7,7 @@ dispatchers, and the API's lifespan running them on its own."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from agent.site import KpiTarget
 from api.app import create_app
 from api.ingest import apply_events
 from api.inspections.config import InspectionsConfig, InspectionSetup
@@ -149,9 +151,10 @@ def test_a_fire_time_missed_by_more_than_an_hour_is_skipped(
 
 def test_a_monthly_report_mails_the_months_summary(
         db: Database, smtp: MailReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
-    inspections = setup(mail(smtp, monkeypatch), {
+    inspections = dataclasses.replace(setup(mail(smtp, monkeypatch), {
         "name": "monthly", "cron": "0 9 1 * *", "report": "compliance",
-        "channels": ["quality-mail"]})
+        "channels": ["quality-mail"]}), kpi_targets={
+            "intactness_rate": KpiTarget(target=0.98, amber=0.95)})
     december = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai
     november = datetime(2026, 11, 10, tzinfo=UTC)
     events = [EventIn.model_validate(engine_event(asset=asset, start=november))
@@ -169,6 +172,12 @@ def test_a_monthly_report_mails_the_months_summary(
     assert "NCs open now: 3 (of them overdue 3)" in text
     assert "Compliance rate: 75.0%" in text  # 45 s ok of 60 s judged
     assert "Pairs violating now: 1" in text
+    # the KPI report's headline figures: nothing rectified yet, so no rates; CH-1 and
+    # CH-2 (the assets with compliance seconds) were intact from Nov 1 01:00 UTC until
+    # their NCs opened on Nov 10 00:00 UTC: 2 x 8 d 23 h of 2 x 30 d
+    assert "On-time rectification rate: —" in text
+    assert "Mean time to rectify: —" in text
+    assert f"Intactness rate: {2 * (8 + 23 / 24) / 60:.1%} (off target)" in text
 
 
 def test_the_api_runs_its_schedules_in_its_lifespan(db: Database, smtp: MailReceiver,
