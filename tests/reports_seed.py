@@ -28,9 +28,10 @@ a person's name and role for people's actions, the agent's for engine events and
 / system for the API's own changes, as `api.ingest` and `api.background` record them; the
 NC columns (state, open_slot, closed_at, rectified_at, reopen_count, verification,
 condition, root_cause_category, ...) are set as `transition` and its handlers set them.
-Not yet done: a test that drives the same paths through the real lifecycle and compares
-the histories with these (issue 15's note says so); until then the shape rests on the
-TRANSITIONS checks above.
+tests/test_reports_seed.py drives the people's and the engine's paths (verified, failed
+then fixed, cancelled, reopened after closing, assigned, chattering, recovered) through
+the real lifecycle and compares the histories and NC columns with these; the sensor's
+verification paths rest on the TRANSITIONS checks above.
 """
 
 from __future__ import annotations
