@@ -11,8 +11,12 @@ import pytest
 
 from api import auth, workflow
 from api.app import create_app
+from api.inspections import config as inspection_config
 from api.notify import config as notify
 from api.notify import history, silences
+from api.out_of_service import WindowState
+from api.reports import schemas as report_schemas
+from api.routes.reports import GroupBy
 from api.store import Database
 from common import vocabulary as words
 from rules.events import EventType
@@ -30,6 +34,15 @@ OTHER_ENUMS = {
     get_args(history.NotificationEvent),
     silences.SILENCE_STATES,
     get_args(silences.SilenceFilter),
+    # reports, inspections, out of service (SPEC 7.3)
+    get_args(report_schemas.Status),
+    get_args(GroupBy),
+    ("json", "csv"), ("json", "csv", "xlsx"),  # the formats of the register and the report
+    ("count", "violating_s"),  # a Pareto list's measure
+    get_args(inspection_config.Result),
+    get_args(inspection_config.ItemResult),
+    ("pair", "manual"),  # an inspection item's kind
+    get_args(WindowState),
 }
 """Enums of the API that are no vocabulary of section 5 or 6."""
 

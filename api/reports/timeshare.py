@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from api.reports.period import Window
 from api.reports.sql import KEY_FIELDS
 from api.store import ComplianceDay, Nonconformance, OutOfService
+from common.vocabulary import COMPLIANCE_STATES
 
 Pair = tuple[str, str, str]
 Key = tuple[Any, ...]
@@ -38,7 +39,7 @@ class TimeFigures:
     """One group's seconds, pairs and asset time in a window."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("ok", "violating", "no_data", "inactive"), 0.0))
+        COMPLIANCE_STATES, 0.0))
     pairs: int = 0
     violating: dict[Pair, float] = field(default_factory=dict)
     asset_s: float = 0.0
@@ -93,7 +94,7 @@ def time_figures(session: Session, windows: list[Window], by: str | None,
     is an NC row's group key."""
     day = ComplianceDay
     scope = [] if sites is None else [day.site_id.in_(sorted(sites))]
-    states = ("ok", "violating", "no_data", "inactive")
+    states = COMPLIANCE_STATES
     answers: list[tuple[dict[Key, TimeFigures], TimeFigures]] = []
     members: list[tuple[dict[Key, set[tuple[str, str]]], set[tuple[str, str]]]] = []
     for window in windows:
