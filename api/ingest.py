@@ -18,9 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
 from api.catalog import apply_catalog
 from api.errors import ClockSkew
@@ -34,6 +32,7 @@ from api.store import (
     ComplianceDay,
     Nonconformance,
     SessionFactory,
+    committed,
     format_nc_id,
 )
 from rules.events import EventIn, SiteCatalogIn, SnapshotIn
@@ -78,21 +77,12 @@ def apply_events(factory: SessionFactory,
     check_clock(events, now or datetime.now(UTC), max_clock_skew)
     result = Applied()
     for event in events:
-        for attempt in range(5):
-            with factory() as session:
-                try:
-                    done = apply_event(session, event, actor, recurrence)
-                    session.commit()
-                except (IntegrityError, StaleDataError):
-                    # a concurrent writer applied this event or changed this NC first
-                    session.rollback()
-                    if attempt == 4:
-                        raise
-                    continue
-            result.applied += done
-            result.duplicates += not done
-            result.ids.append(event.id)
-            break
+        # retried when a concurrent writer applied this event or changed this NC first
+        done = committed(factory, lambda session, event=event: apply_event(
+            session, event, actor, recurrence))
+        result.applied += done
+        result.duplicates += not done
+        result.ids.append(event.id)
     return result
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -26,8 +26,9 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.types import TypeDecorator
 
 from api.config import ServerConfig
@@ -604,6 +605,26 @@ class DatabaseUnavailable(RuntimeError):
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 """`Database.write` (or `.session`): `with factory() as session: ...`."""
+
+T = TypeVar("T")
+CONFLICT_ATTEMPTS = 5
+
+
+def committed(factory: SessionFactory, work: Callable[[Session], T]) -> T:
+    """`work(session)` and a commit, in a fresh transaction again when a concurrent writer
+    got there first (the one-open-NC constraint, an NC's version); the last conflict is
+    raised. Returns what `work` returned."""
+    for attempt in range(CONFLICT_ATTEMPTS):
+        with factory() as session:
+            try:
+                result = work(session)
+                session.commit()
+                return result
+            except (IntegrityError, StaleDataError):
+                session.rollback()
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+    raise AssertionError("unreachable")
 
 
 class Database:

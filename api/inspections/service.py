@@ -16,9 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
 from api.auth import Principal
 from api.errors import Forbidden, Invalid, NotFound
@@ -32,7 +30,7 @@ from api.inspections.judge import (
     standard_summary,
 )
 from api.service import Actor, decode_id, encode_id
-from api.store import Inspection, InspectionItem, SessionFactory, format_nc_id
+from api.store import Inspection, InspectionItem, SessionFactory, committed, format_nc_id
 
 WRITERS = ("quality",)
 """Who runs inspections and answers checklists (admin implies it)."""
@@ -48,20 +46,12 @@ def start(factory: SessionFactory, setup: InspectionSetup, *, site_id: str, name
           recurrence: timedelta = timedelta(days=90)) -> dict[str, Any]:
     """`run` in a transaction of its own, committed; retried when an engine event or a
     person changed one of its NCs first. Returns the report (`describe`, every item)."""
-    for attempt in range(5):
-        with factory() as session:
-            try:
-                inspection = run(session, setup, site_id=site_id, name=name,
-                                 template=template, selection=selection, actor=actor,
-                                 now=now, recurrence=recurrence)
-                session.commit()
-            except (IntegrityError, StaleDataError):
-                session.rollback()
-                if attempt == 4:
-                    raise
-                continue
-            return describe(inspection, items_of(session, inspection.id))
-    raise AssertionError("unreachable")
+    def work(session: Session) -> dict[str, Any]:
+        inspection = run(session, setup, site_id=site_id, name=name, template=template,
+                         selection=selection, actor=actor, now=now, recurrence=recurrence)
+        return describe(inspection, items_of(session, inspection.id))
+
+    return committed(factory, work)
 
 
 def check_writer(principal: Principal, site_id: str) -> None:
@@ -119,19 +109,12 @@ def answer_committed(factory: SessionFactory, setup: InspectionSetup, inspection
                      ) -> dict[str, Any]:
     """`answer` in a transaction of its own, committed (retried when another inspection's
     failure of the same item opened its NC first); returns the report."""
-    for attempt in range(5):
-        with factory() as session:
-            try:
-                inspection = answer(session, setup, inspection_id, item_id, result, note,
-                                    principal, now, recurrence)
-                session.commit()
-            except (IntegrityError, StaleDataError):
-                session.rollback()
-                if attempt == 4:
-                    raise
-                continue
-            return describe(inspection, items_of(session, inspection.id))
-    raise AssertionError("unreachable")
+    def work(session: Session) -> dict[str, Any]:
+        inspection = answer(session, setup, inspection_id, item_id, result, note,
+                            principal, now, recurrence)
+        return describe(inspection, items_of(session, inspection.id))
+
+    return committed(factory, work)
 
 
 def answer(session: Session, setup: InspectionSetup, inspection_id: int, item_id: str,
