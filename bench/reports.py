@@ -18,13 +18,9 @@ database) in a fresh schema, dropped afterwards; SQLite in a temporary directory
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,10 +29,10 @@ from sqlalchemy import text
 
 from api.app import create_app
 from api.auth import create_token
-from api.store import Database, make_engine
+from api.store import Database
+from bench.api import database
 from tests.reports_seed import Spec, catalog, seed
 
-POSTGRES = os.environ.get("PATROL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 END = datetime(2026, 12, 1, tzinfo=UTC)
 WINDOW = {"from": "2025-12-01", "to": "2026-11-30"}
 """The reported year (site time, Asia/Shanghai); the previous period is the year before."""
@@ -48,24 +44,6 @@ def spec(quick: bool) -> Spec:
     return Spec(end=END, days=730, assets=100, standards=10, standards_per_asset=10,
                 ncs_per_pair=20.0 if quick else 200.0, bursts=40, pace=0.2,
                 manual_per_asset=1.0, seed=7)
-
-
-@contextmanager
-def database(backend: str, directory: Path) -> Iterator[str]:
-    """A new, empty database URL for `backend`, dropped afterwards (PostgreSQL)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{directory / 'bench.sqlite'}"
-        return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(POSTGRES)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def run(backend: str, quick: bool, repeat: int) -> list[tuple[str, float]]:
