@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["green", "amber", "red"]
+from api.reports.status import Status
 
 
 class _Open(BaseModel):
