@@ -181,10 +181,16 @@ def test_a_flood_waits_at_the_broker_and_no_qos1_message_is_lost(
 
 def test_a_pause_longer_than_the_keepalive_keeps_the_connection(
         broker: Mosquitto, tmp_path: Path) -> None:
-    """The loop is blocked for 4 keepalives; paho still reads a little every half
-    keepalive, so it neither times out nor is dropped, and a stop while paused ends."""
-    engine = SlowEngine(per_reading=50e-6, stall=4.0)
-    collector, pipeline, buffer = agent(broker, tmp_path, engine, keepalive=1)
+    """The loop is blocked for 1.4 keepalives; paho still reads a little every half
+    keepalive and pings, so it neither times out nor is dropped, and a stop while paused
+    ends.
+
+    Mosquitto 2.0 judges a keepalive on a clock of whole seconds (it drops a client when
+    `now - last_msg_in > keepalive * 3 / 2`, integer arithmetic): at a keepalive of 1 s
+    that can be 1.0 s after the client's last packet, just when paho's ping is due, which
+    a busy machine misses. At 5 s it is 7 s at the earliest, 2 s after the ping."""
+    engine = SlowEngine(per_reading=50e-6, stall=7.0)
+    collector, pipeline, buffer = agent(broker, tmp_path, engine, keepalive=5)
 
     async def scenario() -> None:
         async with running(collector, pipeline):
