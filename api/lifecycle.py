@@ -7,7 +7,8 @@ tables of api/workflow.py. No other module sets an NC's `state`, `open_slot` or
 2. moves the state, with what always goes with it: the one open slot per (site, asset,
    standard) taken on entering the open states (Conflict when another NC holds it) and
    given up on leaving them, `closed_at` set on closing and cleared otherwise,
-   `reopen_count` counted on every way back to open;
+   `reopen_count` counted on every way back to open, and the facts the reports read
+   (api/nc_facts.py) kept;
 3. appends the history entry and (unless the change is history only) the feed event:
    history is the audit trail people read, the feed is what trackers and webhooks
    consume, and neither can miss a change the other has;
@@ -38,6 +39,8 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from api.auth import Principal
 from api.errors import Conflict, Forbidden, Invalid, NotFound
+from api.nc_facts import COLUMNS as FACT_COLUMNS
+from api.nc_facts import kept_facts
 from api.schemas import ActionBody, ManualNonconformance
 from api.service import Actor, get_nc, open_nc, public_fields, to_public, visible_nc
 from api.store import (
@@ -199,6 +202,11 @@ def _record(session: Session, nc: Nonconformance, actor: Actor, change: str, act
     history = {"nc_pk": nc.pk, "at": at.astimezone(UTC), "actor": actor[0], "role": actor[1],
                "action": action, "from_state": from_state, "to_state": nc.state,
                "changes": changes or {}, "note": note, "event_id": event_id}
+    facts = kept_facts({name: getattr(nc, name) for name in (*FACT_COLUMNS, "condition")},
+                       action=action, from_state=from_state, to_state=nc.state,
+                       role=actor[1], at=history["at"])
+    for name, value in facts.items():
+        setattr(nc, name, value)
     session.info.setdefault(PENDING, []).append(NCChanged(
         nc_id=public["id"], site_id=nc.site_id, from_state=from_state, to_state=nc.state,
         action=action, actor=actor[0], role=actor[1], at=history["at"], change=change,

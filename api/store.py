@@ -80,6 +80,7 @@ class Nonconformance(Base):
         Index("ix_nc_detected", "detected_at", "pk"),
         Index("ix_nc_state", "state"),
         Index("ix_nc_standard_version", "site_id", "standard_id", "standard_version"),
+        Index("ix_nc_updated", "updated_at"),  # reports: NCs changed since a period ended
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -118,6 +119,11 @@ class Nonconformance(Base):
     rectified_by: Mapped[int | None]  # token id: independent verification
     verify_progress: Mapped[dict[str, Any] | None]  # by sensor, while pending: not public
     overdue_notified: Mapped[bool] = mapped_column(default=False)
+    # what the reports know of the NC's past without its history (api/nc_facts.py)
+    acknowledged_at: Mapped[datetime | None]
+    first_verification: Mapped[str | None] = mapped_column(String(4))
+    closed_by_sensor: Mapped[bool] = mapped_column(default=False)
+    chattered: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(default=1)
 

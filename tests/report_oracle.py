@@ -79,7 +79,7 @@ def figures(rows: Rows, start: datetime, end: datetime, by: str | None, tz: Zone
             stock[_key(nc, by)].append((nc, before[-1].to_state))
         if not start <= nc.detected_at < end:
             continue
-        closings = [h for h in before if h.to_state == "closed"]
+        closings = [h for h in before if h.to_state == "closed" and h.from_state != "closed"]
         verifications = [h for h in before if h.action in ("verify", "verified", "reopened")]
         acks = [h.at for h in before if h.action in ("acknowledge", "rectify")]
         fixes = [h.at for h in before if h.action == "rectify"]

@@ -27,7 +27,8 @@ and whose `target` and `recorded_as` give the history's to-state and action; the
 a person's name and role for people's actions, the agent's for engine events and "patrol"
 / system for the API's own changes, as `api.ingest` and `api.background` record them; the
 NC columns (state, open_slot, closed_at, rectified_at, reopen_count, verification,
-condition, root_cause_category, ...) are set as `transition` and its handlers set them.
+condition, root_cause_category, ...) are set as `transition` and its handlers set them,
+and the report's facts by the lifecycle's own `api.nc_facts.kept_facts`.
 tests/test_reports_seed.py drives the people's and the engine's paths (verified, failed
 then fixed, cancelled, reopened after closing, assigned, chattering, recovered) through
 the real lifecycle and compares the histories and NC columns with these; the sensor's
@@ -44,6 +45,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, text
 
+from api.nc_facts import kept_facts
 from api.store import ComplianceDay, Database, HistoryEntry, Nonconformance, OutOfService
 from api.workflow import OPEN_STATES, TRANSITIONS, UNRECTIFIED
 from common.vocabulary import ROOT_CAUSE_CATEGORIES
@@ -169,6 +171,8 @@ class Generator:
             "to_state": to, "changes": {**diff, **(changes or {})}, "note": note,
             "event_id": None})
         self.next_history += 1
+        row.update(kept_facts(row, action=spec.recorded_as, from_state=before, to_state=to,
+                              role=actor[1], at=at))
         row["updated_at"] = at
 
     # --- NCs -------------------------------------------------------------------------
@@ -199,7 +203,9 @@ class Generator:
             "standard_info": {"verify_for": standard.verify_for,
                               "on_recovery": standard.on_recovery} if standard else None,
             "rectified_at": None, "rectified_by": None, "verify_progress": None,
-            "overdue_notified": False, "updated_at": at, "version": 1}
+            "overdue_notified": False, "updated_at": at, "version": 1,
+            "acknowledged_at": None, "first_verification": None, "closed_by_sensor": False,
+            "chattered": False}
         self.next_pk += 1
         nc = Nc(row["pk"], row)
         self.change(nc, "raise", AGENT if standard else QUALITY, at,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import select, text, update
 
-from api.store import Base, Database, alembic_config
+from api.nc_facts import COLUMNS as FACT_COLUMNS
+from api.store import Base, Database, Nonconformance, alembic_config
+from tests.reports_seed import Spec, seed
+
+FILL = importlib.import_module("api.migrations.versions.0012_nc_facts").FILL
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -27,5 +35,33 @@ def test_opening_twice_migrates_once(database_url: str) -> None:
             revision = MigrationContext.configure(connection).get_current_revision()
             head = ScriptDirectory.from_config(alembic_config(connection)).get_current_head()
         assert revision == head
+    finally:
+        database.close()
+
+
+def test_the_facts_migration_fills_what_the_lifecycle_keeps(database_url: str) -> None:
+    """Migration 0012 fills the report's facts from the history of NCs recorded before
+    it; here the seed's every path, whose facts `kept_facts` kept as they were written,
+    is cleared and filled again: both ways must agree on every NC."""
+    database = Database(database_url)
+    try:
+        seed(database, Spec(days=30, assets=20, standards_per_asset=3, ncs_per_pair=6.0))
+        columns = [getattr(Nonconformance, name) for name in FACT_COLUMNS]
+
+        def facts() -> dict[int, tuple[Any, ...]]:
+            with database.session() as session:
+                rows = session.execute(select(Nonconformance.pk, *columns)).all()
+            return {row[0]: tuple(row[1:]) for row in rows}
+
+        kept = facts()
+        assert {row[1] for row in kept.values()} == {None, "pass", "fail"}
+        assert {row[2] for row in kept.values()} == {False, True}
+        assert {row[3] for row in kept.values()} == {False, True}
+        with database.engine.begin() as connection:
+            connection.execute(update(Nonconformance).values(
+                acknowledged_at=None, first_verification=None, closed_by_sensor=False,
+                chattered=False))
+            connection.execute(text(FILL))
+        assert facts() == kept
     finally:
         database.close()

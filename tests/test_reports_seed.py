@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.store import Database
+from api.nc_facts import COLUMNS as FACT_COLUMNS
+from api.store import Database, Nonconformance
 from tests.reports_seed import HOUR as SECONDS_AN_HOUR
 from tests.reports_seed import Asset, Generator, Spec, Standard
 from tests.test_api import HOUR, NOW, Api, cleared, engine_event
@@ -89,6 +90,14 @@ def test_the_seed_writes_the_history_the_lifecycle_writes(api: Api, path: str) -
     assert written == made
     for column in ("state", "reopen_count", "condition", "occurrences", "source"):
         assert row[column] == nc[column], column
+    with api.db.session() as session:  # the facts the reports read, not in the public form
+        kept = session.get(Nonconformance, 1)
+        assert kept is not None
+        for column in FACT_COLUMNS:
+            value = getattr(kept, column)
+            assert (row[column] is None) == (value is None), column
+            if column != "acknowledged_at":
+                assert row[column] == value, column
     assert (row["closed_at"] is None) == (nc["closed_at"] is None)
     for part in ("rectification", "verification"):
         assert (row[part] is None) == (nc[part] is None), part

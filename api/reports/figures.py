@@ -1,12 +1,14 @@
 """The NC figures of one window, aggregated by the database (docs/reports.md defines
 each). No HTTP here.
 
-Flow figures cover the cohort of NCs detected in [start, end) and what their history
-says happened to them before `end`: one GROUP BY over the cohort's history rows gives
-each NC's facts (first acknowledgement, last rectification, state at `end`, first
-verification's result, reopenings, closing by sensor, chattering) and one statement
-aggregates them per group, beside the rows the 90th percentiles are read from (ranks
-from window functions: the answer holds a few rows per group, never the durations).
+Flow figures cover the cohort of NCs detected in [start, end) and what had happened to
+them before `end`: each NC's facts (first acknowledgement, last rectification, state at
+`end`, first verification's result, reopenings, closing by sensor, chattering) come from
+the columns the lifecycle keeps (api/nc_facts.py) for an NC unchanged since shortly
+before `end`, and from a GROUP BY over its history rows for the few changed since. One
+statement aggregates them per group, beside the rows the 90th percentiles are read from
+(ranks from window functions: the answer holds a few rows per group, never the
+durations).
 Stock figures (open at `end`, overdue, backlog) cover every NC as it stood at `end`:
 the NCs open now, and those changed since shortly before `end`, whose state at `end`
 their history tells; any other NC has not changed since and stands as it is now.
@@ -23,10 +25,11 @@ from typing import Any
 from sqlalchemy import Float, String, Text, and_, case, cast, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from api.nc_facts import ACKNOWLEDGING, SENSOR_ROLES, VERIFYING
 from api.reports.period import Window
 from api.reports.sql import STATE_CODE, bucket_10m, nc_key, seconds, state_code
 from api.store import HistoryEntry, Nonconformance
-from common.vocabulary import OPEN_STATES, SYSTEM_ROLE, UNRECTIFIED
+from common.vocabulary import OPEN_STATES, UNRECTIFIED
 
 Key = tuple[Any, ...]
 
@@ -37,14 +40,6 @@ FLOOD = 10
 QUIET_AFTER = timedelta(days=1)
 """How long after its last change `updated_at` is sure to be: events may be dated ahead
 of the server's clock (`server.max_clock_skew`, minutes), never a day."""
-ACKNOWLEDGING = ("acknowledge", "rectify")
-"""History actions that show a person took the NC up (rectify may skip acknowledge)."""
-VERIFYING = ("verify", "verified", "reopened")
-"""A person's verify (to closed or open), the sensor's pass and the sensor's reopening:
-every verification result the history holds."""
-SENSOR_ROLES = (SYSTEM_ROLE, "agent")
-"""Who closes an NC without a person: the API (verified by sensor) and the agent whose
-event closed it on recovery."""
 DURATIONS = ("mtta", "mttr", "mttc")
 SUMS = ("raised", "closed", "cancelled", "recurring", "rectified_due", "on_time",
         "verified", "first_pass", "reopened", "reopen_base", "closed_by_sensor",
@@ -104,20 +99,42 @@ def _cohort(window: Window, sites: Collection[str] | None) -> list[Any]:
 
 def _facts(dialect: str, window: Window, by: str | None,
            sites: Collection[str] | None) -> Any:
-    """One row per NC of the cohort: its key and what its history says before `end`."""
+    """One row per NC of the cohort: its key and what it knew at `end`. An NC unchanged
+    since well before `end` knew then what its kept facts (api/nc_facts.py) say now; the
+    few changed since are read from their history, up to `end`."""
     n, h = Nonconformance, HistoryEntry
+    since = window.end - QUIET_AFTER
+
+    def facts(ack_at: Any, rect_at: Any, close_at: Any, last: Any, closing: Any,
+              first_verification: Any, reopens: Any, chatter: Any) -> list[Any]:
+        closed = last % 8 == STATE_CODE["closed"]
+        return [*nc_key(by), n.detected_at, n.due_at, n.recurring, n.condition,
+                ack_at.label("ack_at"), rect_at.label("rect_at"), last.label("last"),
+                closing.label("closing"), first_verification.label("first_verification"),
+                reopens.label("reopens"), chatter.label("chatter"),
+                seconds(dialect, ack_at, n.detected_at).label("ack_s"),
+                seconds(dialect, rect_at, n.detected_at).label("rect_s"),
+                case((closed, seconds(dialect, close_at, n.detected_at))).label("close_s"),
+                case((close_at.is_not(None), 1), else_=0).label("ever_closed")]
+
+    quiet = select(*facts(
+        n.acknowledged_at, n.rectified_at, n.closed_at, state_code(n.state),
+        case((n.closed_by_sensor.is_(True), 1), else_=0),
+        case((n.first_verification == "pass", 0), (n.first_verification == "fail", 1)),
+        n.reopen_count, case((n.chattered.is_(True), 1), else_=0))
+    ).where(*_cohort(window, sites), n.updated_at < since)
     chattering = and_(h.action.in_(("occurrence", "cleared")),
                       cast(h.changes, Text).like('%"chattering"%'))
+    closing = and_(h.to_state == "closed", h.from_state != "closed")
     history = (
         select(
             h.nc_pk.label("nc_pk"),
             func.min(case((h.action.in_(ACKNOWLEDGING), h.at))).label("ack_at"),
             func.max(case((h.action == "rectify", h.at))).label("rect_at"),
-            func.max(case((h.to_state == "closed", h.at))).label("close_at"),
+            func.max(case((closing, h.at))).label("close_at"),
             func.max(h.id * 8 + state_code(h.to_state)).label("last"),
-            func.max(case((h.to_state == "closed",
-                           h.id * 2 + case((h.role.in_(SENSOR_ROLES), 1), else_=0))))
-            .label("closing"),
+            func.max(case((closing, h.id * 2 + case((h.role.in_(SENSOR_ROLES), 1),
+                                                     else_=0)))).label("closing"),
             func.min(case((h.action.in_(VERIFYING),
                            h.id * 2 + case((h.to_state == "closed", 0), else_=1))))
             .label("first_verification"),
@@ -125,18 +142,15 @@ def _facts(dialect: str, window: Window, by: str | None,
                                 h.from_state.in_(("pending_verification", "closed"))), 1),
                           else_=0)).label("reopens"),
             func.max(case((chattering, 1), else_=0)).label("chatter"))
-        .where(h.nc_pk.in_(select(n.pk).where(*_cohort(window, sites))),
+        .where(h.nc_pk.in_(select(n.pk).where(*_cohort(window, sites),
+                                              n.updated_at >= since)),
                h.at < window.end)
         .group_by(h.nc_pk).subquery("history"))
-    closed = history.c["last"] % 8 == STATE_CODE["closed"]
-    return (select(*nc_key(by), n.detected_at, n.due_at, n.recurring, n.condition,
-                   *history.c,
-                   seconds(dialect, history.c.ack_at, n.detected_at).label("ack_s"),
-                   seconds(dialect, history.c.rect_at, n.detected_at).label("rect_s"),
-                   case((closed, seconds(dialect, history.c.close_at, n.detected_at)))
-                   .label("close_s"))
-            .join_from(n, history, history.c.nc_pk == n.pk)
-            .where(*_cohort(window, sites)).cte("facts"))
+    c = history.c
+    recent = (select(*facts(c.ack_at, c.rect_at, c.close_at, c["last"], c.closing,
+                            c.first_verification, c.reopens, c.chatter))
+              .join_from(n, history, c.nc_pk == n.pk))
+    return union_all(quiet, recent).cte("facts")
 
 
 def _flow(session: Session, dialect: str, window: Window, by: str | None,
@@ -166,7 +180,7 @@ def _flow(session: Session, dialect: str, window: Window, by: str | None,
         "first_pass": count(facts.c.first_verification % 2 == 0),
         "reopened": count(facts.c.reopens > 0),
         "reopen_base": count(or_(facts.c.rect_at.is_not(None),
-                                 facts.c.close_at.is_not(None), facts.c.reopens > 0)),
+                                 facts.c.ever_closed == 1, facts.c.reopens > 0)),
         "closed_by_sensor": count(and_(closed, facts.c.closing % 2 == 1)),
         "chattering": count(or_(facts.c.chatter == 1, facts.c.condition == "chattering")),
         "ack_n": func.count(facts.c.ack_at), "ack_sum": func.sum(ack),
