@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -31,12 +31,9 @@ from api.auth import Principal
 from api.errors import Forbidden, Invalid, NotFound
 from api.service import decode_id, encode_id
 from api.store import OutOfService, SuppressedEvent
-from common.vocabulary import COMPLIANCE_STATES
+from common.vocabulary import COMPLIANCE_STATES, WindowState
 from rules.events import EventIn
 
-WindowState = Literal["pending", "active", "ended"]
-"""Starting later, in force now, or over (ran out, or ended early)."""
-WINDOW_STATES: tuple[WindowState, ...] = get_args(WindowState)
 WRITERS = ("quality",)
 """Roles that make and end windows: quality, and admin (which implies it)."""
 MAX_WINDOW = timedelta(days=90)

@@ -9,7 +9,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.notify.config import MatchKey
-from common.vocabulary import ActorRole, Category, ComplianceState, NcState, Severity
+from common.vocabulary import (
+    ActorRole,
+    Category,
+    ComplianceState,
+    NcState,
+    Severity,
+    WindowState,
+)
 from common.wire_types import Moment, Text
 
 # The engine events and snapshots agents post (EventsIn) are the event contract of
@@ -312,7 +319,7 @@ class OutOfServicePublic(BaseModel):
     reason: str
     author: str
     created_at: datetime
-    state: Literal["pending", "active", "ended"]
+    state: WindowState
     suppressed: int = Field(description="engine events it held back (no NC opened)")
 
 

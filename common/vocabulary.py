@@ -15,6 +15,9 @@ from typing import Literal, get_args
 ComplianceState = Literal["ok", "violating", "no_data", "inactive"]
 """Where an (asset, standard) stands: what the engine reports and compliance rates count."""
 COMPLIANCE_STATES: tuple[ComplianceState, ...] = get_args(ComplianceState)
+WindowState = Literal["pending", "active", "ended"]
+"""An out-of-service window: starting later, in force now, or over (ran out, or ended
+early)."""
 
 NcState = Literal["open", "acknowledged", "rectifying", "pending_verification", "closed",
                   "cancelled"]

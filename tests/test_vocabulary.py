@@ -14,11 +14,11 @@ from api.app import create_app
 from api.inspections import config as inspection_config
 from api.notify import config as notify
 from api.notify import history, silences
-from api.out_of_service import WindowState
 from api.reports import schemas as report_schemas
 from api.routes.reports import GroupBy
 from api.store import Database
 from common import vocabulary as words
+from common.vocabulary import WindowState
 from rules.events import EventType
 
 OTHER_ENUMS = {
