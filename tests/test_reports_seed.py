@@ -96,7 +96,7 @@ def test_the_seed_writes_the_history_the_lifecycle_writes(api: Api, path: str) -
         for column in FACT_COLUMNS:
             value = getattr(kept, column)
             assert (row[column] is None) == (value is None), column
-            if column != "acknowledged_at":
+            if column != "acknowledged_at":  # a time: the two paths start at different ones
                 assert row[column] == value, column
     assert (row["closed_at"] is None) == (nc["closed_at"] is None)
     for part in ("rectification", "verification"):
