@@ -51,9 +51,11 @@ def run(backend: str, quick: bool, repeat: int) -> list[tuple[str, float]]:
         db = Database(url)
         started = time.perf_counter()
         counts = seed(db, spec(quick))
+        if backend == "postgresql":  # as autovacuum would: statistics, and the visibility
+            # map that lets a report read ix_nc_report alone (an index-only scan)
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE"))
         with db.engine.begin() as conn:
-            if backend == "postgresql":
-                conn.execute(text("ANALYZE"))
             in_year = conn.execute(text(
                 "SELECT count(*) FROM nonconformances WHERE detected_at >= :a"),
                 {"a": datetime(2025, 11, 30, 16, tzinfo=UTC)}).scalar()
