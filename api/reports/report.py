@@ -4,9 +4,10 @@ api.reports.timeshare (time); this module names, divides and arranges them."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -15,9 +16,10 @@ from api.reports.figures import TOP, NcFigures, nc_figures
 from api.reports.period import Window
 from api.reports.sql import GROUPS, KEY_FIELDS
 from api.reports.status import Target, statuses
-from api.reports.timeshare import Attributes, TimeFigures, attributes, time_figures
+from api.reports.timeshare import TimeFigures, attributes, time_figures
 
 Key = tuple[Any, ...]
+T = TypeVar("T")
 
 ROW_FIELDS = {"site": "site_id", "asset": "asset_id", "asset_type": "asset_type",
               "standard": "standard_id", "category": "category", "department": "department",
@@ -37,7 +39,7 @@ def compliance_report(session: Session, *, window: Window, group_by: str,
     if group_by not in GROUPS:
         raise BadGrouping(f"group_by must be one of {', '.join(GROUPS)}, not {group_by!r}")
     targets = targets or {}
-    attrs = attributes(session, sites, asset_types or {})
+    types = asset_types or {}
 
     def entry(key: dict[str, Any] | None, figures: dict[str, Any],
               previous: dict[str, Any]) -> dict[str, Any]:
@@ -47,13 +49,15 @@ def compliance_report(session: Session, *, window: Window, group_by: str,
 
     groups: list[dict[str, Any]] = []
     if group_by == "month":
-        for month, part in window.months():
-            (_, now), (_, before) = _figures(session, part, None, sites, attrs)
+        months = window.months()
+        periods = [part for _, part in months] + [window]
+        *per_month, ((_, total), (_, total_before)) = _figures(session, periods, None,
+                                                                sites, types)
+        for (month, _), ((_, now), (_, before)) in zip(months, per_month, strict=True):
             groups.append(entry({"month": month}, now, before))
-        (_, total), (_, total_before) = _figures(session, window, None, sites, attrs)
     else:
-        (now_groups, total), (before_groups, total_before) = _figures(
-            session, window, group_by, sites, attrs)
+        [((now_groups, total), (before_groups, total_before))] = _figures(
+            session, [window], group_by, sites, types)
         for key in sorted(now_groups.keys() | before_groups.keys(), key=_order):
             empty = _empty(window)
             groups.append(entry(dict(zip(KEY_FIELDS[group_by], key, strict=True)),
@@ -75,24 +79,38 @@ def _order(key: Key) -> tuple[tuple[bool, str], ...]:
     return tuple((value is None, "" if value is None else str(value)) for value in key)
 
 
-def _figures(session: Session, window: Window, by: str | None,
-             sites: Collection[str] | None, attrs: Attributes
-             ) -> list[tuple[dict[Key, dict[str, Any]], dict[str, Any]]]:
-    """The groups' and the whole's figures in `window` and in the period before it."""
+Figures = tuple[dict[Key, dict[str, Any]], dict[str, Any]]
+"""The groups' figures by key, and the whole's."""
+
+
+def _figures(session: Session, periods: list[Window], by: str | None,
+             sites: Collection[str] | None, asset_types: Mapping[str, str | None]
+             ) -> list[tuple[Figures, Figures]]:
+    """For each of `periods`, its figures and those of the period before it.
+
+    The reads are independent (each window's NCs; the time of all windows, which share
+    one read of the equipment NCs) and run at once, each in a session of its own: most
+    of their time is spent in the database and in numpy, which let other threads run."""
     fields = [ROW_FIELDS[name] for name in KEY_FIELDS[by]]
+    windows = [w for period in periods for w in (period, period.previous())]
+    bind = session.get_bind()
 
-    def key_of(row: Any) -> Key:
-        return tuple(getattr(row, name) for name in fields)
+    def apart(work: Callable[..., T], *args: Any) -> T:
+        with Session(bind) as own:
+            return work(own, *args)
 
-    windows = [window, window.previous()]
-    times = time_figures(session, windows, by, sites, attrs, key_of)
-    answers = []
-    for part, (time_groups, time_whole) in zip(windows, times, strict=True):
-        nc_groups, nc_whole = nc_figures(session, part, by, sites)
-        groups = {key: named(part, nc_groups.get(key, NcFigures()), time_groups.get(key))
-                  for key in nc_groups.keys() | time_groups.keys()}
-        answers.append((groups, named(part, nc_whole, time_whole)))
-    return answers
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="report") as pool:
+        time = pool.submit(apart, lambda own: time_figures(
+            own, windows, by, sites, attributes(own, sites, asset_types), fields))
+        ncs = [pool.submit(apart, nc_figures, w, by, sites) for w in windows]
+        figures = []
+        for w, nc, (time_groups, time_whole) in zip(windows, ncs, time.result(),
+                                                     strict=True):
+            nc_groups, nc_whole = nc.result()
+            groups = {key: named(w, nc_groups.get(key, NcFigures()), time_groups.get(key))
+                      for key in nc_groups.keys() | time_groups.keys()}
+            figures.append((groups, named(w, nc_whole, time_whole)))
+    return list(zip(figures[::2], figures[1::2], strict=True))
 
 
 def _empty(window: Window) -> dict[str, Any]:

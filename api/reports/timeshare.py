@@ -13,22 +13,23 @@ that never had one from its asset's or its standard's latest NC.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.reports.period import Window
-from api.reports.sql import KEY_FIELDS
+from api.reports.sql import KEY_FIELDS, epoch, integers, joined, micro
 from api.store import ComplianceDay, Nonconformance, OutOfService
 from common.vocabulary import COMPLIANCE_STATES
 
 Pair = tuple[str, str, str]
 Key = tuple[Any, ...]
-Interval = tuple[datetime, datetime]
+Interval = tuple[float, float]
+"""[start, end) in seconds (since 1970, or since a window's start)."""
 
 DOWN_SEVERITIES = ("major", "critical")
 """An open equipment NC of these severities makes its asset not intact."""
@@ -87,92 +88,159 @@ def attributes(session: Session, sites: Collection[str] | None,
     return Attributes(pairs, assets, standards, asset_types)
 
 
-def time_figures(session: Session, windows: list[Window], by: str | None,
-                 sites: Collection[str] | None, attrs: Attributes, nc_key: Any
+def time_figures(session: Session, windows: Sequence[Window], by: str | None,
+                 sites: Collection[str] | None, attrs: Attributes, fields: Sequence[str]
                  ) -> list[tuple[dict[Key, TimeFigures], TimeFigures]]:
-    """Every group's time figures and the whole's, for each of `windows`. `nc_key(row)`
-    is an NC row's group key."""
+    """Every group's time figures and the whole's, for each of `windows` (one read of
+    the equipment NCs for all). `fields` are the NC columns of a group's key."""
+    down = _downtime(session, windows, sites, fields)
+    by_group, by_asset = down.index(whole=False), down.index(whole=True)
+    answers = []
+    for window in windows:
+        groups, whole, assets, everything = _seconds(session, window, by, sites, attrs)
+        _intactness(window, assets, groups, down, by_group)
+        _intactness(window, {(): everything}, {(): whole}, down, by_asset)
+        answers.append((dict(groups), whole))
+    return answers
+
+
+def _seconds(session: Session, window: Window, by: str | None,
+             sites: Collection[str] | None, attrs: Attributes
+             ) -> tuple[dict[Key, TimeFigures], TimeFigures, dict[Key, set[tuple[str, str]]],
+                        set[tuple[str, str]]]:
+    """Each group's and the whole's compliance seconds in `window`, and their assets."""
     day = ComplianceDay
     scope = [] if sites is None else [day.site_id.in_(sorted(sites))]
     states = COMPLIANCE_STATES
-    answers: list[tuple[dict[Key, TimeFigures], TimeFigures]] = []
-    members: list[tuple[dict[Key, set[tuple[str, str]]], set[tuple[str, str]]]] = []
-    for window in windows:
-        # one plain statement per window: SQLite sums a third faster than with CASEs
-        first, last = window.days()
-        query = (select(day.site_id, day.asset_id, day.standard_id,
-                        *(func.sum(getattr(day, s)) for s in states))
-                 .where(day.day >= first, day.day <= last, *scope)
-                 .group_by(day.site_id, day.asset_id, day.standard_id))
-        groups: dict[Key, TimeFigures] = defaultdict(TimeFigures)
-        whole = TimeFigures()
-        assets: dict[Key, set[tuple[str, str]]] = defaultdict(set)
-        everything: set[tuple[str, str]] = set()
-        for row in session.execute(query):
-            pair: Pair = (row[0], row[1], row[2])
-            key = attrs.key(by, pair)
-            seconds = [float(v or 0.0) for v in row[3:]]
-            for figures in ([groups[key], whole] if key is not None else [whole]):
-                figures.pairs += 1
-                for name, value in zip(states, seconds, strict=True):
-                    figures.seconds[name] += value
-                if seconds[1]:
-                    figures.violating[pair] = seconds[1]
-            if key is not None:
-                assets[key].add((pair[0], pair[1]))
-            everything.add((pair[0], pair[1]))
-        answers.append((groups, whole))
-        members.append((assets, everything))
-    down, away = _downtime(session, windows, sites)
-    for window, (groups, whole), (assets, everything) in zip(windows, answers, members,
-                                                             strict=True):
-        _intactness(window, assets, groups, down, away, nc_key)
-        _intactness(window, {(): everything}, {(): whole}, down, away, lambda row: ())
-    return [(dict(groups), whole) for groups, whole in answers]
+    first, last = window.days()
+    query = (select(day.site_id, day.asset_id, day.standard_id,
+                    *(func.sum(getattr(day, s)) for s in states))
+             .where(day.day >= first, day.day <= last, *scope)
+             .group_by(day.site_id, day.asset_id, day.standard_id))
+    groups: dict[Key, TimeFigures] = defaultdict(TimeFigures)
+    whole = TimeFigures()
+    assets: dict[Key, set[tuple[str, str]]] = defaultdict(set)
+    everything: set[tuple[str, str]] = set()
+    for row in session.execute(query):
+        pair: Pair = (row[0], row[1], row[2])
+        key = attrs.key(by, pair)
+        seconds = [float(v or 0.0) for v in row[3:]]
+        for figures in ([groups[key], whole] if key is not None else [whole]):
+            figures.pairs += 1
+            for name, value in zip(states, seconds, strict=True):
+                figures.seconds[name] += value
+            if seconds[1]:
+                figures.violating[pair] = seconds[1]
+        if key is not None:
+            assets[key].add((pair[0], pair[1]))
+        everything.add((pair[0], pair[1]))
+    return groups, whole, assets, everything
 
 
-def _downtime(session: Session, windows: list[Window], sites: Collection[str] | None
-              ) -> tuple[list[Any], dict[tuple[str, str], list[Interval]]]:
+@dataclass(frozen=True, slots=True)
+class Downtime:
+    """The major and critical equipment NCs open in some windows, as arrays: the number
+    of their (site, asset, key fields), and when each opened and closed (epoch seconds;
+    at the last window's end if still open); the numbers' meaning; and the
+    out-of-service intervals per asset."""
+
+    owners: list[tuple[str, str, Key]]
+    ids: np.ndarray
+    opened: np.ndarray
+    closed: np.ndarray
+    away: dict[tuple[str, str], list[Interval]]
+
+    def index(self, whole: bool) -> tuple[dict[tuple[Key, str, str], int], np.ndarray]:
+        """Each NC's (group key, site, asset) as a number, the key () for the `whole`,
+        and the numbers' meaning."""
+        if not whole:
+            return {(key, site, asset): i for i, (site, asset, key)
+                    in enumerate(self.owners)}, self.ids
+        numbers: dict[tuple[Key, str, str], int] = {}
+        renumber = np.array([numbers.setdefault(((), site, asset), len(numbers))
+                             for site, asset, _ in self.owners], dtype=np.intp)
+        return numbers, renumber[self.ids] if len(self.ids) else self.ids
+
+
+def _downtime(session: Session, windows: Sequence[Window], sites: Collection[str] | None,
+              key_fields: Sequence[str]) -> Downtime:
     """Major and critical equipment NCs open in any of `windows` (cancelled ones, false
-    alarms, never), and out-of-service intervals."""
+    alarms, never), by asset and `key_fields`, and out-of-service intervals. The times
+    come as one text per asset and key (sql.joined): a fraction of the cost of a row per
+    NC."""
     n, oos = Nonconformance, OutOfService
-    first = min(w.start for w in windows)
-    last = max(w.end for w in windows)
+    first, last = min(w.start for w in windows), max(w.end for w in windows)
     scope = [] if sites is None else [n.site_id.in_(sorted(sites))]
-    rows = session.execute(
-        select(n.site_id, n.asset_id, n.asset_type, n.standard_id, n.category,
-               n.department, n.root_cause_category, n.detected_at, n.closed_at)
-        .where(n.category == "equipment", n.severity.in_(DOWN_SEVERITIES),
-               n.state != "cancelled", n.detected_at < last,
-               (n.closed_at.is_(None)) | (n.closed_at > first), *scope)).all()
+    dialect = session.get_bind().dialect.name
+    keys = [getattr(n, name) for name in key_fields]
+    owners: list[tuple[str, str, Key]] = []
+    ids, opened, closed = [], [], []
+    for row in session.execute(
+            select(n.site_id, n.asset_id, *keys,
+                   joined(dialect, micro(epoch(dialect, n.detected_at))),
+                   joined(dialect, micro(epoch(dialect, func.coalesce(n.closed_at, last)))))
+            .where(n.category == "equipment", n.severity.in_(DOWN_SEVERITIES),
+                   n.state != "cancelled", n.detected_at < last,
+                   (n.closed_at.is_(None)) | (n.closed_at > first), *scope)
+            .group_by(n.site_id, n.asset_id, *keys)):
+        opened.append(integers(row[-2]) / 1e6)
+        closed.append(integers(row[-1]) / 1e6)
+        ids.append(np.full(len(opened[-1]), len(owners), dtype=np.intp))
+        owners.append((row[0], row[1], tuple(row[2:-2])))
     away: dict[tuple[str, str], list[Interval]] = defaultdict(list)
     oos_scope = [] if sites is None else [oos.site_id.in_(sorted(sites))]
     for row in session.execute(select(oos.site_id, oos.asset_id, oos.starts_at, oos.ends_at)
                                .where(oos.starts_at < last, oos.ends_at > first,
                                       *oos_scope)):
-        away[row.site_id, row.asset_id].append((row.starts_at, row.ends_at))
-    return rows, away
+        away[row.site_id, row.asset_id].append((row.starts_at.timestamp(),
+                                                row.ends_at.timestamp()))
+    return Downtime(owners, *(np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+                              for parts, dtype in ((ids, np.intp), (opened, float),
+                                                   (closed, float))), away)
 
 
 def _intactness(window: Window, assets: Mapping[Key, set[tuple[str, str]]],
-                groups: Mapping[Key, TimeFigures], rows: list[Any],
-                away: dict[tuple[str, str], list[Interval]], nc_key: Any) -> None:
+                groups: Mapping[Key, TimeFigures], down: Downtime,
+                index: tuple[dict[tuple[Key, str, str], int], np.ndarray]) -> None:
     """Asset time (less out of service) and the part of it with a major or critical
     equipment NC open, from its detection to its closing."""
-    start, end = window.start, window.end
-    down: dict[tuple[Key, str, str], list[Interval]] = defaultdict(list)
-    for row in rows:
-        if row.detected_at < end and (row.closed_at is None or row.closed_at > start):
-            closing = row.closed_at if row.closed_at is not None else end
-            down[nc_key(row), row.site_id, row.asset_id].append(
-                (max(row.detected_at, start), min(closing, end)))
+    start, end = window.start.timestamp(), window.end.timestamp()
+    numbers, ids = index
+    lows = np.maximum(down.opened, start) - start
+    highs = np.minimum(down.closed, end) - start
+    runs = _union(ids, lows, highs, end - start)
+    lengths = np.bincount(runs[0], weights=runs[2] - runs[1], minlength=len(numbers))
     for key, members in assets.items():
         figures = groups[key]
         for asset in members:
-            outside = _merge([(max(a, start), min(b, end)) for a, b in away.get(asset, [])])
+            outside = _merge([(max(a, start) - start, min(b, end) - start)
+                              for a, b in down.away.get(asset, [])])
             figures.asset_s += window.seconds - _length(outside)
-            intervals = _merge(down.get((key, *asset), []))
-            figures.down_s += _length(intervals) - _overlap(intervals, outside)
+            i = numbers.get((key, *asset))
+            if i is None:
+                continue
+            figures.down_s += float(lengths[i])
+            if outside:
+                mine = runs[0] == i
+                figures.down_s -= _overlap(list(zip(runs[1][mine].tolist(),
+                                                    runs[2][mine].tolist(), strict=True)),
+                                           outside)
+
+
+def _union(ids: np.ndarray, lows: np.ndarray, highs: np.ndarray, span: float
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The union of the intervals [lows, highs) of each id, within [0, span], as runs:
+    (id, start, end) arrays sorted by id and start. Each id's times are shifted past the
+    previous id's, so one running maximum merges every id's intervals at once."""
+    kept = lows < highs
+    ids, lows, highs = ids[kept], lows[kept], highs[kept]
+    order = np.lexsort((lows, ids))
+    ids, lows, highs = ids[order], lows[order], highs[order]
+    shift = ids * (2.0 * span + 1.0)
+    reach = np.maximum.accumulate(highs + shift)
+    first = np.flatnonzero(np.concatenate(([True], lows[1:] + shift[1:] > reach[:-1])))
+    ends = np.maximum.reduceat(highs + shift, first) - shift[first] if len(first) else highs
+    return ids[first], lows[first], ends
 
 
 def _merge(intervals: list[Interval]) -> list[Interval]:
@@ -186,7 +254,7 @@ def _merge(intervals: list[Interval]) -> list[Interval]:
 
 
 def _length(intervals: list[Interval]) -> float:
-    return sum((end - start).total_seconds() for start, end in intervals)
+    return sum(end - start for start, end in intervals)
 
 
 def _overlap(a: list[Interval], b: list[Interval]) -> float:
@@ -194,7 +262,7 @@ def _overlap(a: list[Interval], b: list[Interval]) -> float:
     total, i, j = 0.0, 0, 0
     while i < len(a) and j < len(b):
         start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        total += max(0.0, (end - start).total_seconds())
+        total += max(0.0, end - start)
         if a[i][1] < b[j][1]:
             i += 1
         else:
