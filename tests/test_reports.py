@@ -307,3 +307,20 @@ def test_refusals(store: Store) -> None:
     assert store.get(group_by="weekday").status_code == 422
     assert store.get(format="pdf").status_code == 422
     assert store.client.get("/api/v1/reports/compliance").status_code == 401
+
+
+def test_intervals_merge_per_id_and_nothing_merges_to_nothing() -> None:
+    """The interval union behind intactness (timeshare._union), on its edges: no
+    interval, empty ones, touching ones, and ids apart."""
+    import numpy as np
+
+    from api.reports.timeshare import _union
+
+    empty = np.empty(0)
+    ids, lows, highs = _union(np.empty(0, dtype=np.intp), empty, empty, 100.0)
+    assert len(ids) == len(lows) == len(highs) == 0
+    ids, lows, highs = _union(np.array([1, 0, 0, 0, 1, 2]),
+                              np.array([0.0, 10.0, 5.0, 30.0, 0.0, 7.0]),
+                              np.array([100.0, 20.0, 10.0, 40.0, 50.0, 7.0]), 100.0)
+    assert list(zip(ids.tolist(), lows.tolist(), highs.tolist(), strict=True)) == [
+        (0, 5.0, 20.0), (0, 30.0, 40.0), (1, 0.0, 100.0)]

@@ -234,12 +234,14 @@ def _union(ids: np.ndarray, lows: np.ndarray, highs: np.ndarray, span: float
     previous id's, so one running maximum merges every id's intervals at once."""
     kept = lows < highs
     ids, lows, highs = ids[kept], lows[kept], highs[kept]
+    if not len(ids):
+        return ids, lows, highs
     order = np.lexsort((lows, ids))
     ids, lows, highs = ids[order], lows[order], highs[order]
     shift = ids * (2.0 * span + 1.0)
     reach = np.maximum.accumulate(highs + shift)
     first = np.flatnonzero(np.concatenate(([True], lows[1:] + shift[1:] > reach[:-1])))
-    ends = np.maximum.reduceat(highs + shift, first) - shift[first] if len(first) else highs
+    ends = np.maximum.reduceat(highs + shift, first) - shift[first]
     return ids[first], lows[first], ends
 
 
