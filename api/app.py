@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from api import console
 from api.background import run_jobs
 from api.door import MAX_BODY, SMALL_BODY, Door
 from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFound, PatrolError
@@ -109,6 +110,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
             stop_deciding()
 
     app = FastAPI(title="Patrol", version=health.VERSION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # api.console serves /docs, from here
                   description="Nonconformances raised by inspection standards, and the "
                               "closed loop that rectifies and verifies them.")
     app.state.db = db
@@ -129,6 +131,7 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                    reports):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
+    console.mount(app)
 
     app.add_middleware(Door, db=db, max_body=max_body, small_body=small_body)
     for kind, handler in ERROR_HANDLERS:

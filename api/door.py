@@ -34,12 +34,12 @@ log = logging.getLogger("patrol.api")
 PRINCIPAL = "patrol.principal"
 """The ASGI scope key holding the request's `Principal`."""
 
-OPEN_PATHS = frozenset({"/api/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc",
-                        "/openapi.json"})
+OPEN_PATHS = frozenset({"/api/v1/health", "/docs", "/openapi.json"})
 """Paths answered without a token: health checks and the API's own description."""
-OPEN_PREFIXES = ("/ack/",)
+OPEN_PREFIXES = ("/ack/", "/static/")
 """Paths under these are answered without a token: the alert links' page, where the
-signed link is the permission (api/routes/ack.py)."""
+signed link is the permission (api/routes/ack.py), and the console's static files
+(api/console)."""
 
 LARGE_ROUTES = frozenset({("POST", "/api/v1/events")})
 """Routes whose bodies may be large: agents' event batches and compliance snapshots."""
