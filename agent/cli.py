@@ -10,8 +10,9 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.site import ConfigError, Site, SiteConfig, load_site
 from agent.yamldoc import load_yaml
@@ -108,6 +109,29 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--name")
     which.add_argument("--id", type=int)
     revoke.set_defaults(handler=_token_revoke)
+
+    user = sub.add_parser("user", help="people who sign in to the console").add_subparsers(
+        required=True, metavar="ACTION")
+    add = user.add_parser("add", help="add a user; the password is read from standard "
+                          "input (one line), or asked twice on a terminal")
+    add.add_argument("-c", "--config", type=Path, required=True)
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=("engineer", "quality", "tracker",
+                                                       "admin"))
+    add.add_argument("--site", action="append", metavar="ID",
+                     help="a site the user reaches (repeatable); without it, every site")
+    add.add_argument("--language", choices=("en", "zh-CN"), default="en")
+    add.set_defaults(handler=_user_add)
+    for action, text in (("list", "list users (never their passwords)"),
+                         ("passwd", "set a user's password (read as for add); ends their "
+                          "sessions and lifts a lock-out"),
+                         ("disable", "disable a user; ends their sessions"),
+                         ("enable", "enable a user again")):
+        p = user.add_parser(action, help=text, description=text)
+        p.add_argument("-c", "--config", type=Path, required=True)
+        if action != "list":
+            p.add_argument("name")
+        p.set_defaults(handler=_user_action, action=action)
     return parser
 
 
@@ -236,6 +260,85 @@ def _token_create(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(token)
     return 0
+
+
+def _read_password() -> str:
+    """One line of standard input, or asked twice on a terminal (SPEC 7.4)."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def _users(args: argparse.Namespace, work: Callable[[Any], str]) -> int:
+    """`work(session)` on the site's database in one transaction; prints its answer, or
+    the refusal and EXIT_INVALID."""
+    from api.errors import PatrolError
+    from api.store import open_database
+
+    site = load_site(args.config, secrets=False)
+    database = open_database(site.config.server)
+    try:
+        with database.write() as session:
+            answer = work(session)
+            session.commit()
+    except (PatrolError, ValueError) as exc:
+        print(f"patrol user: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    finally:
+        database.close()
+    print(answer)
+    return 0
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from api.console.users import add_user
+
+    try:
+        password = _read_password()
+    except ValueError as exc:
+        print(f"patrol user: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    reach = f"sites {', '.join(sorted(set(args.site)))}" if args.site else "every site"
+
+    def add(session: Any) -> str:
+        add_user(session, name=args.name, password=password, role=args.role,
+                 sites=args.site, language=args.language)
+        return f"added {args.role} {args.name!r} for {reach}"
+
+    return _users(args, add)
+
+
+def _user_action(args: argparse.Namespace) -> int:
+    from api.console import users
+
+    if args.action == "list":
+        return _users(args, lambda session: "\n".join(
+            f"{u.name}\t{u.role}\t{', '.join(u.sites) if u.sites else 'every site'}\t"
+            f"{u.language}\t{'disabled' if u.disabled else 'enabled'}"
+            for u in users.list_users(session)) or "no users")
+    if args.action == "passwd":
+        try:
+            password = _read_password()
+        except ValueError as exc:
+            print(f"patrol user: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+
+        def passwd(session: Any) -> str:
+            users.set_password(session, args.name, password)
+            return f"password of {args.name!r} set; their sessions are ended"
+
+        return _users(args, passwd)
+
+    def switch(session: Any) -> str:
+        users.set_disabled(session, args.name, args.action == "disable")
+        return f"{args.name!r} {args.action}d"
+
+    return _users(args, switch)
 
 
 def _token_list(args: argparse.Namespace) -> int:

@@ -260,6 +260,39 @@ class ComplianceDay(Base):
     inactive: Mapped[float] = mapped_column(default=0.0)
 
 
+class User(Base):
+    """A person who signs in to the console (SPEC 7.4): a scrypt hash of the password
+    (api.console.users), never the password; a role and sites as tokens have them."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    sites: Mapped[list[str] | None] = mapped_column(JSON)  # NULL: every site
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    disabled: Mapped[bool] = mapped_column(default=False)
+    failed_sign_ins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: only the SHA-256 of its cookie is stored, so a copy of the
+    database signs no one in; its CSRF token is checked on every form."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiToken(Base):
     """API tokens: only the SHA-256 of the token is stored."""
 
