@@ -34,12 +34,13 @@ log = logging.getLogger("patrol.api")
 PRINCIPAL = "patrol.principal"
 """The ASGI scope key holding the request's `Principal`."""
 
-OPEN_PATHS = frozenset({"/api/v1/health", "/docs", "/openapi.json"})
-"""Paths answered without a token: health checks and the API's own description."""
-OPEN_PREFIXES = ("/ack/", "/static/")
-"""Paths under these are answered without a token: the alert links' page, where the
-signed link is the permission (api/routes/ack.py), and the console's static files
-(api/console)."""
+OPEN_PATHS = frozenset({"/api/v1/health", "/openapi.json"})
+"""API paths answered without a token: health checks and the API's own description."""
+API_PREFIX = "/api/"
+"""Tokens are asked for under this prefix only. The other paths are pages with their own
+permission: the console's (api/console: a signed-in person, a CSRF token per form, its
+static files and /docs open), and the alert links' page (api/routes/ack.py: the signed
+link)."""
 
 LARGE_ROUTES = frozenset({("POST", "/api/v1/events")})
 """Routes whose bodies may be large: agents' event batches and compliance snapshots."""
@@ -104,7 +105,7 @@ class Door:
         refusal = None
         if b"%00" in scope.get("query_string", b""):
             refusal = _Refusal(400, "the query string holds a NUL character (%00)", {})
-        elif scope["path"] not in OPEN_PATHS and not scope["path"].startswith(OPEN_PREFIXES):
+        elif scope["path"].startswith(API_PREFIX) and scope["path"] not in OPEN_PATHS:
             principal = await self._authenticate(headers.get(b"authorization", b""))
             if isinstance(principal, _Refusal):
                 refusal = principal

@@ -4,7 +4,8 @@ vendored files under `static/vendor/` with their licenses, from scripts/vendor.s
 nothing comes from a CDN, so the console and `/docs` work offline and where CDNs are
 blocked.
 
-`mount(app)` adds the static files and the API's own Swagger UI at `/docs`.
+`mount(app)` adds the pages (api/console/pages.py), the static files and the API's own
+Swagger UI at `/docs`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ SWAGGER = "/static/vendor/swagger-ui-dist"
 
 
 def mount(app: FastAPI) -> None:
-    """Serve `static/` at /static and Swagger UI from it at /docs (FastAPI's own /docs
-    and /redoc load theirs from a CDN, so the app is made without them)."""
+    """Serve the pages, `static/` at /static and Swagger UI from it at /docs (FastAPI's
+    own /docs and /redoc load theirs from a CDN, so the app is made without them)."""
+    from api.console import pages
+
+    app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)

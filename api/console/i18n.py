@@ -1,0 +1,78 @@
+# ruff: noqa: RUF001  (full-width Chinese punctuation is meant)
+"""Every word the console says, in English and Simplified Chinese (the glossary's terms,
+/work/shared/GLOSSARY.md, one per concept). Both locales have the same keys, and zh-CN
+holds no English word (tests/test_console_pages.py reads the pages' visible text). No
+key is the name of a dict method (`clear`, `items`...): templates read `t.clear` as the
+method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+EN: dict[str, Any] = {
+    "product": "Patrol",
+    "sign_in": "Sign in", "sign_out": "Sign out", "name": "Name", "password": "Password",
+    "signed_in_as": "{name} ({role})",
+    "ncs": "Nonconformances", "filter": "Filter", "reset": "Clear", "next": "Next page",
+    "any": "any", "yes": "yes", "no": "no", "none": "No nonconformance matches.",
+    "id": "ID", "title": "Title", "asset": "Asset", "standard": "Standard",
+    "severity": "Severity", "state": "State", "detected": "Detected", "due": "Due",
+    "department": "Department", "overdue": "Overdue", "recurring": "Recurring",
+    "site": "Site", "language": "Language",
+    "states": {"open": "open", "acknowledged": "acknowledged", "rectifying": "rectifying",
+               "pending_verification": "pending verification", "closed": "closed",
+               "cancelled": "cancelled"},
+    "severities": {"critical": "critical", "major": "major", "minor": "minor"},
+    "roles": {"engineer": "engineer", "quality": "quality", "tracker": "tracker",
+              "admin": "administrator"},
+    "languages": {"en": "English", "zh-CN": "简体中文"},
+    "refused": "Sign-in refused",
+    "reasons": {"wrong": "Wrong name or password.",
+                "locked": "Too many failed sign-ins: try again in 15 minutes.",
+                "disabled": "This user is disabled: ask an administrator.",
+                "expired": "The form has expired: please sign in again."},
+    "forbidden": "This form has expired or was not sent by this page: reload and try again.",
+}
+
+ZH: dict[str, Any] = {
+    "product": "巡检",
+    "sign_in": "登录", "sign_out": "退出", "name": "用户名", "password": "密码",
+    "signed_in_as": "{name}（{role}）",
+    "ncs": "不合格项", "filter": "筛选", "reset": "清除", "next": "下一页",
+    "any": "全部", "yes": "是", "no": "否", "none": "没有符合条件的不合格项。",
+    "id": "编号", "title": "标题", "asset": "设备", "standard": "检查标准",
+    "severity": "严重程度", "state": "状态", "detected": "发现时间", "due": "整改时限",
+    "department": "责任部门", "overdue": "已超期", "recurring": "重复发生",
+    "site": "项目", "language": "语言",
+    "states": {"open": "待处理", "acknowledged": "已确认", "rectifying": "整改中",
+               "pending_verification": "待验证", "closed": "已关闭",
+               "cancelled": "已撤销"},
+    "severities": {"critical": "紧急", "major": "重要", "minor": "次要"},
+    "roles": {"engineer": "工程人员", "quality": "品质人员", "tracker": "整改跟踪系统",
+              "admin": "管理员"},
+    "languages": {"en": "English", "zh-CN": "简体中文"},
+    "refused": "登录失败",
+    "reasons": {"wrong": "用户名或密码错误。",
+                "locked": "登录失败次数过多，请 15 分钟后再试。",
+                "disabled": "该用户已停用，请联系管理员。",
+                "expired": "页面已过期，请重新登录。"},
+    "forbidden": "表单已过期或并非由本页面提交，请刷新后重试。",
+}
+
+CATALOGS: dict[str, dict[str, Any]] = {"en": EN, "zh-CN": ZH}
+LANGUAGES = tuple(CATALOGS)
+
+
+def texts(language: str | None) -> dict[str, Any]:
+    return CATALOGS.get(language or "en", EN)
+
+
+def from_header(accept_language: str | None) -> str:
+    """The first of the browser's languages the console has (for the sign-in page)."""
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh-CN"
+        if tag.startswith("en"):
+            return "en"
+    return "en"

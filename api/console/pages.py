@@ -1,0 +1,232 @@
+"""The console's pages (SPEC 7.4): sign-in and sign-out, the language, and the NC list.
+Every page but sign-in needs a signed-in person; every form carries the session's CSRF
+token; what a page shows and does goes through the same service functions and scope
+(`Principal`) as the REST API.
+
+Forms are read as `application/x-www-form-urlencoded` here (no multipart dependency):
+the console never uploads files.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from api.console import users
+from api.console.i18n import LANGUAGES, from_header, texts
+from api.errors import BadCursor, Invalid
+from api.service import Filters, list_ncs, to_public
+from api.store import Database
+from common.vocabulary import NC_STATES
+
+router = APIRouter(include_in_schema=False)
+T = TypeVar("T")
+
+SESSION_COOKIE = "patrol_session"
+LOGIN_COOKIE = "patrol_login"
+"""A random value the sign-in form repeats: a form posted from elsewhere lacks it."""
+PAGE = 50
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+}
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                        autoescape=select_autoescape(["html"]), auto_reload=False)
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+async def _in_db(request: Request, work: Callable[[Any], T]) -> T:
+    """`work(session)` in one write transaction, committed, off the event loop."""
+
+    def run() -> T:
+        with _db(request).write() as session:
+            result = work(session)
+            session.commit()
+            return result
+
+    return await run_in_threadpool(run)
+
+
+async def _signed(request: Request) -> users.Signed | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    return await _in_db(request, lambda session: users.resume(session, cookie))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != \
+            "application/x-www-form-urlencoded":
+        raise Invalid("a console form is sent as application/x-www-form-urlencoded")
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return {key: values[0] for key, values in parse_qs(body).items()}
+
+
+def _render(template: str, *, status: int = 200, lang: str = "en",
+            signed: users.Signed | None = None, **values: Any) -> HTMLResponse:
+    html = TEMPLATES.get_template(template).render(t=texts(lang), lang=lang, signed=signed,
+                                               **values)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _secure(request: Request) -> bool:
+    return (request.url.scheme == "https"
+            or request.headers.get("x-forwarded-proto", "").lower() == "https")
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+
+
+def _safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path on this server, never another site."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/ncs"
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    return RedirectResponse("/ncs" if await _signed(request) else "/login", status_code=303)
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    nonce = secrets.token_urlsafe(24)
+    response = _render("login.html", lang=from_header(request.headers.get("accept-language")),
+                       csrf=nonce, next=_safe_next(next), name="", reason=None)
+    response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
+                        secure=_secure(request), path="/login")
+    return response
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await _form(request)
+    lang = from_header(request.headers.get("accept-language"))
+    name, target = form.get("name", "")[:64], _safe_next(form.get("next"))
+    expected = request.cookies.get(LOGIN_COOKIE)
+    if not expected or not secrets.compare_digest(expected, form.get("csrf", "")):
+        return _render("login.html", status=403, lang=lang, csrf=expected or "",
+                       next=target, name=name, reason="expired")
+
+    def sign_in(session: Any) -> tuple[str | None, str]:
+        try:
+            user = users.sign_in(session, name, form.get("password", ""))
+        except users.SignInRefused as refusal:
+            text = str(refusal)
+            return None, ("locked" if "later" in text else
+                          "disabled" if "disabled" in text else "wrong")
+        return users.open_session(session, user), ""
+
+    cookie, reason = await _in_db(request, sign_in)
+    if cookie is None:
+        return _render("login.html", status=401, lang=lang, csrf=expected, next=target,
+                       name=name, reason=reason)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict",
+                        secure=_secure(request), path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+async def _checked(request: Request) -> tuple[users.Signed | None, dict[str, str], Response | None]:
+    """The signed-in person and the form of a console POST, or the answer refusing it."""
+    signed = await _signed(request)
+    if signed is None:
+        return None, {}, _to_login(request)
+    form = await _form(request)
+    if not users.csrf_ok(signed, form.get("csrf")):
+        t = texts(signed.user.language)
+        return signed, form, HTMLResponse(t["forbidden"], status_code=403, headers=HEADERS)
+    return signed, form, None
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    _, _, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    await _in_db(request, lambda session: users.close_session(session, cookie))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.post("/language")
+async def language(request: Request) -> Response:
+    signed, form, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    chosen = form.get("language")
+    if chosen in LANGUAGES:
+        def choose(session: Any) -> None:
+            user = session.get(type(signed.user), signed.user.id)
+            user.language = chosen
+        await _in_db(request, choose)
+    return RedirectResponse(request.headers.get("referer") or "/ncs", status_code=303)
+
+
+FILTERS = ("state", "severity", "asset_id", "standard_id", "department", "overdue",
+           "recurring")
+ALLOWED = {"state": NC_STATES, "severity": ("critical", "major", "minor")}
+"""A filter's values, where it has a few: another one is ignored, as a link may be old."""
+
+
+@router.get("/ncs")
+async def nc_list(request: Request) -> Response:
+    """The NC list with the API's filters, kept in the URL, newest first, paged by the
+    API's cursor."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    query = request.query_params
+    chosen: dict[str, Any] = {}
+    for name in FILTERS:
+        value = query.get(name, "").strip()[:128]
+        if not value:
+            continue
+        if name in ("overdue", "recurring"):
+            chosen[name] = value == "true"
+        elif value in ALLOWED.get(name, (value,)):
+            chosen[name] = value
+    filters = Filters(sites=signed.principal.sites, **chosen)
+    now = datetime.now(UTC)
+    cursor = query.get("cursor") or None
+
+    def read(session: Any) -> tuple[list[Any], str | None]:
+        try:
+            rows, next_cursor = list_ncs(session, filters, limit=PAGE, cursor=cursor, now=now)
+        except BadCursor:
+            rows, next_cursor = list_ncs(session, filters, limit=PAGE, cursor=None, now=now)
+        return [to_public(nc, now) for nc in rows], next_cursor
+
+    rows, next_cursor = await _in_db(request, read)
+    tz = ZoneInfo(request.app.state.timezone)
+    kept = {k: v for k, v in query.items() if k in FILTERS and v}
+    return _render("ncs.html", lang=signed.user.language, signed=signed, rows=rows,
+                   filters=filters, next_cursor=next_cursor,
+                   next_url=f"/ncs?{urlencode({**kept, 'cursor': next_cursor or ''})}",
+                   local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))

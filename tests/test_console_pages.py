@@ -1,0 +1,156 @@
+"""The console's pages over HTTP (SPEC 7.4): sign-in, the session cookie, CSRF on every
+form, the NC list with the API's filters and scope, and a zh-CN page without English.
+The browser tests (tests/test_console_browser.py) drive the same pages in Chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.console import users
+from api.store import Database
+from tests.test_feed_webhooks import Patrol
+
+PASSWORD = "plant-room-7"
+
+
+@pytest.fixture
+def patrol(db: Database) -> Iterator[Patrol]:
+    with db.write() as session:
+        users.add_user(session, name="li.wei", password=PASSWORD, role="engineer",
+                       sites=["tower-a"])
+        users.add_user(session, name="wang.fang", password=PASSWORD, role="quality",
+                       language="zh-CN")
+        session.commit()
+    with TestClient(create_app(db), base_url="https://testserver") as client:
+        yield Patrol(client, db)
+
+
+def sign_in(client: TestClient, name: str, password: str = PASSWORD,
+            follow: bool = False) -> object:
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf, page.text
+    return client.post("/login", data={"name": name, "password": password,
+                                       "csrf": csrf.group(1), "next": "/ncs"},
+                       follow_redirects=follow)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+def test_pages_need_a_signed_in_person(patrol: Patrol) -> None:
+    answer = patrol.client.get("/ncs?state=open", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=%2Fncs%3Fstate%3Dopen"
+    assert patrol.client.get("/", follow_redirects=False).headers["location"] == "/login"
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_a_wrong_password_says_so(
+        patrol: Patrol) -> None:
+    refused = sign_in(patrol.client, "li.wei", "not-the-password")
+    assert refused.status_code == 401  # type: ignore[attr-defined]
+    assert "Wrong name or password." in refused.text  # type: ignore[attr-defined]
+    signed = sign_in(patrol.client, "li.wei")
+    assert signed.status_code == 303  # type: ignore[attr-defined]
+    cookie = signed.headers["set-cookie"]  # type: ignore[attr-defined]
+    assert cookie.startswith("patrol_session=")
+    for flag in ("HttpOnly", "SameSite=strict", "Secure", "Path=/"):
+        assert flag.lower() in cookie.lower(), cookie
+    assert patrol.client.get("/ncs").status_code == 200
+
+
+def test_a_sign_in_form_from_elsewhere_is_refused(patrol: Patrol) -> None:
+    answer = patrol.client.post("/login", data={"name": "li.wei", "password": PASSWORD,
+                                                "csrf": "forged"}, follow_redirects=False)
+    assert answer.status_code == 403
+    assert "patrol_session" not in answer.headers.get("set-cookie", "")
+
+
+def test_forms_without_the_sessions_csrf_token_are_refused(patrol: Patrol) -> None:
+    sign_in(patrol.client, "li.wei")
+    refused = patrol.client.post("/logout", data={"csrf": "guess"}, follow_redirects=False)
+    assert refused.status_code == 403
+    assert patrol.client.get("/ncs").status_code == 200  # still signed in
+    token = csrf_of(patrol.client.get("/ncs").text)
+    out = patrol.client.post("/logout", data={"csrf": token}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert patrol.client.get("/ncs", follow_redirects=False).status_code == 303
+
+
+def test_the_nc_list_filters_and_keeps_to_the_users_sites(patrol: Patrol) -> None:
+    mine = patrol.raise_nc(asset="CH-1")
+    other = patrol.raise_nc(asset="CH-2")
+    patrol.act(other, "acknowledge")
+    elsewhere = patrol.raise_nc(site="tower-b", asset="CH-1")
+    sign_in(patrol.client, "li.wei")
+    everything = patrol.client.get("/ncs").text
+    assert mine in everything and other in everything
+    assert elsewhere not in everything  # li.wei reaches tower-a only
+    only_open = patrol.client.get("/ncs", params={"state": "open"}).text
+    assert mine in only_open and other not in only_open
+    assert 'value="open" selected' in only_open  # the filter is kept in the page
+    assert patrol.client.get("/ncs", params={"asset_id": "CH-2"}).text.count(
+        'class="nc ') == 1
+    assert patrol.client.get("/ncs", params={"state": "bogus", "cursor": "junk"}
+                             ).status_code == 200
+
+
+class VisibleText(HTMLParser):
+    """The text a person reads: no script, style or element marked as another language."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skip: list[str] = []
+        self.words: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "title") or dict(attrs).get("lang") == "en":
+            self.skip.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.skip and self.skip[-1] == tag:
+            self.skip.pop()
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.words += re.findall(r"[A-Za-z]{2,}", data)
+
+
+def test_a_zh_cn_page_shows_no_english_outside_data(patrol: Patrol) -> None:
+    nc = patrol.raise_nc(asset="CH-1")
+    sign_in(patrol.client, "wang.fang")
+    page = patrol.client.get("/ncs").text
+    assert "不合格项" in page and "待处理" in page
+    reader = VisibleText()
+    reader.feed(page)
+    public = patrol.client.get(f"/api/v1/nonconformances/{nc}",
+                               headers=patrol.headers("tracker")).json()
+    data = {"wang", "fang"} | {  # the user's name, and the NC's own words
+        word for value in public.values() if isinstance(value, str)
+        for word in re.findall(r"[A-Za-z]{2,}", value)}
+    english = [w for w in reader.words if w not in data]
+    assert english == [], english
+
+
+def test_both_catalogs_have_the_same_keys_and_none_hides_behind_a_dict_method() -> None:
+    from api.console.i18n import EN, ZH
+
+    def keys(catalog: dict[str, object], prefix: str = "") -> set[str]:
+        found = set()
+        for key, value in catalog.items():
+            found.add(prefix + key)
+            if isinstance(value, dict):
+                found |= keys(value, f"{prefix}{key}.")
+        return found
+
+    assert keys(EN) == keys(ZH)
+    assert not {key.rsplit(".", 1)[-1] for key in keys(EN)} & set(dir(dict))
