@@ -8,6 +8,9 @@ set -euo pipefail
 # socat makes pty pairs for Modbus RTU; mbpoll is an independent Modbus master that
 # cross-checks our register decoding.
 PACKAGES=(mosquitto mosquitto-clients postgresql socat mbpoll victoria-metrics influxdb)
+# The console's browser tests drive Debian's chromium (no browser download works here),
+# with a CJK font so Chinese pages render as text, not boxes.
+PACKAGES+=(chromium fonts-wqy-microhei)
 PACKAGES+=(${PATROL_EXTRA_PACKAGES:-})
 
 say() { echo "services: $*"; }
