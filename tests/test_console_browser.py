@@ -127,3 +127,46 @@ def test_a_quality_user_reads_the_list_in_chinese(server: str, browser: object,
     page.goto(f"{server}/ncs")
     assert "/login" in page.url
     context.close()
+
+
+def test_the_closed_loop_in_the_browser(server: str, browser: object, db: Database,
+                                        request: pytest.FixtureRequest) -> None:
+    """An engineer opens the NC from the list, acknowledges and rectifies it with a root
+    cause; a different, quality user verifies it; both pages in both languages shot."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(db)) as client:
+        nc = Patrol(client, db).raise_nc(asset="CH-1")
+    shots = SHOTS / request.node.callspec.id
+    shots.mkdir(parents=True, exist_ok=True)
+    engineer = browser.new_context(viewport={"width": 375, "height": 800})  # type: ignore[attr-defined]
+    page = engineer.new_page()
+    _sign_in(page, server, "li.wei")
+    page.click(f"li.nc[data-id='{nc}'] a")
+    page.wait_for_url(re.compile(f".*/ncs/{nc}$"))
+    assert page.locator("form[data-action=cancel] button").is_disabled()  # quality's
+    page.click("form[data-action=acknowledge] button")
+    page.wait_for_selector("#state[data-state=acknowledged]")
+    rectify = page.locator("form[data-action=rectify]")
+    rectify.locator("textarea[name=action]").fill("replaced the valve actuator")
+    rectify.locator("textarea[name=root_cause]").fill("worn actuator")
+    rectify.locator("select[name=root_cause_category]").select_option("equipment_wear")
+    rectify.locator("button").click()
+    page.wait_for_selector("#state[data-state=pending_verification]")
+    assert page.locator("form[data-action=verify] button").is_disabled()
+    page.screenshot(path=str(shots / "nc-en-375.png"), full_page=True)
+    engineer.close()
+
+    quality = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page = quality.new_page()
+    _sign_in(page, server, "wang.fang")
+    page.goto(f"{server}/ncs/{nc}")
+    assert page.locator("h2").first.inner_text() == "概要"
+    page.locator("form[data-action=verify] select[name=result]").select_option("pass")
+    page.click("form[data-action=verify] button")
+    page.wait_for_selector("#state[data-state=closed]")
+    timeline = page.locator("ol.timeline li").evaluate_all(
+        "items => items.map(i => i.dataset.action)")
+    assert timeline == ["raised", "acknowledge", "rectify", "verify"]
+    page.screenshot(path=str(shots / "nc-zh-1280.png"), full_page=True)
+    quality.close()

@@ -105,7 +105,8 @@ def test_the_nc_list_filters_and_keeps_to_the_users_sites(patrol: Patrol) -> Non
 
 
 class VisibleText(HTMLParser):
-    """The text a person reads: no script, style or element marked as another language."""
+    """The text a person reads: no script or style, and no element marked as data
+    (`translate="no"`: codes from site.yaml) or as another language."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -113,7 +114,9 @@ class VisibleText(HTMLParser):
         self.words: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style", "title") or dict(attrs).get("lang") == "en":
+        marks = dict(attrs)
+        if tag in ("script", "style", "title") or marks.get("lang") == "en" \
+                or marks.get("translate") == "no":
             self.skip.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
@@ -127,11 +130,15 @@ class VisibleText(HTMLParser):
 
 def test_a_zh_cn_page_shows_no_english_outside_data(patrol: Patrol) -> None:
     nc = patrol.raise_nc(asset="CH-1")
+    patrol.act(nc, "acknowledge")
+    patrol.act(nc, "rectify", action="replaced", root_cause="wear")
     sign_in(patrol.client, "wang.fang")
     page = patrol.client.get("/ncs").text
-    assert "不合格项" in page and "待处理" in page
+    assert "不合格项" in page and "待验证" in page
+    detail = patrol.client.get(f"/ncs/{nc}").text
+    assert "处理记录" in detail and "提交整改" in detail
     reader = VisibleText()
-    reader.feed(page)
+    reader.feed(page + detail)
     public = patrol.client.get(f"/api/v1/nonconformances/{nc}",
                                headers=patrol.headers("tracker")).json()
     data = {"wang", "fang"} | {  # the user's name, and the NC's own words
@@ -154,3 +161,43 @@ def test_both_catalogs_have_the_same_keys_and_none_hides_behind_a_dict_method() 
 
     assert keys(EN) == keys(ZH)
     assert not {key.rsplit(".", 1)[-1] for key in keys(EN)} & set(dir(dict))
+
+
+def test_the_closed_loop_in_pages_leaves_the_apis_history(patrol: Patrol) -> None:
+    """An engineer acknowledges and rectifies, a quality user verifies: the history
+    names them as the API would, and a role's missing actions show disabled and are
+    refused by the server too."""
+    nc = patrol.raise_nc(asset="CH-1")
+    sign_in(patrol.client, "li.wei")
+    page = patrol.client.get(f"/ncs/{nc}").text
+    token = csrf_of(page)
+    assert re.search(r'data-action="acknowledge">.*?<button class="primary" >', page, re.S)
+    assert re.search(r'data-action="cancel">.*?<button class="primary" disabled', page, re.S)
+    refused = patrol.client.post(f"/ncs/{nc}/cancel", data={"csrf": token, "reason": "x"})
+    assert refused.status_code == 403 and "Not done" in refused.text
+    for action, fields in (("acknowledge", {}),
+                           ("rectify", {"action": "replaced the valve actuator",
+                                        "root_cause": "worn actuator",
+                                        "root_cause_category": "equipment_wear"})):
+        done = patrol.client.post(f"/ncs/{nc}/{action}", data={"csrf": token, **fields},
+                                  follow_redirects=False)
+        assert done.status_code == 303, done.text
+    missing = patrol.client.post(f"/ncs/{nc}/verify", data={"csrf": token, "result": "pass"})
+    assert missing.status_code == 403  # an engineer does not verify
+    patrol.client.post("/logout", data={"csrf": token})
+    sign_in(patrol.client, "wang.fang")
+    token = csrf_of(patrol.client.get(f"/ncs/{nc}").text)
+    bad = patrol.client.post(f"/ncs/{nc}/verify", data={"csrf": token, "result": "maybe"})
+    assert bad.status_code == 422 and "result" in bad.text
+    done = patrol.client.post(f"/ncs/{nc}/verify", data={"csrf": token, "result": "pass"},
+                              follow_redirects=False)
+    assert done.status_code == 303
+    history = patrol.client.get(f"/api/v1/nonconformances/{nc}/history",
+                                headers=patrol.headers("tracker")).json()["items"]
+    assert [(h["action"], h["actor"], h["role"]) for h in history] == [
+        ("raised", "agent-1", "agent"), ("acknowledge", "li.wei", "engineer"),
+        ("rectify", "li.wei", "engineer"), ("verify", "wang.fang", "quality")]
+    rectified = history[2]["changes"]["rectification"][1]
+    assert (rectified["root_cause_category"], rectified["by"]) == ("equipment_wear", "li.wei")
+    page = patrol.client.get(f"/ncs/{nc}").text
+    assert 'data-state="closed"' in page and "已关闭" in page

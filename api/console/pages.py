@@ -1,4 +1,5 @@
-"""The console's pages (SPEC 7.4): sign-in and sign-out, the language, and the NC list.
+"""The console's pages (SPEC 7.4): sign-in and sign-out, the language, the NC list and
+an NC's page with its actions.
 Every page but sign-in needs a signed-in person; every form carries the session's CSRF
 token; what a page shows and does goes through the same service functions and scope
 (`Principal`) as the REST API.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,13 +22,17 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.console import users
 from api.console.i18n import LANGUAGES, from_header, texts
-from api.errors import BadCursor, Invalid
-from api.service import Filters, list_ncs, to_public
-from api.store import Database
+from api.errors import BadCursor, Invalid, NotFound, PatrolError
+from api.lifecycle import perform
+from api.schemas import ActionBody
+from api.service import Filters, history_page, list_ncs, to_public, visible_nc
+from api.store import Database, parse_nc_id
+from api.workflow import ACTIONS, allowed_actions
 from common.vocabulary import NC_STATES
 
 router = APIRouter(include_in_schema=False)
@@ -230,3 +236,88 @@ async def nc_list(request: Request) -> Response:
                    filters=filters, next_cursor=next_cursor,
                    next_url=f"/ncs?{urlencode({**kept, 'cursor': next_cursor or ''})}",
                    local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
+
+
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """An action the NC's state allows, its form's fields, and whether this person's role
+    may take it (a disabled form when not: the server refuses it anyway)."""
+
+    name: str
+    fields: tuple[str, ...]
+    required: tuple[str, ...]
+    may: bool
+
+
+FORM_FIELDS = {"acknowledge": ("note",), "start": ("note",),
+               "rectify": ("action", "root_cause", "root_cause_category", "note"),
+               "verify": ("result", "note"), "cancel": ("reason",), "reopen": ("reason",),
+               "assign": ("assignee", "note")}
+
+
+def _nc_page(request: Request, signed: users.Signed, nc_id: str, *, status: int = 200,
+             refusal: str | None = None) -> Callable[[Any], Response]:
+    def read(session: Any) -> Response:
+        nc = visible_nc(session, nc_id, signed.principal)
+        entries, _ = history_page(session, nc.pk, limit=500, cursor=None)
+        public = to_public(nc, datetime.now(UTC))
+        offered = [Offered(name, FORM_FIELDS[name], ACTIONS[name].required,
+                           signed.principal.may(*ACTIONS[name].roles))
+                   for name in allowed_actions(public.state)]
+        tz = ZoneInfo(request.app.state.timezone)
+        return _render("nc.html", status=status, lang=signed.user.language, signed=signed,
+                       nc=public, history=entries, actions=offered, refusal=refusal,
+                       categories=request.app.state.root_cause_categories,
+                       local=lambda moment: moment.astimezone(tz).strftime(
+                           "%Y-%m-%d %H:%M"))
+    return read
+
+
+@router.get("/ncs/{nc_id}")
+async def nc_page(request: Request, nc_id: str) -> Response:
+    """One NC: its summary, the actions its state allows (those the person's role may not
+    take shown disabled), and its history."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    try:
+        return await _in_db(request, _nc_page(request, signed, nc_id[:64]))
+    except NotFound:
+        return HTMLResponse(texts(signed.user.language)["none"], status_code=404,
+                            headers=HEADERS)
+
+
+@router.post("/ncs/{nc_id}/{action}")
+async def nc_action(request: Request, nc_id: str, action: str) -> Response:
+    """A person's action through the API's own service function (api.lifecycle.perform):
+    the same checks, the same history entry. A refusal shows the NC again with why."""
+    signed, form, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    pk = parse_nc_id(nc_id[:64])
+    if pk is None or action not in ACTIONS:
+        return HTMLResponse(texts(signed.user.language)["none"], status_code=404,
+                            headers=HEADERS)
+    fields = {name: value.strip() for name, value in form.items()
+              if name in FORM_FIELDS[action] and value.strip()}
+
+    def act(session: Any) -> None:
+        perform(session, pk, action, ActionBody(**fields), signed.principal,
+                allow_self_verify=request.app.state.allow_self_verify,
+                root_cause_categories=request.app.state.root_cause_categories)
+
+    from api.app import STATUS  # the API's statuses for the same refusals
+
+    try:
+        await _in_db(request, act)
+    except (PatrolError, ValidationError) as exc:
+        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 422)
+        reason = str(exc) if isinstance(exc, PatrolError) else "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        try:
+            return await _in_db(request, _nc_page(request, signed, nc_id[:64],
+                                                  status=status, refusal=reason))
+        except NotFound:
+            return HTMLResponse(reason, status_code=404, headers=HEADERS)
+    return RedirectResponse(f"/ncs/{nc_id}", status_code=303)
