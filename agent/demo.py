@@ -133,10 +133,12 @@ async def _demo(workdir: Path, api_port: int, broker: tuple[str, int]) -> None:
         site = load_site(write_site(workdir, modbus_port=modbus_port, mqtt_url=mqtt_url,
                                     api_port=api_port, topic_prefix=prefix,
                                     alert_port=alert_port))
-        token = _admin_token(site.config.server.database)
+        token, password = _admin_token(site.config.server.database)
 
         def ready(url: str) -> None:
+            people = ", ".join(name for name, _ in DEMO_USERS)
             print(f"\nPatrol demo is running in {workdir} (Ctrl-C stops it)\n"
+                  f"  console: {url}/   sign in as {people}, password {password}\n"
                   f"  API:     {url}/api/v1   (OpenAPI: {url}/docs)\n"
                   f"  token:   {token}\n"
                   f"  try:     curl -s -H 'Authorization: Bearer {token}' "
@@ -181,13 +183,24 @@ async def alert_printer() -> Any:
         await runner.cleanup()
 
 
-def _admin_token(database_url: str) -> str:
+DEMO_USERS = (("demo-engineer", "engineer"), ("demo-quality", "quality"))
+"""The console's demo people: an engineer rectifies, a different quality user verifies."""
+
+
+def _admin_token(database_url: str) -> tuple[str, str]:
+    """An admin token, and the demo users' password (random, printed with the token)."""
     from api.auth import create_token
+    from api.console.users import add_user
     from api.store import Database
 
+    password = secrets.token_urlsafe(9)
     database = Database(database_url)
     try:
         with database.write() as session:
-            return create_token(session, name="demo-admin", role="admin")
+            token = create_token(session, name="demo-admin", role="admin")
+            for name, role in DEMO_USERS:
+                add_user(session, name=name, password=password, role=role)
+            session.commit()
+            return token, password
     finally:
         database.close()

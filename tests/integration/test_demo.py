@@ -7,6 +7,7 @@ import re
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import free_port
@@ -34,6 +35,17 @@ def test_demo_raises_the_chiller_nc_and_stops_on_ctrl_c(tmp_path: Path, broker: 
         nc = body["items"][0]
         assert nc["state"] == "open" and nc["evidence"]["value"] > 8.0
         assert nc["evidence"]["readings"], nc
+        console = re.search(r"console: (\S+)/ +sign in as demo-engineer, demo-quality, "
+                            r"password (\S+)", output)
+        assert console, output
+        with httpx.Client(base_url=console.group(1), follow_redirects=True) as browser:
+            form = browser.get("/login").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert csrf, form
+            signed = browser.post("/login", data={
+                "name": "demo-engineer", "password": console.group(2),
+                "csrf": csrf.group(1)})  # followed to the NC list
+            assert signed.status_code == 200 and nc["id"] in signed.text
         alert = process.wait_for_output(nc["id"], timeout=60)  # the alert, in the terminal
         assert "--- ALERT (notify channel demo-alerts)" in alert
     finally:
