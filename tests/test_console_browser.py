@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,15 @@ def test_the_closed_loop_in_the_browser(server: str, browser: object, db: Databa
     from fastapi.testclient import TestClient
 
     with TestClient(create_app(db)) as client:
-        nc = Patrol(client, db).raise_nc(asset="CH-1")
+        patrol = Patrol(client, db)
+        event = patrol.event(asset="CH-1")
+        start = datetime.fromisoformat(event["episode_start"].replace("Z", "+00:00"))
+        event["evidence"]["readings"] = [
+            [(start + timedelta(seconds=10 * i)).isoformat(), 7.0 + 0.1 * i]
+            for i in range(-20, 25)]
+        patrol.post_events(event)
+        nc = client.get("/api/v1/nonconformances", headers=patrol.headers("tracker")
+                        ).json()["items"][0]["id"]
     shots = SHOTS / request.node.callspec.id
     shots.mkdir(parents=True, exist_ok=True)
     engineer = browser.new_context(viewport={"width": 375, "height": 800})  # type: ignore[attr-defined]
@@ -144,6 +153,11 @@ def test_the_closed_loop_in_the_browser(server: str, browser: object, db: Databa
     _sign_in(page, server, "li.wei")
     page.click(f"li.nc[data-id='{nc}'] a")
     page.wait_for_url(re.compile(f".*/ncs/{nc}$"))
+    # the evidence, drawn: 45 readings and the limits, on a canvas as wide as the phone
+    page.wait_for_selector("#plot[data-points='45'] canvas")
+    assert page.locator("#plot canvas").first.bounding_box()["width"] <= 375
+    legend = page.locator("#plot .u-legend").inner_text()
+    assert "lower limit" in legend and "upper limit" in legend
     assert page.locator("form[data-action=cancel] button").is_disabled()  # quality's
     page.click("form[data-action=acknowledge] button")
     page.wait_for_selector("#state[data-state=acknowledged]")
@@ -162,6 +176,9 @@ def test_the_closed_loop_in_the_browser(server: str, browser: object, db: Databa
     _sign_in(page, server, "wang.fang")
     page.goto(f"{server}/ncs/{nc}")
     assert page.locator("h2").first.inner_text() == "概要"
+    page.wait_for_selector("#plot[data-points='45'] canvas")
+    legend = page.locator("#plot .u-legend").inner_text()
+    assert "时间" in legend and "下限" in legend and not re.search(r"Time|limit|[ap]m", legend)
     page.locator("form[data-action=verify] select[name=result]").select_option("pass")
     page.click("form[data-action=verify] button")
     page.wait_for_selector("#state[data-state=closed]")

@@ -52,6 +52,8 @@ EN: dict[str, Any] = {
                         "overdue": "overdue", "escalated": "escalated",
                         "external_ref": "tracker reference"},
     "refused_action": "Not done",
+    "readings_note": "{n} readings around detection; dashed: the standard's limits.",
+    "limit_min": "lower limit", "limit_max": "upper limit", "time": "Time",
 }
 
 ZH: dict[str, Any] = {
@@ -97,6 +99,8 @@ ZH: dict[str, Any] = {
                         "overdue": "已超期", "escalated": "已升级",
                         "external_ref": "整改跟踪单号"},
     "refused_action": "未执行",
+    "readings_note": "发现前后的 {n} 个读数；虚线为检查标准的限值。",
+    "limit_min": "下限", "limit_max": "上限", "time": "时间",
 }
 
 CATALOGS: dict[str, dict[str, Any]] = {"en": EN, "zh-CN": ZH}
