@@ -187,3 +187,40 @@ def test_the_closed_loop_in_the_browser(server: str, browser: object, db: Databa
     assert timeline == ["raised", "acknowledge", "rectify", "verify"]
     page.screenshot(path=str(shots / "nc-zh-1280.png"), full_page=True)
     quality.close()
+
+
+def test_the_board_shows_the_apis_states_in_their_colours(server: str, browser: object,
+                                                          db: Database,
+                                                          request: pytest.FixtureRequest
+                                                          ) -> None:
+    from fastapi.testclient import TestClient
+
+    from rules.events import Snapshot
+
+    states = {"CH-1": "violating", "CH-2": "ok", "AHU-1": "no_data", "PUMP-1": "inactive"}
+    now = time.time()
+    with TestClient(create_app(db)) as client:
+        patrol = Patrol(client, db)
+        patrol.post_events(Snapshot("tower-a", now - 60, now, [
+            {"asset_id": asset, "standard_id": "HVAC-CHW-SUPPLY", "standard_version": 1,
+             "state": state, "seconds": {state: 60.0}, "readings": 1}
+            for asset, state in states.items()]).to_dict())
+        api = {p["asset_id"]: p["state"] for p in client.get(
+            "/api/v1/compliance", headers=patrol.headers("tracker")).json()["items"]}
+    context = browser.new_context(viewport={"width": 375, "height": 800}, locale="zh-CN")  # type: ignore[attr-defined]
+    page = context.new_page()
+    _sign_in(page, server, "wang.fang")
+    page.goto(f"{server}/board")
+    legend = {state: page.locator(f".legend .state-{state}").evaluate(
+        "e => getComputedStyle(e).backgroundColor") for state in states.values()}
+    assert len(set(legend.values())) == 4  # four colours
+    cells = page.locator("td[data-pair]").evaluate_all(
+        "cells => cells.map(c => [c.dataset.pair.split('/')[0], c.dataset.state, "
+        "getComputedStyle(c).backgroundColor])")
+    assert {asset: state for asset, state, _ in cells} == api == states
+    assert all(colour == legend[state] for _, state, colour in cells)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"board-zh-375-{request.node.callspec.id}.png"),
+                    full_page=True)
+    context.close()

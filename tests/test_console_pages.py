@@ -201,3 +201,25 @@ def test_the_closed_loop_in_pages_leaves_the_apis_history(patrol: Patrol) -> Non
     assert (rectified["root_cause_category"], rectified["by"]) == ("equipment_wear", "li.wei")
     page = patrol.client.get(f"/ncs/{nc}").text
     assert 'data-state="closed"' in page and "已关闭" in page
+
+
+def test_the_board_colours_each_pair_as_the_api_states_it(patrol: Patrol) -> None:
+    from rules.events import Snapshot
+    from tests.test_scope import NOW
+
+    states = {"CH-1": "violating", "CH-2": "ok", "AHU-1": "no_data", "PUMP-1": "inactive"}
+    items = [{"asset_id": asset, "standard_id": "HVAC-CHW-SUPPLY", "standard_version": 1,
+              "state": state, "seconds": {state: 60.0}, "readings": 1}
+             for asset, state in states.items()]
+    for site in ("tower-a", "tower-b"):
+        patrol.post_events(Snapshot(site, NOW.timestamp() - 60, NOW.timestamp(),
+                                    items).to_dict())
+    nc = patrol.raise_nc(asset="CH-1")
+    sign_in(patrol.client, "li.wei")  # tower-a only
+    page = patrol.client.get("/board").text
+    shown = dict(re.findall(r'data-pair="([^"]+)" data-state="([^"]+)"', page))
+    api = patrol.client.get("/api/v1/compliance", params={"site_id": "tower-a"},
+                            headers=patrol.headers("tracker")).json()["items"]
+    assert shown == {f"{p['asset_id']}/{p['standard_id']}": p["state"] for p in api}
+    assert len(shown) == 4 and "tower-b" not in page
+    assert f'href="/ncs/{nc}"' in page  # the violating pair links its open NC

@@ -54,6 +54,10 @@ EN: dict[str, Any] = {
     "refused_action": "Not done",
     "readings_note": "{n} readings around detection; dashed: the standard's limits.",
     "limit_min": "lower limit", "limit_max": "upper limit", "time": "Time",
+    "board": "Compliance board", "since": "since {time}", "as_of": "as of {time}",
+    "board_empty": "No compliance reported yet: agents send it every few minutes.",
+    "compliance": {"ok": "compliant", "violating": "violating", "no_data": "no data",
+                   "inactive": "inactive"},
 }
 
 ZH: dict[str, Any] = {
@@ -101,6 +105,10 @@ ZH: dict[str, Any] = {
     "refused_action": "未执行",
     "readings_note": "发现前后的 {n} 个读数；虚线为检查标准的限值。",
     "limit_min": "下限", "limit_max": "上限", "time": "时间",
+    "board": "达标看板", "since": "自 {time}", "as_of": "截至 {time}",
+    "board_empty": "尚无达标数据：网关每隔几分钟上报一次。",
+    "compliance": {"ok": "达标", "violating": "不达标", "no_data": "无数据",
+                   "inactive": "未启用"},
 }
 
 CATALOGS: dict[str, dict[str, Any]] = {"en": EN, "zh-CN": ZH}

@@ -1,5 +1,5 @@
-"""The console's pages (SPEC 7.4): sign-in and sign-out, the language, the NC list and
-an NC's page with its actions.
+"""The console's pages (SPEC 7.4): sign-in and sign-out, the language, the NC list, an
+NC's page with its actions, and the compliance board.
 Every page but sign-in needs a signed-in person; every form carries the session's CSRF
 token; what a page shows and does goes through the same service functions and scope
 (`Principal`) as the REST API.
@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from api.console import users
@@ -30,10 +31,17 @@ from api.console.i18n import LANGUAGES, from_header, texts
 from api.errors import BadCursor, Invalid, NotFound, PatrolError
 from api.lifecycle import perform
 from api.schemas import ActionBody
-from api.service import Filters, history_page, list_ncs, to_public, visible_nc
-from api.store import Database, parse_nc_id
+from api.service import (
+    Filters,
+    compliance_query,
+    history_page,
+    list_ncs,
+    to_public,
+    visible_nc,
+)
+from api.store import Database, Nonconformance, format_nc_id, parse_nc_id
 from api.workflow import ACTIONS, allowed_actions
-from common.vocabulary import NC_STATES
+from common.vocabulary import NC_STATES, OPEN_STATES
 
 router = APIRouter(include_in_schema=False)
 T = TypeVar("T")
@@ -322,3 +330,55 @@ async def nc_action(request: Request, nc_id: str, action: str) -> Response:
         except NotFound:
             return HTMLResponse(reason, status_code=404, headers=HEADERS)
     return RedirectResponse(f"/ncs/{nc_id}", status_code=303)
+
+
+@dataclass
+class Grid:
+    """One site's board: its assets and standards in order, a cell per reported pair."""
+
+    assets: list[str]
+    standards: list[str]
+    cells: dict[tuple[str, str], dict[str, Any]]
+
+
+BOARD_PAIRS = 20_000
+"""Pairs on one board at the most (200 assets x 100 standards)."""
+
+
+@router.get("/board")
+async def board(request: Request) -> Response:
+    """Every (asset, standard) the person's sites report, by site: coloured by its
+    compliance state (the API's `GET /compliance`), with the open NC, if any, linked and
+    dated."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    site_id = request.query_params.get("site_id") or None
+
+    def read(session: Any) -> list[tuple[str, Grid]]:
+        rows = session.execute(compliance_query(site_id=site_id, sites=signed.principal.sites)
+                               .limit(BOARD_PAIRS)).scalars().all()
+        n = Nonconformance
+        scope = [] if signed.principal.sites is None else [
+            n.site_id.in_(sorted(signed.principal.sites))]
+        open_ncs = {(nc.site_id, nc.asset_id, nc.standard_id): nc for nc in session.scalars(
+            select(n).where(n.state.in_(OPEN_STATES), *scope))}
+        grids: dict[str, Grid] = {}
+        for row in rows:
+            grid = grids.setdefault(row.site_id, Grid([], [], {}))
+            if row.asset_id not in grid.assets:
+                grid.assets.append(row.asset_id)
+            if row.standard_id not in grid.standards:
+                grid.standards.append(row.standard_id)
+            nc = open_ncs.get((row.site_id, row.asset_id, row.standard_id))
+            grid.cells[row.asset_id, row.standard_id] = {
+                "state": row.state, "updated_at": row.updated_at,
+                "nc": {"id": format_nc_id(nc.pk), "detected_at": nc.detected_at} if nc else None}
+        for grid in grids.values():
+            grid.standards.sort()
+        return sorted(grids.items())
+
+    tz = ZoneInfo(request.app.state.timezone)
+    return _render("board.html", lang=signed.user.language, signed=signed,
+                   sites=await _in_db(request, read),
+                   local=lambda moment: moment.astimezone(tz).strftime("%m-%d %H:%M"))
