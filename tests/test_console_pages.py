@@ -138,7 +138,8 @@ def test_a_zh_cn_page_shows_no_english_outside_data(patrol: Patrol) -> None:
     detail = patrol.client.get(f"/ncs/{nc}").text
     assert "处理记录" in detail and "提交整改" in detail
     reader = VisibleText()
-    reader.feed(page + detail)
+    reader.feed(page + detail + patrol.client.get("/board").text
+                + patrol.client.get("/report", params={"group_by": "asset"}).text)
     public = patrol.client.get(f"/api/v1/nonconformances/{nc}",
                                headers=patrol.headers("tracker")).json()
     data = {"wang", "fang"} | {  # the user's name, and the NC's own words
@@ -223,3 +224,33 @@ def test_the_board_colours_each_pair_as_the_api_states_it(patrol: Patrol) -> Non
     assert shown == {f"{p['asset_id']}/{p['standard_id']}": p["state"] for p in api}
     assert len(shown) == 4 and "tower-b" not in page
     assert f'href="/ncs/{nc}"' in page  # the violating pair links its open NC
+
+
+def test_the_kpi_page_shows_the_report_apis_numbers(patrol: Patrol) -> None:
+    for asset in ("CH-1", "CH-2", "AHU-1"):
+        patrol.raise_nc(asset=asset)
+    first = patrol.raise_nc(asset="CH-1")
+    patrol.act(first, "acknowledge")
+    sign_in(patrol.client, "wang.fang")
+    params = {"group_by": "standard"}
+    page = patrol.client.get("/report", params=params)
+    assert page.status_code == 200 and "指标报表" in page.text
+    api = patrol.client.get("/api/v1/reports/compliance", params=params,
+                            headers=patrol.headers("quality")).json()
+    rows = dict(re.findall(r'<tr data-row="([^"]+)">(.*?)</tr>', page.text, re.S))
+    wanted = {"total": api["total"]["figures"]} | {
+        "/".join(map(str, g["key"].values())): g["figures"] for g in api["groups"]}
+    assert set(rows) == set(wanted)
+    for row, figures in wanted.items():
+        cells = dict(re.findall(r'data-figure="([^"]+)" data-value="([^"]*)"', rows[row]))
+        assert cells, rows[row]
+        for name, text in cells.items():
+            expected = figures[name]
+            assert (float(text) if text else None) == expected, (row, name)
+    assert wanted["total"]["raised"] == 3
+    csv = patrol.client.get("/report/download", params={**params, "format": "csv"})
+    assert csv.status_code == 200 and csv.content.startswith(b"\xef\xbb\xbf")
+    xlsx = patrol.client.get("/report/download", params={**params, "format": "xlsx"})
+    assert xlsx.content[:2] == b"PK"
+    bad = patrol.client.get("/report", params={"from": "yesterday"})
+    assert bad.status_code == 422 and "from must be a date" in bad.text

@@ -58,6 +58,18 @@ EN: dict[str, Any] = {
     "board_empty": "No compliance reported yet: agents send it every few minutes.",
     "compliance": {"ok": "compliant", "violating": "violating", "no_data": "no data",
                    "inactive": "inactive"},
+    "report": "KPI report", "from": "From", "to": "To", "group_by": "By", "show": "Show",
+    "total": "Total", "previous": "previous period", "download": "Download",
+    "groupings": {"site": "site", "asset": "asset", "asset_type": "asset type",
+                  "standard": "standard", "category": "category",
+                  "department": "department", "root_cause": "root cause",
+                  "month": "month"},
+    "kpis": {"compliance_rate": "Compliance rate", "coverage": "Coverage",
+             "raised": "Raised", "closed": "Closed", "open_at_end": "Open at the end",
+             "overdue": "Overdue", "on_time_rate": "On-time rate",
+             "first_pass_rate": "First-pass rate", "reopen_rate": "Reopen rate",
+             "mttr_s": "Mean time to rectify", "intactness_rate": "Intactness rate"},
+    "hours": "{n} h",
 }
 
 ZH: dict[str, Any] = {
@@ -109,6 +121,17 @@ ZH: dict[str, Any] = {
     "board_empty": "尚无达标数据：网关每隔几分钟上报一次。",
     "compliance": {"ok": "达标", "violating": "不达标", "no_data": "无数据",
                    "inactive": "未启用"},
+    "report": "指标报表", "from": "开始日期", "to": "结束日期", "group_by": "分组",
+    "show": "查看", "total": "合计", "previous": "上期", "download": "下载",
+    "groupings": {"site": "项目", "asset": "设备", "asset_type": "设备类型",
+                  "standard": "检查标准", "category": "类别", "department": "责任部门",
+                  "root_cause": "根本原因", "month": "月份"},
+    "kpis": {"compliance_rate": "达标率", "coverage": "数据覆盖率",
+             "raised": "新发现", "closed": "已关闭", "open_at_end": "期末未关闭",
+             "overdue": "已超期", "on_time_rate": "整改及时率",
+             "first_pass_rate": "一次验证通过率", "reopen_rate": "重新打开率",
+             "mttr_s": "平均整改时长", "intactness_rate": "设备完好率"},
+    "hours": "{n} 小时",
 }
 
 CATALOGS: dict[str, dict[str, Any]] = {"en": EN, "zh-CN": ZH}

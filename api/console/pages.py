@@ -1,5 +1,5 @@
 """The console's pages (SPEC 7.4): sign-in and sign-out, the language, the NC list, an
-NC's page with its actions, and the compliance board.
+NC's page with its actions, the compliance board and the KPI report.
 Every page but sign-in needs a signed-in person; every form carries the session's CSRF
 token; what a page shows and does goes through the same service functions and scope
 (`Principal`) as the REST API.
@@ -30,6 +30,15 @@ from api.console import users
 from api.console.i18n import LANGUAGES, from_header, texts
 from api.errors import BadCursor, Invalid, NotFound, PatrolError
 from api.lifecycle import perform
+from api.reports import (
+    CSV_TYPE,
+    XLSX_TYPE,
+    compliance_report,
+    moment,
+    to_csv,
+    to_xlsx,
+    window_of,
+)
 from api.schemas import ActionBody
 from api.service import (
     Filters,
@@ -382,3 +391,81 @@ async def board(request: Request) -> Response:
     return _render("board.html", lang=signed.user.language, signed=signed,
                    sites=await _in_db(request, read),
                    local=lambda moment: moment.astimezone(tz).strftime("%m-%d %H:%M"))
+
+
+KPIS = ("compliance_rate", "coverage", "intactness_rate", "raised", "closed", "open_at_end",
+        "overdue", "on_time_rate", "first_pass_rate", "reopen_rate", "mttr_s")
+"""The report's figures the page shows (every figure is in the CSV and XLSX)."""
+
+
+def _report(request: Request, signed: users.Signed) -> tuple[dict[str, Any], str]:
+    """The compliance report of the page's query, scoped like the API's."""
+    query = request.query_params
+    group_by = query.get("group_by") or "department"
+    state = request.app.state
+    window = window_of(moment("from", query.get("from")), moment("to", query.get("to")),
+                       timezone=state.timezone)
+    with _db(request).session() as session:
+        return compliance_report(session, window=window, group_by=group_by,
+                                 sites=signed.principal.sites, targets=state.kpi_targets,
+                                 asset_types=state.assets), group_by
+
+
+@router.get("/report")
+async def report_page(request: Request) -> Response:
+    """The KPI report (the API's `GET /reports/compliance`): each figure beside the
+    previous period's, marked by its target's status; CSV and XLSX to download."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    t = texts(signed.user.language)
+    try:
+        report, group_by = await run_in_threadpool(_report, request, signed)
+        refusal = None
+    except Invalid as exc:
+        report, group_by, refusal = None, request.query_params.get("group_by"), str(exc)
+    rows = []
+    if report is not None:
+        for group in report["groups"]:
+            key = group["key"]
+            rows.append({"name": "/".join(str(v) for v in key.values()),
+                         "label": " / ".join("-" if v is None else str(v)
+                                             for v in key.values()),
+                         "data": True, **group})
+        rows.append({"name": "total", "label": t["total"], "data": False,
+                     **report["total"]})
+
+    def shown(name: str, value: float | None) -> str:
+        if value is None:
+            return "-"
+        if name.endswith("_rate") or name == "coverage":
+            return f"{value * 100:.1f}%"
+        if name.endswith("_s"):
+            return t["hours"].format(n=f"{value / 3600:.1f}")
+        return str(int(value))
+
+    kept = {k: v for k, v in request.query_params.items() if k in ("from", "to", "group_by")}
+    status = 422 if refusal else 200
+    return _render("report.html", status=status, lang=signed.user.language, signed=signed,
+                   report=report, rows=rows, kpis=KPIS, group_by=group_by or "department",
+                   query=request.query_params, refusal=refusal, shown=shown,
+                   download=f"/report/download?{urlencode(kept)}")
+
+
+@router.get("/report/download")
+async def report_download(request: Request) -> Response:
+    """The same report as CSV or XLSX, for a signed-in person (the API's needs a token)."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    kind = request.query_params.get("format", "csv")
+    try:
+        report, _ = await run_in_threadpool(_report, request, signed)
+    except Invalid as exc:
+        return HTMLResponse(str(exc), status_code=422, headers=HEADERS)
+    if kind == "xlsx":
+        body, media, name = to_xlsx(report), XLSX_TYPE, "compliance-report.xlsx"
+    else:
+        body, media, name = to_csv(report), CSV_TYPE, "compliance-report.csv"
+    return Response(body, media_type=media, headers={
+        **HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})

@@ -97,3 +97,15 @@ def window_of(from_: date | datetime | None, to: date | datetime | None, *,
     if end - start > timedelta(days=MAX_DAYS):
         raise BadPeriod(f"the window is over {MAX_DAYS} days")
     return Window(start, end, tz)
+
+
+def moment(name: str, text: str | None) -> date | datetime | None:
+    """A date (`2026-03-01`) or a datetime (`2026-03-01T08:00`, site time without an
+    offset), as a report's window names them (`from`, `to`)."""
+    if text is None or text == "":
+        return None
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+    except ValueError:
+        raise BadPeriod(f"{name} must be a date (2026-03-01) or a datetime "
+                        f"(2026-03-01T08:00:00+08:00), not {text!r}") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -15,8 +14,8 @@ from api.reports import (
     DEFAULT_DAYS,
     MAX_DAYS,
     XLSX_TYPE,
-    BadPeriod,
     compliance_report,
+    moment,
     to_csv,
     to_xlsx,
     window_of,
@@ -29,16 +28,6 @@ GroupBy = Literal["site", "asset", "asset_type", "standard", "category", "depart
                   "root_cause", "month"]
 
 
-def _moment(name: str, text: str | None) -> date | datetime | None:
-    """A date (`2026-03-01`) or a datetime (`2026-03-01T08:00`, site time without an
-    offset), as the report's window names them."""
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
-    except ValueError:
-        raise BadPeriod(f"{name} must be a date (2026-03-01) or a datetime "
-                        f"(2026-03-01T08:00:00+08:00), not {text!r}") from None
 
 
 @router.get("/compliance", response_model=Report, responses={
@@ -67,7 +56,7 @@ def get_compliance_report(
             raise Forbidden(f"this token does not reach site {site_id!r}")
         sites = frozenset({site_id})
     state = request.app.state
-    window = window_of(_moment("from", from_), _moment("to", to),
+    window = window_of(moment("from", from_), moment("to", to),
                        timezone=state.timezone)
     report = compliance_report(session, window=window, group_by=group_by, sites=sites,
                                targets=state.kpi_targets, asset_types=state.assets)
