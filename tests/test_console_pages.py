@@ -254,3 +254,21 @@ def test_the_kpi_page_shows_the_report_apis_numbers(patrol: Patrol) -> None:
     assert xlsx.content[:2] == b"PK"
     bad = patrol.client.get("/report", params={"from": "yesterday"})
     assert bad.status_code == 422 and "from must be a date" in bad.text
+
+
+def test_every_page_loads_under_200_kb_gzipped(patrol: Patrol) -> None:
+    """A first load (the page and every script and stylesheet it names) on a weak link."""
+    nc = patrol.raise_nc(asset="CH-1")
+    sign_in(patrol.client, "wang.fang")
+    for path in ("/login", "/ncs", f"/ncs/{nc}", "/board", "/report"):
+        page = patrol.client.get(path, headers={"Accept-Encoding": "gzip"})
+        assert page.status_code == 200, path
+        assert page.headers.get("content-encoding") == "gzip", path
+        files = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+        total = page.num_bytes_downloaded + sum(
+            patrol.client.get(f, headers={"Accept-Encoding": "gzip"}).num_bytes_downloaded
+            for f in files)
+        assert total < 200_000, (path, total)
+    api = patrol.client.get("/api/v1/nonconformances", headers={
+        **patrol.headers("tracker"), "Accept-Encoding": "gzip"})
+    assert "content-encoding" not in api.headers  # the API is not compressed

@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 STATIC = Path(__file__).parent / "static"
 SWAGGER = "/static/vendor/swagger-ui-dist"
@@ -27,6 +29,7 @@ def mount(app: FastAPI) -> None:
     from api.console import pages
 
     app.include_router(pages.router)
+    app.add_middleware(PagesGzip)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)
@@ -36,3 +39,19 @@ def mount(app: FastAPI) -> None:
             swagger_js_url=f"{SWAGGER}/swagger-ui-bundle.js",
             swagger_css_url=f"{SWAGGER}/swagger-ui.css",
             swagger_favicon_url=f"{SWAGGER}/favicon-32x32.png")
+
+
+class PagesGzip:
+    """gzip for the pages and their files (a phone on a weak link loads a third of the
+    bytes), never for the API: its streams (the NC register, the feed's long poll) go out
+    as they are written."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=500)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/api/"):
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
