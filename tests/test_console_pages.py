@@ -272,3 +272,27 @@ def test_every_page_loads_under_200_kb_gzipped(patrol: Patrol) -> None:
     api = patrol.client.get("/api/v1/nonconformances", headers={
         **patrol.headers("tracker"), "Accept-Encoding": "gzip"})
     assert "content-encoding" not in api.headers  # the API is not compressed
+
+
+def test_an_administrator_resets_a_password_and_others_may_not(patrol: Patrol) -> None:
+    with patrol.db.write() as session:
+        users.add_user(session, name="zhao.admin", password=PASSWORD, role="admin")
+        session.commit()
+    engineer = TestClient(patrol.client.app, base_url="https://testserver")
+    sign_in(engineer, "li.wei")
+    assert engineer.get("/admin/users").status_code == 403
+    sign_in(patrol.client, "zhao.admin")
+    page = patrol.client.get("/admin/users").text
+    token = csrf_of(page)
+    ids = dict(re.findall(r'data-user="([^"]+)">.*?/admin/users/(\d+)/password', page,
+                          re.S))
+    weak = patrol.client.post(f"/admin/users/{ids['li.wei']}/password",
+                              data={"csrf": token, "password": "short"})
+    assert weak.status_code == 422 and "at least 10" in weak.text
+    done = patrol.client.post(f"/admin/users/{ids['li.wei']}/password",
+                              data={"csrf": token, "password": "a-new-password"})
+    assert done.status_code == 200 and "li.wei" in done.text
+    assert engineer.get("/ncs", follow_redirects=False).status_code == 303  # signed out
+    assert sign_in(engineer, "li.wei", "a-new-password").status_code == 303  # type: ignore[attr-defined]
+    patrol.client.post(f"/admin/users/{ids['li.wei']}/disable", data={"csrf": token})
+    assert engineer.get("/ncs", follow_redirects=False).status_code == 303

@@ -70,6 +70,10 @@ EN: dict[str, Any] = {
              "first_pass_rate": "First-pass rate", "reopen_rate": "Reopen rate",
              "mttr_s": "Mean time to rectify", "intactness_rate": "Intactness rate"},
     "hours": "{n} h",
+    "users": "Users", "new_password": "New password", "set_password": "Set password",
+    "disable": "Disable", "enable": "Enable", "disabled": "disabled",
+    "admin_only": "Only an administrator manages users.",
+    "password_set": "Password set for {name}; their sessions are ended.",
 }
 
 ZH: dict[str, Any] = {
@@ -132,6 +136,10 @@ ZH: dict[str, Any] = {
              "first_pass_rate": "一次验证通过率", "reopen_rate": "重新打开率",
              "mttr_s": "平均整改时长", "intactness_rate": "设备完好率"},
     "hours": "{n} 小时",
+    "users": "用户", "new_password": "新密码", "set_password": "重置密码",
+    "disable": "停用", "enable": "启用", "disabled": "已停用",
+    "admin_only": "仅管理员可管理用户。",
+    "password_set": "已为 {name} 重置密码，其登录会话已失效。",
 }
 
 CATALOGS: dict[str, dict[str, Any]] = {"en": EN, "zh-CN": ZH}

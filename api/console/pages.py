@@ -1,5 +1,6 @@
 """The console's pages (SPEC 7.4): sign-in and sign-out, the language, the NC list, an
-NC's page with its actions, the compliance board and the KPI report.
+NC's page with its actions, the compliance board, the KPI report, and an
+administrator's page of users.
 Every page but sign-in needs a signed-in person; every form carries the session's CSRF
 token; what a page shows and does goes through the same service functions and scope
 (`Principal`) as the REST API.
@@ -48,7 +49,7 @@ from api.service import (
     to_public,
     visible_nc,
 )
-from api.store import Database, Nonconformance, format_nc_id, parse_nc_id
+from api.store import Database, Nonconformance, User, format_nc_id, parse_nc_id
 from api.workflow import ACTIONS, allowed_actions
 from common.vocabulary import NC_STATES, OPEN_STATES
 
@@ -469,3 +470,62 @@ async def report_download(request: Request) -> Response:
         body, media, name = to_csv(report), CSV_TYPE, "compliance-report.csv"
     return Response(body, media_type=media, headers={
         **HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def _admin(request: Request) -> tuple[users.Signed | None, Response | None]:
+    signed = await _signed(request)
+    if signed is None:
+        return None, _to_login(request)
+    if signed.user.role != "admin":
+        return signed, HTMLResponse(texts(signed.user.language)["admin_only"],
+                                    status_code=403, headers=HEADERS)
+    return signed, None
+
+
+def _users_page(signed: users.Signed, *, status: int = 200, message: str | None = None,
+                refusal: str | None = None) -> Callable[[Any], Response]:
+    def read(session: Any) -> Response:
+        return _render("users.html", status=status, lang=signed.user.language,
+                       signed=signed, users=users.list_users(session), message=message,
+                       refusal=refusal)
+    return read
+
+
+@router.get("/admin/users")
+async def users_page(request: Request) -> Response:
+    """An administrator's list of people: reset a password, disable or enable (adding
+    people stays with `patrol user add`, where the password never crosses a form)."""
+    signed, refusal = await _admin(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    return await _in_db(request, _users_page(signed))
+
+
+@router.post("/admin/users/{user_id}/{change}")
+async def change_user(request: Request, user_id: int, change: str) -> Response:
+    signed, refusal = await _admin(request)
+    if refusal is not None:
+        return refusal
+    signed, form, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    t = texts(signed.user.language)
+
+    def apply(session: Any) -> str:
+        user = session.get(User, user_id)
+        if user is None or change not in ("password", "disable", "enable"):
+            raise NotFound(f"no user {user_id}")
+        if change == "password":
+            users.set_password(session, user.name, form.get("password", ""))
+            return str(t["password_set"].format(name=user.name))
+        users.set_disabled(session, user.name, change == "disable")
+        return ""
+
+    try:
+        message = await _in_db(request, apply)
+    except (Invalid, NotFound) as exc:
+        status = 404 if isinstance(exc, NotFound) else 422
+        return await _in_db(request, _users_page(signed, status=status, refusal=str(exc)))
+    return await _in_db(request, _users_page(signed, message=message or None))
