@@ -139,7 +139,8 @@ def test_a_zh_cn_page_shows_no_english_outside_data(patrol: Patrol) -> None:
     assert "处理记录" in detail and "提交整改" in detail
     reader = VisibleText()
     reader.feed(page + detail + patrol.client.get("/board").text
-                + patrol.client.get("/report", params={"group_by": "asset"}).text)
+                + patrol.client.get("/report", params={"group_by": "asset"}).text
+                + patrol.client.get("/inspections").text)
     public = patrol.client.get(f"/api/v1/nonconformances/{nc}",
                                headers=patrol.headers("tracker")).json()
     data = {"wang", "fang"} | {  # the user's name, and the NC's own words
@@ -260,7 +261,7 @@ def test_every_page_loads_under_200_kb_gzipped(patrol: Patrol) -> None:
     """A first load (the page and every script and stylesheet it names) on a weak link."""
     nc = patrol.raise_nc(asset="CH-1")
     sign_in(patrol.client, "wang.fang")
-    for path in ("/login", "/ncs", f"/ncs/{nc}", "/board", "/report"):
+    for path in ("/login", "/ncs", f"/ncs/{nc}", "/board", "/report", "/inspections"):
         page = patrol.client.get(path, headers={"Accept-Encoding": "gzip"})
         assert page.status_code == 200, path
         assert page.headers.get("content-encoding") == "gzip", path
@@ -296,3 +297,49 @@ def test_an_administrator_resets_a_password_and_others_may_not(patrol: Patrol) -
     assert sign_in(engineer, "li.wei", "a-new-password").status_code == 303  # type: ignore[attr-defined]
     patrol.client.post(f"/admin/users/{ids['li.wei']}/disable", data={"csrf": token})
     assert engineer.get("/ncs", follow_redirects=False).status_code == 303
+
+
+def test_quality_runs_an_inspection_and_a_failed_checklist_item_opens_an_nc(
+        db: Database) -> None:
+    from tests.test_inspections import item, setup, snapshot
+
+    with db.write() as session:
+        users.add_user(session, name="wang.fang", password=PASSWORD, role="quality")
+        users.add_user(session, name="li.wei", password=PASSWORD, role="engineer")
+        session.commit()
+    app = create_app(db, site_id="tower-a", inspections=setup())
+    with TestClient(app, base_url="https://testserver") as client:
+        patrol = Patrol(client, db)
+        patrol.post_events(snapshot(item("CH-1", "HVAC-CHW-SUPPLY", "violating", 9.4),
+                                    item("AHU-1", "HVAC-AHU-TEMP", "ok", 16.0)))
+        sign_in(client, "li.wei")
+        page = client.get("/inspections").text
+        assert re.search(r'data-form="run">.*?<button class="primary" disabled', page, re.S)
+        refused = client.post("/inspections", data={"csrf": csrf_of(page),
+                                                    "template": "daily-patrol"})
+        assert refused.status_code == 403
+        client.post("/logout", data={"csrf": csrf_of(page)})
+        sign_in(client, "wang.fang")
+        token = csrf_of(client.get("/inspections").text)
+        ran = client.post("/inspections", data={"csrf": token, "template": "daily-patrol"},
+                          follow_redirects=False)
+        assert ran.status_code == 303, ran.text
+        report_path = ran.headers["location"]
+        report = client.get(report_path).text
+        results = dict(re.findall(r'data-item="([^"]+)" data-result="([^"]+)"', report))
+        assert results == {"CH-1/HVAC-CHW-SUPPLY": "fail", "AHU-1/HVAC-AHU-TEMP": "pass",
+                           "logbook": "pending", "extinguishers": "pending"}
+        answered = client.post(f"{report_path}/items/logbook",
+                               data={"csrf": token, "result": "fail", "note": "not filled"},
+                               follow_redirects=True)
+        assert 'data-item="logbook" data-result="fail"' in answered.text
+        nc = re.search(r'data-item="logbook".*?href="/ncs/(NC-\d+)"', answered.text, re.S)
+        assert nc, answered.text
+        opened = client.get(f"/api/v1/nonconformances/{nc.group(1)}",
+                            headers=patrol.headers("tracker")).json()
+        assert opened["source"] == "inspection" and opened["state"] == "open"
+        bad = client.post(f"{report_path}/items/extinguishers",
+                          data={"csrf": token, "result": "maybe"})
+        assert bad.status_code == 422
+        listing = client.get("/inspections").text
+        assert f'href="{report_path}"' in listing

@@ -42,7 +42,6 @@ EN: dict[str, Any] = {
     "fields": {"action": "What was done", "root_cause": "Root cause",
                "root_cause_category": "Root cause category", "result": "Result",
                "reason": "Reason", "assignee": "Assignee", "note": "Note"},
-    "results": {"pass": "pass", "fail": "fail"},
     "history_actions": {"raised": "raised", "acknowledge": "acknowledged",
                         "start": "started rectifying", "rectify": "rectified",
                         "verify": "verified", "verified": "verified by sensor",
@@ -74,6 +73,12 @@ EN: dict[str, Any] = {
     "disable": "Disable", "enable": "Enable", "disabled": "disabled",
     "admin_only": "Only an administrator manages users.",
     "password_set": "Password set for {name}; their sessions are ended.",
+    "inspections": "Inspections", "run": "Run an inspection", "template": "Template",
+    "ad_hoc": "every standard, now", "inspection_name": "Name", "started": "Started",
+    "by": "By", "answer": "Answer", "no_inspections": "No inspection yet.",
+    "results": {"pass": "pass", "fail": "fail", "no_data": "no data", "na": "n.a.",
+                "pending": "to answer"},
+    "quality_only": "Only quality staff run inspections and answer checklists.",
 }
 
 ZH: dict[str, Any] = {
@@ -109,7 +114,6 @@ ZH: dict[str, Any] = {
     "fields": {"action": "整改措施", "root_cause": "根本原因",
                "root_cause_category": "根本原因类别", "result": "验证结果",
                "reason": "原因", "assignee": "责任人", "note": "备注"},
-    "results": {"pass": "通过", "fail": "不通过"},
     "history_actions": {"raised": "新发现", "acknowledge": "已确认",
                         "start": "开始整改", "rectify": "提交整改",
                         "verify": "验证", "verified": "传感器自动验证",
@@ -140,6 +144,12 @@ ZH: dict[str, Any] = {
     "disable": "停用", "enable": "启用", "disabled": "已停用",
     "admin_only": "仅管理员可管理用户。",
     "password_set": "已为 {name} 重置密码，其登录会话已失效。",
+    "inspections": "检查", "run": "发起检查", "template": "检查模板",
+    "ad_hoc": "全部检查标准，立即检查", "inspection_name": "名称", "started": "开始时间",
+    "by": "检查人", "answer": "提交", "no_inspections": "尚无检查记录。",
+    "results": {"pass": "通过", "fail": "不通过", "no_data": "无数据", "na": "不适用",
+                "pending": "待填写"},
+    "quality_only": "仅品质人员可发起检查和填写检查表。",
 }
 
 CATALOGS: dict[str, dict[str, Any]] = {"en": EN, "zh-CN": ZH}

@@ -1,5 +1,5 @@
 """The console's pages (SPEC 7.4): sign-in and sign-out, the language, the NC list, an
-NC's page with its actions, the compliance board, the KPI report, and an
+NC's page with its actions, the compliance board, the KPI report, inspections, and an
 administrator's page of users.
 Every page but sign-in needs a signed-in person; every form carries the session's CSRF
 token; what a page shows and does goes through the same service functions and scope
@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from api.console import users
 from api.console.i18n import LANGUAGES, from_header, texts
 from api.errors import BadCursor, Invalid, NotFound, PatrolError
+from api.inspections import service as inspection_service
 from api.lifecycle import perform
 from api.reports import (
     CSV_TYPE,
@@ -110,6 +111,13 @@ def _render(template: str, *, status: int = 200, lang: str = "en",
     html = TEMPLATES.get_template(template).render(t=texts(lang), lang=lang, signed=signed,
                                                **values)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _status_of(refusal: PatrolError) -> int:
+    """The status the API answers the same refusal with (api.app.STATUS)."""
+    from api.app import STATUS  # api.app mounts this module
+
+    return next(code for kind, code in STATUS.items() if isinstance(refusal, kind))
 
 
 def _secure(request: Request) -> bool:
@@ -326,12 +334,10 @@ async def nc_action(request: Request, nc_id: str, action: str) -> Response:
                 allow_self_verify=request.app.state.allow_self_verify,
                 root_cause_categories=request.app.state.root_cause_categories)
 
-    from api.app import STATUS  # the API's statuses for the same refusals
-
     try:
         await _in_db(request, act)
     except (PatrolError, ValidationError) as exc:
-        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 422)
+        status = _status_of(exc) if isinstance(exc, PatrolError) else 422
         reason = str(exc) if isinstance(exc, PatrolError) else "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         try:
@@ -529,3 +535,116 @@ async def change_user(request: Request, user_id: int, change: str) -> Response:
         status = 404 if isinstance(exc, NotFound) else 422
         return await _in_db(request, _users_page(signed, status=status, refusal=str(exc)))
     return await _in_db(request, _users_page(signed, message=message or None))
+
+
+@router.get("/inspections")
+async def inspections_page(request: Request) -> Response:
+    """Past inspections, newest first, and a form to run one (a template of
+    `inspections.templates`, or every standard now)."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    return await _in_db(request, _inspections(request, signed))
+
+
+def _inspections(request: Request, signed: users.Signed, *, status: int = 200,
+                 refusal: str | None = None) -> Callable[[Any], Response]:
+    def read(session: Any) -> Response:
+        rows, _ = inspection_service.list_inspections(
+            session, signed.principal, site_id=None, template=None, limit=50, cursor=None)
+        setup = request.app.state.inspections
+        tz = ZoneInfo(request.app.state.timezone)
+        return _render("inspections.html", status=status, lang=signed.user.language,
+                       signed=signed, refusal=refusal,
+                       inspections=[inspection_service.describe(row) for row in rows],
+                       templates=[t.name for t in setup.config.templates],
+                       may=signed.principal.may(*inspection_service.WRITERS),
+                       local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
+    return read
+
+
+@router.post("/inspections")
+async def run_inspection(request: Request) -> Response:
+    """Run one through the API's own service (`api.inspections.service.start`)."""
+    signed, form, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    setup = request.app.state.inspections
+
+    def run() -> dict[str, Any]:
+        site_id = setup.site_id
+        if not site_id:
+            raise Invalid("this server runs no site of its own: run inspections through "
+                          "the API with a site_id")
+        inspection_service.check_writer(signed.principal, site_id)
+        template, selection = inspection_service.request_selection(
+            setup, template=form.get("template") or None, standards=None, assets=None)
+        name = form.get("name", "").strip()[:200] or (template.name if template else "")
+        return inspection_service.start(
+            _db(request).write, setup, site_id=site_id, name=name, template=template,
+            selection=selection, actor=(signed.principal.name, signed.principal.role),
+            now=datetime.now(UTC), recurrence=request.app.state.recurrence)
+
+    try:
+        report = await run_in_threadpool(run)
+    except PatrolError as exc:
+        return await _in_db(request, _inspections(request, signed, status=_status_of(exc),
+                                                  refusal=str(exc)))
+    return RedirectResponse(f"/inspections/{report['id']}", status_code=303)
+
+
+def _inspection(request: Request, signed: users.Signed, inspection_id: int, *,
+                status: int = 200, refusal: str | None = None) -> Callable[[Any], Response]:
+    def read(session: Any) -> Response:
+        inspection = inspection_service.get(session, inspection_id, signed.principal)
+        report = inspection_service.describe(
+            inspection, inspection_service.items_of(session, inspection.id))
+        tz = ZoneInfo(request.app.state.timezone)
+        return _render("inspection.html", status=status, lang=signed.user.language,
+                       signed=signed, report=report, refusal=refusal,
+                       may=signed.principal.may(*inspection_service.WRITERS),
+                       local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
+    return read
+
+
+@router.get("/inspections/{inspection_id}")
+async def inspection_page(request: Request, inspection_id: int) -> Response:
+    """One inspection's report: every pair judged, the checklist to answer."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    try:
+        return await _in_db(request, _inspection(request, signed, inspection_id))
+    except NotFound:
+        return HTMLResponse(texts(signed.user.language)["no_inspections"], status_code=404,
+                            headers=HEADERS)
+
+
+@router.post("/inspections/{inspection_id}/items/{item_id}")
+async def answer_item(request: Request, inspection_id: int, item_id: str) -> Response:
+    """A checklist answer through the API's own service: a fail opens an NC."""
+    signed, form, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    result, note = form.get("result", ""), (form.get("note") or "").strip()[:2000] or None
+
+    def answer() -> None:
+        if result not in ("pass", "fail", "na"):
+            raise Invalid(f"a checklist answer is pass, fail or na, not {result!r}")
+        inspection_service.answer_committed(
+            _db(request).write, request.app.state.inspections, inspection_id, item_id[:40],
+            result, note, signed.principal, datetime.now(UTC),
+            recurrence=request.app.state.recurrence)
+
+    try:
+        await run_in_threadpool(answer)
+    except PatrolError as exc:
+        try:
+            return await _in_db(request, _inspection(request, signed, inspection_id,
+                                                     status=_status_of(exc),
+                                                     refusal=str(exc)))
+        except NotFound:
+            return HTMLResponse(str(exc), status_code=404, headers=HEADERS)
+    return RedirectResponse(f"/inspections/{inspection_id}", status_code=303)
