@@ -140,7 +140,8 @@ def test_a_zh_cn_page_shows_no_english_outside_data(patrol: Patrol) -> None:
     reader = VisibleText()
     reader.feed(page + detail + patrol.client.get("/board").text
                 + patrol.client.get("/report", params={"group_by": "asset"}).text
-                + patrol.client.get("/inspections").text)
+                + patrol.client.get("/inspections").text
+                + patrol.client.get("/notifications").text)
     public = patrol.client.get(f"/api/v1/nonconformances/{nc}",
                                headers=patrol.headers("tracker")).json()
     data = {"wang", "fang"} | {  # the user's name, and the NC's own words
@@ -261,7 +262,8 @@ def test_every_page_loads_under_200_kb_gzipped(patrol: Patrol) -> None:
     """A first load (the page and every script and stylesheet it names) on a weak link."""
     nc = patrol.raise_nc(asset="CH-1")
     sign_in(patrol.client, "wang.fang")
-    for path in ("/login", "/ncs", f"/ncs/{nc}", "/board", "/report", "/inspections"):
+    for path in ("/login", "/ncs", f"/ncs/{nc}", "/board", "/report", "/inspections",
+                 "/notifications"):
         page = patrol.client.get(path, headers={"Accept-Encoding": "gzip"})
         assert page.status_code == 200, path
         assert page.headers.get("content-encoding") == "gzip", path
@@ -343,3 +345,29 @@ def test_quality_runs_an_inspection_and_a_failed_checklist_item_opens_an_nc(
         assert bad.status_code == 422
         listing = client.get("/inspections").text
         assert f'href="{report_path}"' in listing
+
+
+def test_an_engineer_silences_alerts_and_ends_the_silence(patrol: Patrol) -> None:
+    sign_in(patrol.client, "li.wei")
+    page = patrol.client.get("/notifications")
+    assert page.status_code == 200 and "No silence now." in page.text
+    token = csrf_of(page.text)
+    bad = patrol.client.post("/silences", data={"csrf": token, "asset_id": "CH-1",
+                                                "hours": "forever", "comment": "service"})
+    assert bad.status_code == 422 and "number of hours" in bad.text
+    made = patrol.client.post("/silences", data={
+        "csrf": token, "site_id": "tower-a", "asset_id": "CH-1", "severity": "minor", "hours": "2",
+        "comment": "chiller service"}, follow_redirects=True)
+    assert made.status_code == 200, re.findall(r"role=.alert.>([^<]*)", made.text)
+    api = patrol.client.get("/api/v1/silences", headers=patrol.headers("tracker")).json()
+    [silence] = api["items"]
+    assert silence["matchers"] == {"site_id": ["tower-a"], "asset_id": ["CH-1"],
+                                   "severity": ["minor"]}
+    assert silence["author"] == "li.wei" and silence["comment"] == "chiller service"
+    assert f'data-silence="{silence["id"]}"' in made.text
+    ended = patrol.client.post(f"/silences/{silence['id']}/expire", data={"csrf": token},
+                               follow_redirects=True)
+    assert f'data-silence="{silence["id"]}"' not in ended.text
+    after = patrol.client.get(f"/api/v1/silences/{silence['id']}",
+                              headers=patrol.headers("tracker")).json()
+    assert after["state"] == "expired"

@@ -79,6 +79,13 @@ EN: dict[str, Any] = {
     "results": {"pass": "pass", "fail": "fail", "no_data": "no data", "na": "n.a.",
                 "pending": "to answer"},
     "quality_only": "Only quality staff run inspections and answer checklists.",
+    "notifications": "Notifications", "silences": "Silences", "channel": "Channel",
+    "event": "Event", "status": "Status", "why": "Why", "no_notifications": "Nothing sent yet.",
+    "statuses": {"pending": "pending", "sent": "sent", "suppressed": "suppressed",
+                 "merged": "merged into a digest", "failed": "failed"},
+    "silence_new": "Silence alerts", "hours_for": "For (hours)", "comment": "Why",
+    "expire": "End now", "ends": "Ends", "no_silences": "No silence now.",
+    "match_any": "any", "engineer_only": "Engineering and quality staff silence alerts.",
 }
 
 ZH: dict[str, Any] = {
@@ -150,6 +157,13 @@ ZH: dict[str, Any] = {
     "results": {"pass": "通过", "fail": "不通过", "no_data": "无数据", "na": "不适用",
                 "pending": "待填写"},
     "quality_only": "仅品质人员可发起检查和填写检查表。",
+    "notifications": "通知", "silences": "静默", "channel": "通知渠道",
+    "event": "事件", "status": "状态", "why": "原因", "no_notifications": "尚未发送通知。",
+    "statuses": {"pending": "待发送", "sent": "已发送", "suppressed": "未发送",
+                 "merged": "已合并为汇总", "failed": "发送失败"},
+    "silence_new": "静默告警", "hours_for": "时长（小时）", "comment": "原因",
+    "expire": "立即结束", "ends": "结束时间", "no_silences": "当前没有静默。",
+    "match_any": "全部", "engineer_only": "工程和品质人员可静默告警。",
 }
 
 CATALOGS: dict[str, dict[str, Any]] = {"en": EN, "zh-CN": ZH}

@@ -1,6 +1,6 @@
 """The console's pages (SPEC 7.4): sign-in and sign-out, the language, the NC list, an
-NC's page with its actions, the compliance board, the KPI report, inspections, and an
-administrator's page of users.
+NC's page with its actions, the compliance board, the KPI report, inspections,
+notifications and silences, and an administrator's page of users.
 Every page but sign-in needs a signed-in person; every form carries the session's CSRF
 token; what a page shows and does goes through the same service functions and scope
 (`Principal`) as the REST API.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode
@@ -32,6 +32,8 @@ from api.console.i18n import LANGUAGES, from_header, texts
 from api.errors import BadCursor, Invalid, NotFound, PatrolError
 from api.inspections import service as inspection_service
 from api.lifecycle import perform
+from api.notify import history as notify_history
+from api.notify import silences
 from api.reports import (
     CSV_TYPE,
     XLSX_TYPE,
@@ -648,3 +650,78 @@ async def answer_item(request: Request, inspection_id: int, item_id: str) -> Res
         except NotFound:
             return HTMLResponse(str(exc), status_code=404, headers=HEADERS)
     return RedirectResponse(f"/inspections/{inspection_id}", status_code=303)
+
+
+def _notifications(request: Request, signed: users.Signed, *, status: int = 200,
+                   refusal: str | None = None) -> Callable[[Any], Response]:
+    def read(session: Any) -> Response:
+        now = datetime.now(UTC)
+        sent, _ = notify_history.list_notifications(
+            session, nc_id=None, channel=None, status=None, event=None, limit=100,
+            cursor=None, sites=signed.principal.sites)
+        current, _ = silences.list_silences(session, signed.principal, state="active",
+                                            limit=100, cursor=None, now=now)
+        coming, _ = silences.list_silences(session, signed.principal, state="pending",
+                                           limit=100, cursor=None, now=now)
+        tz = ZoneInfo(request.app.state.timezone)
+        return _render("notifications.html", status=status, lang=signed.user.language,
+                       signed=signed, refusal=refusal, notifications=sent,
+                       silences=[silences.describe(s, now) for s in [*current, *coming]],
+                       may=signed.principal.may(*silences.WRITERS),
+                       local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
+    return read
+
+
+@router.get("/notifications")
+async def notifications_page(request: Request) -> Response:
+    """What was sent, suppressed or merged, and why (the API's `GET /notifications`), and
+    the silences in force, to add or end."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    return await _in_db(request, _notifications(request, signed))
+
+
+@router.post("/silences")
+async def create_silence(request: Request) -> Response:
+    """A silence through the API's own service (`api.notify.silences.create`)."""
+    signed, form, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    now = datetime.now(UTC)
+
+    def create(session: Any) -> None:
+        matchers = {key: form[key].strip()[:128] for key in
+                    ("site_id", "asset_id", "standard_id", "severity")
+                    if form.get(key, "").strip()}
+        try:
+            hours = float(form.get("hours", ""))
+        except ValueError:
+            raise Invalid("the silence's length is a number of hours") from None
+        if not 0 < hours <= 720:
+            raise Invalid("a silence lasts more than 0 and at most 720 hours")
+        silences.create(session, matchers, None, now + timedelta(hours=hours),
+                        form.get("comment", "").strip(), signed.principal, now)
+
+    try:
+        await _in_db(request, create)
+    except PatrolError as exc:
+        return await _in_db(request, _notifications(request, signed,
+                                                    status=_status_of(exc), refusal=str(exc)))
+    return RedirectResponse("/notifications", status_code=303)
+
+
+@router.post("/silences/{silence_id}/expire")
+async def expire_silence(request: Request, silence_id: int) -> Response:
+    signed, _, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    try:
+        await _in_db(request, lambda session: silences.expire(
+            session, silence_id, signed.principal, datetime.now(UTC)))
+    except PatrolError as exc:
+        return await _in_db(request, _notifications(request, signed,
+                                                    status=_status_of(exc), refusal=str(exc)))
+    return RedirectResponse("/notifications", status_code=303)
