@@ -224,3 +224,37 @@ def test_the_board_shows_the_apis_states_in_their_colours(server: str, browser: 
     page.screenshot(path=str(SHOTS / f"board-zh-375-{request.node.callspec.id}.png"),
                     full_page=True)
     context.close()
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_every_page_in_both_widths_fits_and_is_shot(server: str, browser: object,
+                                                    db: Database, language: str,
+                                                    request: pytest.FixtureRequest) -> None:
+    """Every page, at 1280 and 375 px: nothing wider than the phone (wide tables scroll
+    inside their own box), and a screenshot each for the record."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(db)) as client:
+        nc = Patrol(client, db).raise_nc(asset="CH-1")
+    with db.write() as session:
+        users.add_user(session, name="sun.admin", password=PASSWORD, role="admin",
+                       language=language)
+        session.commit()
+    shots = SHOTS / "pages" / request.node.callspec.id
+    shots.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 375):
+        context = browser.new_context(viewport={"width": width, "height": 800},  # type: ignore[attr-defined]
+                                      locale=language)
+        page = context.new_page()
+        page.goto(f"{server}/login")
+        page.screenshot(path=str(shots / f"login-{width}.png"), full_page=True)
+        _sign_in(page, server, "sun.admin")
+        for name, path in (("ncs", "/ncs"), ("nc", f"/ncs/{nc}"), ("board", "/board"),
+                           ("report", "/report"), ("inspections", "/inspections"),
+                           ("notifications", "/notifications"), ("users", "/admin/users")):
+            answer = page.goto(f"{server}{path}")
+            assert answer is not None and answer.status == 200, path
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, (path, width)
+            assert page.locator("html").get_attribute("lang") == language
+            page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
+        context.close()
