@@ -250,6 +250,15 @@ def test_the_kpi_page_shows_the_report_apis_numbers(patrol: Patrol) -> None:
             expected = figures[name]
             assert (float(text) if text else None) == expected, (row, name)
     assert wanted["total"]["raised"] == 3
+    bars = re.findall(r'data-chart="pareto">(.*?)</section>', page.text, re.S)[0]
+    shown = re.findall(r'data-key="([^"]+)" data-value="([^"]+)"', bars)
+    assert shown == [(f"{p['asset']}/{p['standard']}", str(int(p["value"])))
+                     for p in api["total"]["figures"]["pareto"] if p["by"] == "count"]
+    monthly = patrol.client.get("/report", params={"group_by": "month"}).text
+    api_months = patrol.client.get("/api/v1/reports/compliance", params={"group_by": "month"},
+                                   headers=patrol.headers("quality")).json()["groups"]
+    trend = re.findall(r'data-chart="trend">(.*?)</section>', monthly, re.S)[0]
+    assert re.findall(r'data-key="([^"]+)"', trend) == [g["key"]["month"] for g in api_months]
     csv = patrol.client.get("/report/download", params={**params, "format": "csv"})
     assert csv.status_code == 200 and csv.content.startswith(b"\xef\xbb\xbf")
     xlsx = patrol.client.get("/report/download", params={**params, "format": "xlsx"})

@@ -455,8 +455,13 @@ async def report_page(request: Request) -> Response:
 
     kept = {k: v for k, v in request.query_params.items() if k in ("from", "to", "group_by")}
     status = 422 if refusal else 200
+    pareto = [item for item in report["total"]["figures"]["pareto"]
+              if item["by"] == "count"] if report else []
+    trend = [(group["key"]["month"], group["figures"]["compliance_rate"])
+             for group in report["groups"]] if report and group_by == "month" else []
     return _render("report.html", status=status, lang=signed.user.language, signed=signed,
                    report=report, rows=rows, kpis=KPIS, group_by=group_by or "department",
+                   pareto=pareto, trend=trend,
                    query=request.query_params, refusal=refusal, shown=shown,
                    download=f"/report/download?{urlencode(kept)}")
 
