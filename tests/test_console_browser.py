@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -258,3 +258,32 @@ def test_every_page_in_both_widths_fits_and_is_shot(server: str, browser: object
             assert page.locator("html").get_attribute("lang") == language
             page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
         context.close()
+
+
+def test_a_forged_form_and_an_idle_session_are_refused(server: str, browser: object,
+                                                       db: Database) -> None:
+    from fastapi.testclient import TestClient
+    from sqlalchemy import update
+
+    from api.store import ConsoleSession
+
+    with TestClient(create_app(db)) as client:
+        nc = Patrol(client, db).raise_nc(asset="CH-1")
+    context = browser.new_context(viewport={"width": 375, "height": 800})  # type: ignore[attr-defined]
+    page = context.new_page()
+    _sign_in(page, server, "li.wei")
+    page.goto(f"{server}/ncs/{nc}")
+    page.evaluate("document.querySelector('form[data-action=acknowledge] input[name=csrf]')"
+                  ".value = 'forged'")
+    with page.expect_navigation():
+        page.click("form[data-action=acknowledge] button")
+    assert "expired or was not sent by this page" in page.inner_text("body")
+    page.goto(f"{server}/ncs/{nc}")
+    assert page.locator("#state").get_attribute("data-state") == "open"  # not acknowledged
+    with db.write() as session:  # the session left unused for longer than users.IDLE
+        session.execute(update(ConsoleSession).values(
+            last_seen_at=datetime.now(UTC) - users.IDLE - timedelta(minutes=1)))
+        session.commit()
+    page.goto(f"{server}/ncs/{nc}")
+    assert "/login" in page.url
+    context.close()
