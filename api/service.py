@@ -42,6 +42,9 @@ class Filters:
     """NCs detected at or after this time (`from`)."""
     detected_to: datetime | None = None
     """NCs detected before this time (`to`): [from, to) like every window of reports."""
+    text: str | None = None
+    """Words each found (case aside) in the NC's id, title, asset, standard or assignee:
+    the console's search box."""
 
 
 def is_overdue(nc: Nonconformance, now: datetime) -> bool:
@@ -175,6 +178,12 @@ def filtered_ncs(filters: Filters, now: datetime) -> Select[tuple[Nonconformance
         query = query.where(Nonconformance.detected_at >= filters.detected_from)
     if filters.detected_to is not None:
         query = query.where(Nonconformance.detected_at < filters.detected_to)
+    for word in (filters.text or "").split()[:5]:
+        pk = parse_nc_id(word)
+        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(*(column.ilike(pattern, escape="\\") for column in (
+            Nonconformance.title, Nonconformance.asset_id, Nonconformance.standard_id,
+            Nonconformance.assignee)), *([Nonconformance.pk == pk] if pk else [])))
     return query.order_by(Nonconformance.detected_at.desc(), Nonconformance.pk.desc())
 
 

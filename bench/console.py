@@ -8,6 +8,7 @@ time:
 - the NC list `/ncs` (the first page of 50, newest first),
 - the list filtered `/ncs?state=open&severity=major`,
 - a page ten pages down the same list (`&cursor=...`),
+- a search of the list (`?text=AHU-00042 supply`: words in the id, title, asset...),
 - one NC's page `/ncs/NC-...` (summary, evidence, forms, history).
 
 Prints p50 and p95 latency per page (ms, loopback HTTP included, so an upper bound on
@@ -81,7 +82,8 @@ def run(backend: str, quick: bool, requests: int) -> None:
                 path = found.group(1).replace("&amp;", "&") if found else path
             nc = re.search(r'data-id="(NC-\d+)"', first)
             cases = [("list", "/ncs"), ("filtered", "/ncs?state=open&severity=major"),
-                     ("ten pages down", path), ("one NC", f"/ncs/{nc.group(1)}" if nc else "/ncs")]
+                     ("ten pages down", path), ("search", "/ncs?text=AHU-00042+supply"),
+                     ("one NC", f"/ncs/{nc.group(1)}" if nc else "/ncs")]
             for name, target in cases:
                 timed(client, target, 5)  # warm
                 p50, p95, size = timed(client, target, requests)

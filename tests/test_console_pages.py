@@ -102,6 +102,11 @@ def test_the_nc_list_filters_and_keeps_to_the_users_sites(patrol: Patrol) -> Non
         'class="nc ') == 1
     assert patrol.client.get("/ncs", params={"state": "bogus", "cursor": "junk"}
                              ).status_code == 200
+    # the search box: words found in the id, title, asset or standard, case aside
+    found = patrol.client.get("/ncs", params={"text": "ch-2 chilled"}).text
+    assert other in found and mine not in found
+    assert mine in patrol.client.get("/ncs", params={"text": mine}).text
+    assert 'class="nc ' not in patrol.client.get("/ncs", params={"text": "100%_"}).text
 
 
 class VisibleText(HTMLParser):

@@ -223,7 +223,7 @@ async def language(request: Request) -> Response:
     return RedirectResponse(request.headers.get("referer") or "/ncs", status_code=303)
 
 
-FILTERS = ("state", "severity", "asset_id", "standard_id", "department", "overdue",
+FILTERS = ("text", "state", "severity", "asset_id", "standard_id", "department", "overdue",
            "recurring")
 ALLOWED = {"state": NC_STATES, "severity": ("critical", "major", "minor")}
 """A filter's values, where it has a few: another one is ignored, as a link may be old."""
