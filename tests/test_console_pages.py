@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (Chinese text is written with full-width punctuation)
 """The console's pages over HTTP (SPEC 7.4): sign-in, the session cookie, CSRF on every
 form, the NC list with the API's filters and scope, and a zh-CN page without English.
 The browser tests (tests/test_console_browser.py) drive the same pages in Chromium."""
@@ -209,6 +210,7 @@ def test_the_closed_loop_in_pages_leaves_the_apis_history(patrol: Patrol) -> Non
     assert (rectified["root_cause_category"], rectified["by"]) == ("equipment_wear", "li.wei")
     page = patrol.client.get(f"/ncs/{nc}").text
     assert 'data-state="closed"' in page and "已关闭" in page
+    assert 'data-verification="manual"' in page and "wang.fang 验证：通过。" in page
 
 
 def test_the_board_colours_each_pair_as_the_api_states_it(patrol: Patrol) -> None:

@@ -298,6 +298,16 @@ def test_compliant_snapshots_covering_verify_for_close_it_by_sensor(api: Api) ->
     window = verification["window"]
     assert parse(window["to"]) == t + 60 * MINUTE
     assert t - timedelta(seconds=1) <= parse(window["from"]) <= t
+    # the console says how the sensors verified it
+    from api.console.users import add_user
+    from tests.test_console_pages import PASSWORD, sign_in
+
+    with api.db.write() as session:
+        add_user(session, name="quality-person", password=PASSWORD, role="quality")
+        session.commit()
+    sign_in(api.client, "quality-person")
+    page = api.client.get("/ncs/NC-000001").text
+    assert 'data-verification="sensor"' in page and "(60 readings)" in page
     entry = history(api, "NC-000001")[-1]
     assert (entry["action"], entry["from_state"], entry["to_state"], entry["role"]) == (
         "verified", "pending_verification", "closed", "system")

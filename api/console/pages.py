@@ -296,7 +296,7 @@ def _nc_page(request: Request, signed: users.Signed, nc_id: str, *, status: int 
         return _render("nc.html", status=status, lang=signed.user.language, signed=signed,
                        nc=public, history=entries, actions=offered, refusal=refusal,
                        categories=request.app.state.root_cause_categories,
-                       tz=request.app.state.timezone,
+                       tz=request.app.state.timezone, parse=datetime.fromisoformat,
                        local=lambda moment: moment.astimezone(tz).strftime(
                            "%Y-%m-%d %H:%M"))
     return read
