@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--id", type=int)
     revoke.set_defaults(handler=_token_revoke)
 
+    init = sub.add_parser("init", help="write a commented starter site.yaml and standards",
+                          description="write a commented starter site.yaml and standards "
+                          "file into DIR (default: here); refuses to overwrite them")
+    init.add_argument("dir", nargs="?", type=Path, default=Path("."))
+    init.add_argument("--site-id", default="my-site", help="the site's id ([a-z0-9-]+)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(handler=_init)
+
     user = sub.add_parser("user", help="people who sign in to the console").add_subparsers(
         required=True, metavar="ACTION")
     add = user.add_parser("add", help="add a user; the password is read from standard "
@@ -259,6 +267,35 @@ def _token_create(args: argparse.Namespace) -> int:
     print(f"created {args.role} token {args.name!r} for {reach}; it is shown only once:",
           file=sys.stderr)
     print(token)
+    return 0
+
+
+STARTER = ("site.yaml", "standards/plant-room.yaml")
+"""The files `patrol init` writes, from agent/starter/."""
+
+
+def _init(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    from api.auth import SITE_ID
+
+    if not SITE_ID.match(args.site_id):
+        print(f"--site-id {args.site_id!r} is not a site id (lower-case letters, digits and "
+              "'-', at most 64)", file=sys.stderr)
+        return EXIT_INVALID
+    targets = [args.dir / name for name in STARTER]
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not args.force:
+        print(f"{', '.join(existing)} exists: not overwritten (--force overwrites)",
+              file=sys.stderr)
+        return EXIT_INVALID
+    starter = files("agent") / "starter"
+    for name, target in zip(STARTER, targets, strict=True):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = (starter / name).read_text(encoding="utf-8")
+        target.write_text(text.replace("__SITE_ID__", args.site_id), encoding="utf-8")
+        print(f"wrote {target}")
+    print(f"next: edit the lines marked EDIT, then patrol check -c {targets[0]}")
     return 0
 
 
