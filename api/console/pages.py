@@ -108,11 +108,19 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(body).items()}
 
 
-def _render(template: str, *, status: int = 200, lang: str = "en",
+def _render(template: str, *, status: int = 200, lang: str | None = None,
             signed: users.Signed | None = None, **values: Any) -> HTMLResponse:
+    """A page in `lang`, by default the signed-in person's language."""
+    lang = lang or (signed.user.language if signed is not None else "en")
     html = TEMPLATES.get_template(template).render(t=texts(lang), lang=lang, signed=signed,
                                                **values)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _clock(request: Request, pattern: str = "%Y-%m-%d %H:%M") -> Callable[[datetime], str]:
+    """A page's `local`: a time as the site's clock shows it."""
+    tz = ZoneInfo(request.app.state.timezone)
+    return lambda moment: moment.astimezone(tz).strftime(pattern)
 
 
 def _status_of(refusal: PatrolError) -> int:
@@ -258,12 +266,11 @@ async def nc_list(request: Request) -> Response:
         return [to_public(nc, now) for nc in rows], next_cursor
 
     rows, next_cursor = await _in_db(request, read)
-    tz = ZoneInfo(request.app.state.timezone)
     kept = {k: v for k, v in query.items() if k in FILTERS and v}
-    return _render("ncs.html", lang=signed.user.language, signed=signed, rows=rows,
+    return _render("ncs.html", signed=signed, rows=rows,
                    filters=filters, next_cursor=next_cursor,
                    next_url=f"/ncs?{urlencode({**kept, 'cursor': next_cursor or ''})}",
-                   local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
+                   local=_clock(request))
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,13 +299,11 @@ def _nc_page(request: Request, signed: users.Signed, nc_id: str, *, status: int 
         offered = [Offered(name, FORM_FIELDS[name], ACTIONS[name].required,
                            signed.principal.may(*ACTIONS[name].roles))
                    for name in allowed_actions(public.state)]
-        tz = ZoneInfo(request.app.state.timezone)
-        return _render("nc.html", status=status, lang=signed.user.language, signed=signed,
+        return _render("nc.html", status=status, signed=signed,
                        nc=public, history=entries, actions=offered, refusal=refusal,
                        categories=request.app.state.root_cause_categories,
                        tz=request.app.state.timezone, parse=datetime.fromisoformat,
-                       local=lambda moment: moment.astimezone(tz).strftime(
-                           "%Y-%m-%d %H:%M"))
+                       local=_clock(request))
     return read
 
 
@@ -396,10 +401,9 @@ async def board(request: Request) -> Response:
             grid.standards.sort()
         return sorted(grids.items())
 
-    tz = ZoneInfo(request.app.state.timezone)
-    return _render("board.html", lang=signed.user.language, signed=signed,
+    return _render("board.html", signed=signed,
                    sites=await _in_db(request, read),
-                   local=lambda moment: moment.astimezone(tz).strftime("%m-%d %H:%M"))
+                   local=_clock(request, "%m-%d %H:%M"))
 
 
 KPIS = ("compliance_rate", "coverage", "intactness_rate", "raised", "closed", "open_at_end",
@@ -459,7 +463,7 @@ async def report_page(request: Request) -> Response:
               if item["by"] == "count"] if report else []
     trend = [(group["key"]["month"], group["figures"]["compliance_rate"])
              for group in report["groups"]] if report and group_by == "month" else []
-    return _render("report.html", status=status, lang=signed.user.language, signed=signed,
+    return _render("report.html", status=status, signed=signed,
                    report=report, rows=rows, kpis=KPIS, group_by=group_by or "department",
                    pareto=pareto, trend=trend,
                    query=request.query_params, refusal=refusal, shown=shown,
@@ -485,20 +489,18 @@ async def report_download(request: Request) -> Response:
         **HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
 
 
-async def _admin(request: Request) -> tuple[users.Signed | None, Response | None]:
-    signed = await _signed(request)
-    if signed is None:
-        return None, _to_login(request)
-    if signed.user.role != "admin":
-        return signed, HTMLResponse(texts(signed.user.language)["admin_only"],
-                                    status_code=403, headers=HEADERS)
-    return signed, None
+def _not_admin(signed: users.Signed) -> Response | None:
+    """The refusal of a person who is not an administrator, if they are not."""
+    if signed.user.role == "admin":
+        return None
+    return HTMLResponse(texts(signed.user.language)["admin_only"], status_code=403,
+                        headers=HEADERS)
 
 
 def _users_page(signed: users.Signed, *, status: int = 200, message: str | None = None,
                 refusal: str | None = None) -> Callable[[Any], Response]:
     def read(session: Any) -> Response:
-        return _render("users.html", status=status, lang=signed.user.language,
+        return _render("users.html", status=status,
                        signed=signed, users=users.list_users(session), message=message,
                        refusal=refusal)
     return read
@@ -508,22 +510,20 @@ def _users_page(signed: users.Signed, *, status: int = 200, message: str | None 
 async def users_page(request: Request) -> Response:
     """An administrator's list of people: reset a password, disable or enable (adding
     people stays with `patrol user add`, where the password never crosses a form)."""
-    signed, refusal = await _admin(request)
-    if refusal is not None:
-        return refusal
-    assert signed is not None
-    return await _in_db(request, _users_page(signed))
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    return _not_admin(signed) or await _in_db(request, _users_page(signed))
 
 
 @router.post("/admin/users/{user_id}/{change}")
 async def change_user(request: Request, user_id: int, change: str) -> Response:
-    signed, refusal = await _admin(request)
-    if refusal is not None:
-        return refusal
     signed, form, refusal = await _checked(request)
     if refusal is not None:
         return refusal
     assert signed is not None
+    if (refusal := _not_admin(signed)) is not None:
+        return refusal
     t = texts(signed.user.language)
 
     def apply(session: Any) -> str:
@@ -560,13 +560,12 @@ def _inspections(request: Request, signed: users.Signed, *, status: int = 200,
         rows, _ = inspection_service.list_inspections(
             session, signed.principal, site_id=None, template=None, limit=50, cursor=None)
         setup = request.app.state.inspections
-        tz = ZoneInfo(request.app.state.timezone)
-        return _render("inspections.html", status=status, lang=signed.user.language,
+        return _render("inspections.html", status=status,
                        signed=signed, refusal=refusal,
                        inspections=[inspection_service.describe(row) for row in rows],
                        templates=[t.name for t in setup.config.templates],
                        may=signed.principal.may(*inspection_service.WRITERS),
-                       local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
+                       local=_clock(request))
     return read
 
 
@@ -607,11 +606,10 @@ def _inspection(request: Request, signed: users.Signed, inspection_id: int, *,
         inspection = inspection_service.get(session, inspection_id, signed.principal)
         report = inspection_service.describe(
             inspection, inspection_service.items_of(session, inspection.id))
-        tz = ZoneInfo(request.app.state.timezone)
-        return _render("inspection.html", status=status, lang=signed.user.language,
+        return _render("inspection.html", status=status,
                        signed=signed, report=report, refusal=refusal,
                        may=signed.principal.may(*inspection_service.WRITERS),
-                       local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
+                       local=_clock(request))
     return read
 
 
@@ -668,12 +666,11 @@ def _notifications(request: Request, signed: users.Signed, *, status: int = 200,
                                             limit=100, cursor=None, now=now)
         coming, _ = silences.list_silences(session, signed.principal, state="pending",
                                            limit=100, cursor=None, now=now)
-        tz = ZoneInfo(request.app.state.timezone)
-        return _render("notifications.html", status=status, lang=signed.user.language,
+        return _render("notifications.html", status=status,
                        signed=signed, refusal=refusal, notifications=sent,
                        silences=[silences.describe(s, now) for s in [*current, *coming]],
                        may=signed.principal.may(*silences.WRITERS),
-                       local=lambda moment: moment.astimezone(tz).strftime("%Y-%m-%d %H:%M"))
+                       local=_clock(request))
     return read
 
 

@@ -207,9 +207,8 @@ def _facts(dialect: str, window: Window, by: str | None, sites: Collection[str] 
 def _flow(dialect: str, window: Window, by: str | None, sites: Collection[str] | None,
           changed: Sequence[int]) -> Any:
     """One row per group: its key and COLUMNS, each joined into one text. The database
-    sorts narrow rows of integers and joins them; numpy reads a text of integers twenty
-    times faster than as many rows, and counts, sums and ranks them (SQLite has no
-    percentile aggregate, and neither database ranks as fast)."""
+    sorts narrow rows of integers and joins them; numpy reads them (sql.integers), and
+    counts, sums and ranks them (the module's docstring says why)."""
     facts = _facts(dialect, window, by, sites, changed)
     keys = [c for c in facts.c if c.name.startswith("k")]
     return select(*keys, *(joined(dialect, facts.c[name]) for name in COLUMNS)

@@ -159,7 +159,7 @@ class Downtime:
         numbers: dict[tuple[Key, str, str], int] = {}
         renumber = np.array([numbers.setdefault(((), site, asset), len(numbers))
                              for site, asset, _ in self.owners], dtype=np.intp)
-        return numbers, renumber[self.ids] if len(self.ids) else self.ids
+        return numbers, renumber[self.ids]
 
 
 def _downtime(session: Session, windows: Sequence[Window], sites: Collection[str] | None,
