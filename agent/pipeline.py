@@ -45,6 +45,8 @@ MAX_BATCH = 5000
 MAX_HELD = 200_000
 MAX_AHEAD = 300.0
 """Seconds a reading may be dated ahead of this machine's clock and still be judged."""
+MAX_SOURCES = 1000
+"""Sources the heartbeat reports at most (Modbus devices are configured; MQTT is one)."""
 HIGH_WATER = 20_000
 """Readings queued and not yet judged at which sources are asked to pause."""
 LOW_WATER = 5_000
@@ -94,6 +96,14 @@ class Pipeline:
         self.on_backlog: list[Callable[[bool], None]] = []
         """Called on the loop thread: True at `high_water`, False back at `low_water`."""
         self._pressed = False
+        self.passes = 0
+        """Passes of `run` (a batch judged, or held batches retried): its sign of life."""
+        self.ticked = time.monotonic()
+        """When `tick` last ran (monotonic)."""
+        self._watched = (0, self.ticked)  # (passes, since when) as `stalled` last saw them
+        self.sources: dict[str, list[float]] = {}
+        """By source (`modbus:<device>`, `mqtt`): [when its last readings arrived (wall
+        clock), how many arrived]; what the heartbeat reports (agent.heartbeat)."""
 
     def emit(self, readings: Sequence[Reading],
              on_stored: Callable[[], None] | None = None) -> None:
@@ -101,8 +111,20 @@ class Pipeline:
         if readings or on_stored:
             self._queue.put_nowait((readings, on_stored))
             self.backlog += len(readings)
+            if readings:  # a collector's emit holds one source's readings: O(1) per emit
+                self._arrived(readings[-1].source, len(readings))
             if not self._pressed and self.backlog >= self.high_water:
                 self._press(True)
+
+    def _arrived(self, source: str, count: int) -> None:
+        name = source if source.startswith("modbus:") else source.partition(":")[0]
+        seen = self.sources.get(name or "other")
+        if seen is None:
+            if len(self.sources) >= MAX_SOURCES:
+                return
+            seen = self.sources[name or "other"] = [0.0, 0]
+        seen[0] = self.clock()
+        seen[1] += count
 
     def _press(self, pressed: bool) -> None:
         self._pressed = pressed
@@ -121,10 +143,12 @@ class Pipeline:
                         first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
                     except TimeoutError:
                         self._store_held()
+                        self.passes += 1
                         continue
                 else:
                     first = await self._queue.get()
                 self._process(*self._drain(first))
+                self.passes += 1
         except asyncio.CancelledError:
             if not self._queue.empty():
                 self._process(*self._drain(self._queue.get_nowait()))
@@ -137,6 +161,20 @@ class Pipeline:
         while True:
             await asyncio.sleep(self.tick_every)
             self.tick_once(self.clock())
+            self.ticked = time.monotonic()
+
+    def stalled(self, now: float, limit: float) -> str:
+        """For the systemd watchdog (agent.sdnotify): readings queued with no pass of `run`
+        for `limit` seconds, or no tick for that long. Idle (nothing queued) is not stalled,
+        however long the sources stay silent."""
+        if self._queue.empty() or self.passes != self._watched[0]:
+            self._watched = (self.passes, now)
+        elif now - self._watched[1] > limit:
+            return (f"pipeline: {self._queue.qsize()} batches queued, none taken for "
+                    f"{now - self._watched[1]:.0f}s")
+        if now - self.ticked > limit + self.tick_every:
+            return f"pipeline: no timer tick for {now - self.ticked:.0f}s"
+        return ""
 
     def tick_once(self, now: float) -> None:
         """Timers, the periodic compliance snapshot, and the periodic save of rule state."""

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent import sdnotify
 from agent.buffer import Buffer
 from agent.catalog import publish_catalog
 from agent.errors import ClockAhead, Rejected, TaskFailed
@@ -90,8 +91,10 @@ async def run_site(site: Site, *, mode: str, stop: asyncio.Event,
         log.info("patrol %s started for site %s", mode, site.id)
         if on_ready:
             on_ready(api_url)
+        sdnotify.ready(f"patrol {mode} running for site {site.id}")
         failed = await _until_stop_or_failure(stop, [*agent_tasks, *([serve] if serve else [])])
         log.info("stopping")
+        sdnotify.stopping()
     if server and serve and not serve.done():
         server.should_exit = True
         await serve
@@ -263,8 +266,12 @@ def writers(site: Site, buffer: Buffer, events_ready: asyncio.Event,
 async def _agent(site: Site, database: Database | None, *, enabled: bool
                  ) -> Any:
     """Collectors, pipeline and forwarder as tasks; stopped source-first on exit."""
-    if not enabled:
-        yield []
+    if not enabled:  # `patrol api`: the watchdog sees the event loop respond, no more
+        watching = sdnotify.watchdog_tasks([])
+        try:
+            yield watching
+        finally:
+            await _cancel(watching)
         return
     config = site.config
     buffer = Buffer(config.buffer.path, config.buffer.max_size)
@@ -283,7 +290,8 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     processing = [asyncio.create_task(pipeline.run(), name="pipeline"),
                   asyncio.create_task(pipeline.tick(), name="tick"),
                   asyncio.create_task(watch_standards(site, pipeline, assets=known_assets),
-                                      name="reload")]
+                                      name="reload"),
+                  *sdnotify.watchdog_tasks([pipeline, *collectors])]
     forwarding = [asyncio.create_task(out.forwarder.run(), name="forward")]
     if out.tsdb is not None:
         forwarding.append(asyncio.create_task(out.tsdb.run(), name="tsdb"))

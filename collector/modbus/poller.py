@@ -65,6 +65,9 @@ class _Link:
         self.name = name
         self.client = client
         self._lock = asyncio.Lock()
+        self.budget = 0.0
+        """The longest an honest poll cycle here can take: every request of every device
+        on this connection waiting out its timeout and retries (they are serialized)."""
 
     async def connected(self) -> Client:
         """The client, connected first if it is not; ConnectionException if that fails."""
@@ -148,6 +151,17 @@ class ModbusCollector:
     def __init__(self, config: ModbusConfig, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock
+        self._cycles: dict[str, tuple[float, _Link]] = {}
+        """Poll tasks now inside a cycle: when it began (monotonic), on which link."""
+
+    def stalled(self, now: float, limit: float) -> str:
+        """For the systemd watchdog (agent.sdnotify): a cycle running past both `limit` and
+        its link's budget, which only a stuck client can do. A task sleeping until its next
+        poll, however long the interval, is not stalled."""
+        for name, (began, link) in list(self._cycles.items()):
+            if now - began > max(limit, link.budget):
+                return f"modbus: {name}: one poll cycle running for {now - began:.0f}s"
+        return ""
 
     async def run(self, emit: Emit) -> None:
         """Poll all devices until cancelled; device faults become bad readings."""
@@ -171,14 +185,20 @@ class ModbusCollector:
                     interval: float, points: list[ModbusPoint], emit: Emit) -> None:
         """Cycle at start + k * interval; a cycle that overruns skips ticks, never bursts."""
         requests = device_plan(device, points)
+        # Points, not requests: a request refused for one address is split down to them.
+        link.budget += (len(points) + 1) * device.timeout * (device.retries + 1)
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
+        name = f"device {device.name} every {interval}s"
         start, tick = loop.time(), 0
         while True:
+            self._cycles[name] = (time.monotonic(), link)
             try:
                 emit(await self._cycle(device, link, health, requests))
             except Exception:  # a bug in one cycle must not stop this or any other device
                 log.exception("device %s: poll cycle failed", device.name)
+            finally:
+                del self._cycles[name]
             if task is not None and task.cancelling():
                 # Python 3.11's wait_for (inside pymodbus) can swallow a cancel that lands
                 # as a reply arrives; the task is still marked, so honour it here.

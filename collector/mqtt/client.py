@@ -127,6 +127,11 @@ class MqttCollector:
         self.stats.subscribed = bool(connections) and all(
             c.status.is_subscribed for c in connections)
 
+    def stalled(self, now: float, limit: float) -> str:
+        """For the systemd watchdog (agent.sdnotify): a connection whose paho thread is
+        stuck; a silent broker or topic is not stalled."""
+        return "; ".join(why for c in self._connections if (why := c.stalled(now, limit)))
+
     @property
     def queued(self) -> int:
         """Messages read from the socket and not yet mapped (any thread may ask)."""

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,13 @@ is nothing next to a sensor's period."""
 
 DRAIN_MAX = 2000
 """Messages mapped per drain before the loop gets a turn (the pipeline, other collectors)."""
+
+RECONNECT_MAX = 60
+"""Seconds paho waits at most between reconnection attempts (from 1 s, doubling)."""
+
+AWAY_MAX = 2 * RECONNECT_MAX
+"""Longest paho's thread honestly stays out of its loop: a reconnect wait and one
+connect (DNS, TCP and TLS, each with its own timeout). Longer, it is stuck."""
 
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5: a persistent session like 3.1.1's
 
@@ -129,7 +137,17 @@ class Connection:
         log.info("mqtt: connecting to %s:%d as %r (MQTT %s, %s session, %d subscriptions)",
                  cfg.host, cfg.port, plan.client_id, cfg.protocol,
                  "persistent" if plan.persistent else "clean", len(plan.filters))
+        self._client.looped = time.monotonic()
         self._client.loop_start()
+
+    def stalled(self, now: float, limit: float) -> str:
+        """paho's network thread out of its loop past `limit` and `AWAY_MAX`; "" while it
+        loops (each second at least, messages or not)."""
+        away = now - self._client.looped
+        if away > max(limit, AWAY_MAX):
+            return (f"mqtt: paho's network thread for {self.plan.client_id!r} has not run "
+                    f"its loop for {away:.0f}s")
+        return ""
 
     def disconnect(self) -> None:
         """Ask paho to leave; the gate opens for good so it reads its way to DISCONNECT."""
@@ -215,7 +233,7 @@ class Connection:
         # A bug in a callback is logged (ERROR) and the message dropped, instead of ending
         # paho's network thread and leaving this collector connected to nothing.
         client.suppress_exceptions = True
-        client.reconnect_delay_set(1, 60)
+        client.reconnect_delay_set(1, RECONNECT_MAX)
         secure(client, cfg)
         client.gate = self.gate
         client.on_connect = self._on_connect

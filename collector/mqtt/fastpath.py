@@ -7,7 +7,8 @@ If paho grows a fast path (a buffered socket read and PUBLISH handling without a
 - from `FastClient`: `READ`, `on_incoming`, `_rsock`, `_rbuf`, `_rpos`, `_fill`, `_empty`,
   `_sock_recv` and `_packet_read`; the `while` loop at the end of `loop_read` (keep its
   single `super().loop_read`) and the `if not self._empty()` block of `_loop` (then
-  `_loop` goes too);
+  `_loop` goes too, and with it the `looped` stamp: give `Connection.stalled` another
+  sign that paho's thread still loops);
 - in `collector/mqtt/connection.py`, the line `client.on_incoming = self._incoming`
   (`on_message` already delivers every message the same way);
 - in `tests/test_mqtt_fastpath.py`, the tests that name the short path (the burst, the
@@ -23,6 +24,7 @@ keeping acks and pings going), this whole module goes and `connection.py` builds
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +67,8 @@ class FastClient(mqtt.Client):
     _rsock: object = None  # the socket `_rbuf` came from
     _rbuf = b""
     _rpos = 0
+    looped = 0.0
+    """When paho's thread last entered its loop (monotonic): the watchdog's sign of life."""
 
     def _fill(self, bufsize: int) -> None:
         self._rbuf = super()._sock_recv(max(bufsize, self.READ))  # b"": the peer closed
@@ -97,6 +101,7 @@ class FastClient(mqtt.Client):
         return rc
 
     def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
+        self.looped = time.monotonic()
         if not self._empty():  # read before a pause and not handled: select() cannot see it
             if self.gate is None or self.gate.is_open():
                 rc = self.loop_read()
