@@ -25,6 +25,7 @@ from agent.buffer import Buffer
 from agent.catalog import publish_catalog
 from agent.errors import ClockAhead, Rejected, TaskFailed
 from agent.forward import MAX_BACKOFF, Forwarder, Sink, confirmed_ids, http_sink
+from agent.heartbeat import Heartbeat, Post, default_gateway_id, http_post
 from agent.pipeline import Pipeline
 from agent.site import Site, load_site
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
@@ -163,7 +164,9 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
                      max_clock_skew=timedelta(seconds=server_config.max_clock_skew),
                      notifier=notifier, root_cause_categories=info.root_cause_categories,
                      inspections=inspections, kpi_targets=info.kpi_targets,
-                     timezone=info.timezone)
+                     timezone=info.timezone,
+                     gateway_offline_after=timedelta(
+                         seconds=server_config.gateway_offline_after))
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
                             lifespan="on")
@@ -199,6 +202,38 @@ def in_process_sink(database: Database, max_clock_skew: float = 300.0) -> Sink:
         # the confirmation the HTTP sink gets from the API's answer, by the same rule
         return confirmed_ids({"applied": result.applied, "duplicates": result.duplicates,
                               "ids": list(result.ids)}, bodies)
+
+    return send
+
+
+def heartbeat(site: Site, pipeline: Pipeline, buffer: Buffer, database: Database | None,
+              *, tsdb: bool) -> Heartbeat:
+    """The heartbeat: to the API in this process (`patrol run`), else to `forward.url`."""
+    forward = site.config.forward
+    if database is not None:
+        post = in_process_heartbeat(database)
+    elif forward is not None:
+        post = http_post(forward.url, read_secret(forward.token_env, forward.token_file))
+    else:
+        raise RuntimeError("patrol agent needs a forward: section (where NC events go)")
+    return Heartbeat(site.id, (forward.gateway_id if forward else None) or default_gateway_id(),
+                     pipeline, buffer, post, every=forward.heartbeat if forward else 30.0,
+                     tsdb=tsdb)
+
+
+def in_process_heartbeat(database: Database) -> Post:
+    from datetime import UTC, datetime
+
+    from api.gateways import record_heartbeat
+    from api.schemas import HeartbeatIn
+    from api.store import committed
+
+    async def send(body: dict[str, Any]) -> dict[str, Any]:
+        beat = HeartbeatIn.model_validate(body)
+        now = datetime.now(UTC)
+        closed = await asyncio.to_thread(
+            committed, database.write, lambda session: record_heartbeat(session, beat, now))
+        return {"server_time": now.isoformat(), "offline_closed": closed}
 
     return send
 
@@ -292,7 +327,9 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
                   asyncio.create_task(watch_standards(site, pipeline, assets=known_assets),
                                       name="reload"),
                   *sdnotify.watchdog_tasks([pipeline, *collectors])]
-    forwarding = [asyncio.create_task(out.forwarder.run(), name="forward")]
+    beat = heartbeat(site, pipeline, buffer, database, tsdb=out.tsdb is not None)
+    forwarding = [asyncio.create_task(out.forwarder.run(), name="forward"),
+                  asyncio.create_task(beat.run(), name="heartbeat")]
     if out.tsdb is not None:
         forwarding.append(asyncio.create_task(out.tsdb.run(), name="tsdb"))
     try:

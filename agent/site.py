@@ -86,6 +86,11 @@ class ForwardConfig(_Strict):
     max_backoff: Duration = Field(
         MAX_BACKOFF, gt=0, description="longest wait between retries while the API is "
         "unreachable or refusing (0.5 s doubling up to this; Retry-After capped at it)")
+    heartbeat: Duration = Field(30.0, ge=1, description="how often the agent tells the "
+                                "API it is alive (POST /api/v1/heartbeats)")
+    gateway_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^\s/]+$",
+                                   description="this gateway's name in the fleet (default: "
+                                   "the host name)")
 
 
 class RulesConfig(_Strict):

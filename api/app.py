@@ -34,6 +34,7 @@ from api.routes import (
     compliance,
     events,
     feed,
+    gateways,
     health,
     nonconformances,
     notifications,
@@ -66,7 +67,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                root_cause_categories: Sequence[str] = ROOT_CAUSE_CATEGORIES,
                inspections: InspectionSetup | None = None,
                kpi_targets: Mapping[str, Target] | None = None,
-               timezone: str = "UTC") -> FastAPI:
+               timezone: str = "UTC",
+               gateway_offline_after: timedelta = timedelta(minutes=5)) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -83,12 +85,13 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     `inspections` are the site's templates and schedules (default: none; ad hoc
     inspections at `site_id`); with `jobs`, its schedules run. `kpi_targets` colour the
     reports' figures (`site.kpi_targets`); `timezone` names their days and months.
+    A gateway silent longer than `gateway_offline_after` raises the gateway-offline NC.
     """
     allow = parse_allow(webhooks_allow)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(run_jobs(db.write)),
+        tasks = [asyncio.create_task(run_jobs(db.write, gateway_offline_after)),
                  asyncio.create_task(dispatch(db.write, allow=allow,
                                               allow_private=webhooks_allow_private))
                  ] if jobs else []
@@ -126,9 +129,10 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     app.state.timezone = timezone
     app.state.locale = locale or (notifier.site.locale if notifier is not None else "en")
     app.state.inspections = inspections or InspectionSetup(InspectionsConfig(), site_id)
+    app.state.gateway_offline_after = gateway_offline_after
     for module in (health, nonconformances, actions, events, compliance, feed, webhooks,
                    notifications, silences, catalog, out_of_service, inspection_routes,
-                   reports):
+                   reports, gateways):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
     console.mount(app)

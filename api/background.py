@@ -1,4 +1,5 @@
-"""Jobs the API runs on its own: overdue NCs and verifications that never started.
+"""Jobs the API runs on its own: overdue NCs, verifications that never started, and
+gateways gone silent (api.gateways).
 
 Each pass claims its rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several API
 replicas can run the same jobs and each NC is handled once; on SQLite the write lock
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from api.gateways import mark_offline
 from api.ingest import reopen_unverified
 from api.lifecycle import transition
 from api.service import SYSTEM_ACTOR
@@ -65,8 +67,14 @@ def reopen_stalled_verifications(factory: SessionFactory,
     return count
 
 
-async def run_jobs(factory: SessionFactory, every: float = 15.0) -> None:
-    """Run the jobs until cancelled; a failing pass is logged and retried next time."""
+async def run_jobs(factory: SessionFactory,
+                   gateway_offline_after: timedelta = timedelta(minutes=5),
+                   every: float | None = None) -> None:
+    """Run the jobs until cancelled, every 15 s (or a quarter of `gateway_offline_after`
+    when that is shorter, so an offline gateway is noticed within a quarter of its limit);
+    a failing pass is logged and retried next time."""
+    started = datetime.now(UTC)
+    every = every or min(15.0, max(0.25, gateway_offline_after.total_seconds() / 4))
     while True:
         try:
             overdue = await asyncio.to_thread(mark_overdue, factory)
@@ -74,6 +82,7 @@ async def run_jobs(factory: SessionFactory, every: float = 15.0) -> None:
             if overdue or reopened:
                 log.info("%d NCs became overdue, %d reopened after verify_for", overdue,
                          reopened)
+            await asyncio.to_thread(mark_offline, factory, gateway_offline_after, started)
         except Exception:
             log.exception("background jobs failed; retrying in %.0fs", every)
         await asyncio.sleep(every)

@@ -62,6 +62,9 @@ class ServerConfig(BaseModel):
                                      "server's clock an event may be dated (422 beyond)")
     public_url: str | None = Field(None, description="the address people reach this "
                                    "server at (links in alerts), like https://patrol.example")
+    gateway_offline_after: Duration = Field(300.0, gt=0, description="a gateway (edge "
+                                            "agent) silent this long raises the "
+                                            "gateway-offline NC")
 
     @field_validator("listen")
     @classmethod

@@ -17,7 +17,7 @@ from common.vocabulary import (
     Severity,
     WindowState,
 )
-from common.wire_types import Moment, Text
+from common.wire_types import MAX_SECONDS, Moment, Text
 
 # The engine events and snapshots agents post (EventsIn) are the event contract of
 # rules/events.py, shared with the engine that writes them.
@@ -326,3 +326,72 @@ class OutOfServicePublic(BaseModel):
 class OutOfServiceList(BaseModel):
     items: list[OutOfServicePublic]
     next_cursor: str | None
+
+
+# --- gateways (SPEC 7.5) --------------------------------------------------------------
+
+class BufferStatus(BaseModel):
+    """The agent's store-and-forward buffer, as it stood when the heartbeat was sent."""
+
+    readings: int = Field(0, ge=0, le=2**53, description="readings not yet in the TSDB")
+    events: int = Field(0, ge=0, le=2**53, description="NC events not yet delivered")
+    bytes: int = Field(0, ge=0, le=2**53, description="bytes of the buffer file in use")
+    oldest_unsent_age: float | None = Field(None, ge=0, le=MAX_SECONDS, description=(
+        "seconds since the oldest reading not yet in the TSDB was read (null: none, or no "
+        "TSDB configured)"))
+
+
+class SourceStatus(BaseModel):
+    last_at: Moment | None = Field(None, description="when its last reading arrived")
+    readings: int = Field(0, ge=0, le=2**53, description="readings since the agent started")
+
+
+class HeartbeatIn(BaseModel):
+    """What an edge agent says of itself every `forward.heartbeat` (SPEC 7.5). Fields a
+    newer agent adds are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    site_id: Text = Field(min_length=1, max_length=64)
+    gateway_id: Text = Field(min_length=1, max_length=128)
+    version: Text = Field("", max_length=64)
+    at: Moment = Field(description="the gateway's clock when it sent this")
+    started_at: Moment | None = None
+    uptime: float = Field(0.0, ge=0, le=MAX_SECONDS, description="seconds since it started")
+    clock_offset: float | None = Field(None, ge=-MAX_SECONDS, le=MAX_SECONDS, description=(
+        "seconds its clock runs ahead (+) or behind (-) the API's, as it measured on its "
+        "last heartbeat"))
+    buffer: BufferStatus = Field(default_factory=BufferStatus)
+    sources: dict[Annotated[str, Field(max_length=200)], SourceStatus] = Field(
+        default_factory=dict, max_length=1000,
+        description="by source (`modbus:<device>`, `mqtt`): its last reading")
+
+
+class HeartbeatAnswer(BaseModel):
+    server_time: datetime = Field(description="this server's clock: the agent measures its "
+                                              "clock offset from it")
+    offline_closed: str | None = Field(None, description="the gateway-offline NC this "
+                                       "heartbeat closed")
+
+
+class GatewayPublic(BaseModel):
+    site_id: str
+    gateway_id: str
+    status: Literal["online", "offline"]
+    version: str
+    last_heartbeat_at: datetime = Field(description="when the API received the last one")
+    silent_for: float = Field(description="seconds since then")
+    sent_at: datetime
+    started_at: datetime | None
+    uptime: float | None = Field(description="seconds, as of now")
+    clock_offset: float | None
+    offline_since: datetime | None
+    offline_nc: str | None = Field(description="the open gateway-offline NC, if any")
+    buffer: BufferStatus
+    sources: dict[str, SourceStatus]
+
+
+class GatewayList(BaseModel):
+    items: list[GatewayPublic]
+    offline_after: float = Field(description="seconds of silence that make a gateway "
+                                             "offline (server.gateway_offline_after)")

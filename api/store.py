@@ -546,6 +546,25 @@ class ScheduleRun(Base):
     outcome: Mapped[dict[str, Any] | None]  # channel -> null (sent) or the error
 
 
+class Gateway(Base):
+    """The last heartbeat of each edge agent (SPEC 7.5), and whether it counts as offline:
+    `offline_since` is the last heartbeat before a silence longer than
+    `server.gateway_offline_after`, set when the gateway-offline NC was raised."""
+
+    __tablename__ = "gateways"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), default="")
+    sent_at: Mapped[datetime]  # the gateway's clock
+    received_at: Mapped[datetime] = mapped_column(index=True)  # this server's clock
+    started_at: Mapped[datetime | None]
+    clock_offset: Mapped[float | None]  # seconds its clock runs ahead (+) or behind
+    status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Buffer depth, oldest unsent reading, last reading per source, as the agent sent."""
+    offline_since: Mapped[datetime | None]
+
+
 class Setting(Base):
     """Values the server makes once and keeps (the alert links' signing key)."""
 

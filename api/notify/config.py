@@ -186,9 +186,12 @@ class InhibitRule(_Strict):
 
 
 DEFAULT_INHIBIT = (InhibitRule(source={"standard_kind": "stale"}, target={},
-                               equal=["asset_id"]),)
+                               equal=["asset_id"]),
+                   InhibitRule(source={"standard_kind": "gateway_offline"},
+                               target={"standard_kind": "stale"}, equal=["site_id"]))
 """A silent sensor or device says why the asset's other standards have no data or look
-wrong: its NC alone is worth hearing of."""
+wrong: its NC alone is worth hearing of. An offline gateway says why its site's sensors
+look silent (api.gateways)."""
 
 
 class Route(_Strict):
