@@ -234,8 +234,14 @@ def test_every_page_in_both_widths_fits_and_is_shot(server: str, browser: object
     inside their own box), and a screenshot each for the record."""
     from fastapi.testclient import TestClient
 
+    from tests.test_gateways import beat
+
     with TestClient(create_app(db)) as client:
-        nc = Patrol(client, db).raise_nc(asset="CH-1")
+        patrol = Patrol(client, db)
+        nc = patrol.raise_nc(asset="CH-1")
+        for gateway in ("plant-room-pi", "tower-b-roof-pi"):
+            client.post("/api/v1/heartbeats", json=beat(gateway=gateway),
+                        headers=patrol.headers("agent")).raise_for_status()
     with db.write() as session:
         users.add_user(session, name="sun.admin", password=PASSWORD, role="admin",
                        language=language)
@@ -251,7 +257,8 @@ def test_every_page_in_both_widths_fits_and_is_shot(server: str, browser: object
         _sign_in(page, server, "sun.admin")
         for name, path in (("ncs", "/ncs"), ("nc", f"/ncs/{nc}"), ("board", "/board"),
                            ("report", "/report"), ("inspections", "/inspections"),
-                           ("notifications", "/notifications"), ("users", "/admin/users")):
+                           ("notifications", "/notifications"), ("gateways", "/gateways"),
+                           ("users", "/admin/users")):
             answer = page.goto(f"{server}{path}")
             assert answer is not None and answer.status == 200, path
             assert page.evaluate("document.documentElement.scrollWidth") <= width, (path, width)

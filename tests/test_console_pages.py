@@ -147,7 +147,8 @@ def test_a_zh_cn_page_shows_no_english_outside_data(patrol: Patrol) -> None:
     reader.feed(page + detail + patrol.client.get("/board").text
                 + patrol.client.get("/report", params={"group_by": "asset"}).text
                 + patrol.client.get("/inspections").text
-                + patrol.client.get("/notifications").text)
+                + patrol.client.get("/notifications").text
+                + patrol.client.get("/gateways").text)
     public = patrol.client.get(f"/api/v1/nonconformances/{nc}",
                                headers=patrol.headers("tracker")).json()
     data = {"wang", "fang"} | {  # the user's name, and the NC's own words
@@ -279,7 +280,7 @@ def test_every_page_loads_under_200_kb_gzipped(patrol: Patrol) -> None:
     nc = patrol.raise_nc(asset="CH-1")
     sign_in(patrol.client, "wang.fang")
     for path in ("/login", "/ncs", f"/ncs/{nc}", "/board", "/report", "/inspections",
-                 "/notifications"):
+                 "/notifications", "/gateways"):
         page = patrol.client.get(path, headers={"Accept-Encoding": "gzip"})
         assert page.status_code == 200, path
         assert page.headers.get("content-encoding") == "gzip", path
@@ -387,3 +388,32 @@ def test_an_engineer_silences_alerts_and_ends_the_silence(patrol: Patrol) -> Non
     after = patrol.client.get(f"/api/v1/silences/{silence['id']}",
                               headers=patrol.headers("tracker")).json()
     assert after["state"] == "expired"
+
+
+def test_the_gateways_page_shows_the_apis_gateways_of_the_persons_sites(
+        patrol: Patrol) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from api.gateways import mark_offline
+    from tests.test_gateways import beat
+
+    for site, gateway in (("tower-a", "pi-1"), ("tower-a", "pi-2"), ("tower-b", "pi-9")):
+        answer = patrol.client.post("/api/v1/heartbeats", json=beat(site, gateway),
+                                    headers=patrol.headers("agent"))
+        assert answer.status_code == 200, answer.text
+    later = datetime.now(UTC) + timedelta(minutes=6)
+    assert mark_offline(patrol.db.write, timedelta(minutes=5),
+                        started=later - timedelta(hours=1), now=later) == 3
+    assert patrol.client.post("/api/v1/heartbeats", json=beat("tower-a", "pi-2"),
+                              headers=patrol.headers("agent")).status_code == 200
+    sign_in(patrol.client, "li.wei")  # tower-a only
+    page = patrol.client.get("/gateways").text
+    shown = dict(re.findall(r'data-gateway="([^"]+)" data-status="([^"]+)"', page))
+    assert shown == {"tower-a/pi-1": "offline", "tower-a/pi-2": "online"}
+    assert page.index("tower-a/pi-1") < page.index("tower-a/pi-2")  # offline first
+    api = patrol.client.get("/api/v1/gateways", params={"site_id": "tower-a"},
+                            headers=patrol.headers("tracker")).json()["items"]
+    offline_nc = next(g["offline_nc"] for g in api if g["gateway_id"] == "pi-1")
+    assert offline_nc and f'href="/ncs/{offline_nc}"' in page
+    assert "modbus:plc" in page and "1200" in page and "-0.25 s" in page
+    assert "pi-9" not in page

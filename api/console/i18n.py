@@ -92,6 +92,14 @@ EN: dict[str, Any] = {
     "silence_new": "Silence alerts", "hours_for": "For (hours)", "comment": "Why",
     "expire": "End now", "ends": "Ends", "no_silences": "No silence now.",
     "match_any": "any", "engineer_only": "Engineering and quality staff silence alerts.",
+    "gateways": "Gateways", "gateway": "Gateway",
+    "gateway_status": {"online": "online", "offline": "offline"},
+    "last_heartbeat": "Last heartbeat", "ago": "{seconds} s ago", "version": "Version",
+    "uptime": "Up for", "clock_offset": "Clock offset", "buffer": "Buffer",
+    "buffer_line": "{readings} readings, {events} events waiting",
+    "oldest_unsent": "oldest unsent {seconds} s", "sources": "Last reading per source",
+    "offline_nc": "Offline NC", "no_gateways": "No gateway has sent a heartbeat yet.",
+    "offline_after": "A gateway silent for {seconds} s is offline and raises an NC.",
 }
 
 ZH: dict[str, Any] = {
@@ -175,6 +183,14 @@ ZH: dict[str, Any] = {
     "silence_new": "静默告警", "hours_for": "时长（小时）", "comment": "原因",
     "expire": "立即结束", "ends": "结束时间", "no_silences": "当前没有静默。",
     "match_any": "全部", "engineer_only": "工程和品质人员可静默告警。",
+    "gateways": "网关", "gateway": "网关",
+    "gateway_status": {"online": "在线", "offline": "离线"},
+    "last_heartbeat": "最近心跳", "ago": "{seconds} 秒前", "version": "版本",
+    "uptime": "已运行", "clock_offset": "时钟偏差", "buffer": "缓存",
+    "buffer_line": "{readings} 条读数、{events} 个事件待发送",
+    "oldest_unsent": "最早未发送 {seconds} 秒", "sources": "各数据源最近读数",
+    "offline_nc": "离线不合格项", "no_gateways": "尚无网关发送心跳。",
+    "offline_after": "网关静默 {seconds} 秒即视为离线并产生不合格项。",
 }
 
 CATALOGS: dict[str, dict[str, Any]] = {"en": EN, "zh-CN": ZH}

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from api.console import users
 from api.console.i18n import LANGUAGES, from_header, texts
 from api.errors import BadCursor, Invalid, NotFound, PatrolError
+from api.gateways import list_gateways
 from api.inspections import service as inspection_service
 from api.lifecycle import perform
 from api.notify import history as notify_history
@@ -404,6 +405,20 @@ async def board(request: Request) -> Response:
     return _render("board.html", signed=signed,
                    sites=await _in_db(request, read),
                    local=_clock(request, "%m-%d %H:%M"))
+
+
+@router.get("/gateways")
+async def gateways_page(request: Request) -> Response:
+    """The fleet: each gateway's last heartbeat (the API's `GET /gateways`), offline ones
+    first, with the offline NC linked."""
+    signed = await _signed(request)
+    if signed is None:
+        return _to_login(request)
+    after = request.app.state.gateway_offline_after
+    items = await _in_db(request, lambda session: list_gateways(
+        session, datetime.now(UTC), after, sites=signed.principal.sites))
+    return _render("gateways.html", signed=signed, gateways=items,
+                   offline_after=round(after.total_seconds()), local=_clock(request))
 
 
 KPIS = ("compliance_rate", "coverage", "intactness_rate", "raised", "closed", "open_at_end",
