@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ log = logging.getLogger("patrol")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format)
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patrol", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="text (default: one readable line per record) or json (one "
+                        "object per line, for journald or a log shipper)")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, handler: object, help_text: str,
@@ -63,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="print the planned Modbus requests of each device")
     check.add_argument("--no-secrets", action="store_true",
                        help="do not require *_env / *_file secrets to be readable here")
+    check.add_argument("--connect", action="store_true",
+                       help="also try every peer once: each Modbus device's first read, the "
+                       "broker and its subscriptions, a TSDB write, a heartbeat to the "
+                       "central API (or the NC database); exit 1 if one fails")
     demo = command("demo", _demo, "simulated plant room + patrol run, no external service",
                    config=False)
     demo.add_argument("--dir", type=Path, help="working directory (default: a new temp dir)")
@@ -143,10 +151,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        stream=sys.stderr)
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC), level, logger, message, and the exception's
+    traceback when there is one. Messages are the same as in text: no secret is ever
+    formatted into them (urls go through common.urls.url_for_log)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname.lower(), "logger": record.name,
+                 "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _setup_logging(verbose: bool, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime  # type: ignore[assignment]
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("pymodbus", "amqtt", "transitions", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
@@ -166,6 +193,14 @@ def _check(args: argparse.Namespace) -> int:
         doc = load_yaml(site.path)
         for line, warning in sorted((doc.line_of(w.loc), str(w)) for w in lint(config.notify)):
             print(f"warning: {doc.name}:{line}: {warning}", file=sys.stderr)
+    if args.connect:
+        from agent.connect import probe_all
+
+        probes = probe_all(site)
+        for probe in probes:
+            print(probe.line(), flush=True)
+        if not all(probe.ok for probe in probes):
+            return EXIT_FAILURE
     return 0
 
 

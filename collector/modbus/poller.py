@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
-_READS = {
+READS = {
     "holding": "read_holding_registers",
     "input": "read_input_registers",
     "coil": "read_coils",
@@ -45,7 +45,7 @@ _READS = {
 }
 
 
-def _client(device: ModbusDevice) -> Client:
+def client_for(device: ModbusDevice) -> Client:
     # reconnect_delay=0: pymodbus must not reconnect in the background; the next cycle does.
     if device.transport in ("tcp", "rtu_over_tcp"):
         framer = FramerType.RTU if device.transport == "rtu_over_tcp" else FramerType.SOCKET
@@ -171,7 +171,7 @@ class ModbusCollector:
                 for device in self._config.devices:
                     key = connection_of(device)
                     if key not in links:
-                        links[key] = _Link(key, _client(device))
+                        links[key] = _Link(key, client_for(device))
                     health = _Health(device)
                     for interval, points in by_interval(device).items():
                         tasks.create_task(
@@ -257,7 +257,7 @@ class ModbusCollector:
         whole read for one of them. Splitting (first at the gaps, then per point) keeps
         the refusal to the points that really are not there.
         """
-        response: ModbusPDU = await getattr(client, _READS[request.table])(
+        response: ModbusPDU = await getattr(client, READS[request.table])(
             request.address, count=request.count, device_id=device.unit_id)
         ts = self._clock()
         if not response.isError():
