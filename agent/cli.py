@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                        config=False)
     simulate.add_argument("-c", "--config", type=Path, help="sim.yaml (default: built in)")
     command("schema", _schema, "JSON Schema of site.yaml", config=False)
+    command("status", _status, "one screen: sources, buffer, TSDB lag, the API, open NCs")
 
     notify = sub.add_parser("notify", help="notifications").add_subparsers(required=True,
                                                                             metavar="ACTION")
@@ -201,6 +202,13 @@ def _check(args: argparse.Namespace) -> int:
             print(probe.line(), flush=True)
         if not all(probe.ok for probe in probes):
             return EXIT_FAILURE
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from agent.status import status_lines
+
+    print("\n".join(status_lines(load_site(args.config, secrets=False))))
     return 0
 
 

@@ -211,10 +211,11 @@ def _central(site: Site) -> Probe:
 def _database(site: Site) -> Probe:
     from sqlalchemy import text
 
+    from agent.status import database_for_log
     from api.store import open_database
 
     server = site.config.server
-    peer = f"database {url_for_log(server.database)}"
+    peer = f"database {database_for_log(server.database)}"
     began = time.perf_counter()
     try:
         database = open_database(server)

@@ -32,6 +32,9 @@ log = logging.getLogger("patrol.heartbeat")
 Post = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 """Deliver one heartbeat; returns the API's answer (`server_time`, `offline_closed`)."""
 
+SOON = 5.0
+"""Seconds after the first heartbeat that the second one goes."""
+
 try:
     VERSION = version("facility-patrol")
 except PackageNotFoundError:  # running from a source tree
@@ -110,6 +113,10 @@ class Heartbeat:
         return True
 
     async def run(self) -> None:
+        await self.beat()
+        # the first heartbeat goes before any reading: the second one, soon after, shows
+        # the sources answering (what an installer looks for), then every `every`
+        await asyncio.sleep(min(self.every, SOON))
         while True:
             await self.beat()
             await asyncio.sleep(self.every)
