@@ -166,7 +166,8 @@ def _api_server(site: Site) -> tuple[Database, uvicorn.Server]:
                      inspections=inspections, kpi_targets=info.kpi_targets,
                      timezone=info.timezone,
                      gateway_offline_after=timedelta(
-                         seconds=server_config.gateway_offline_after))
+                         seconds=server_config.gateway_offline_after),
+                     retention=server_config.retention)
     config = uvicorn.Config(app, host=server_config.host, port=server_config.port,
                             log_config=None, log_level="warning", access_log=False,
                             lifespan="on")

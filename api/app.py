@@ -19,6 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api import console
 from api.background import run_jobs
+from api.config import RetentionConfig
 from api.door import MAX_BODY, SMALL_BODY, Door
 from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFound, PatrolError
 from api.inspections.config import InspectionsConfig, InspectionSetup
@@ -68,7 +69,8 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                inspections: InspectionSetup | None = None,
                kpi_targets: Mapping[str, Target] | None = None,
                timezone: str = "UTC",
-               gateway_offline_after: timedelta = timedelta(minutes=5)) -> FastAPI:
+               gateway_offline_after: timedelta = timedelta(minutes=5),
+               retention: RetentionConfig | None = None) -> FastAPI:
     """An app over `db`; the caller owns the database's lifetime.
 
     `site_id` and `assets` are the local site's (`patrol run`): manual findings default to
@@ -86,12 +88,14 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
     inspections at `site_id`); with `jobs`, its schedules run. `kpi_targets` colour the
     reports' figures (`site.kpi_targets`); `timezone` names their days and months.
     A gateway silent longer than `gateway_offline_after` raises the gateway-offline NC.
+    With `jobs`, `retention` (`server.retention`) prunes what only served delivery.
     """
     allow = parse_allow(webhooks_allow)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(run_jobs(db.write, gateway_offline_after)),
+        tasks = [asyncio.create_task(run_jobs(db.write, gateway_offline_after,
+                                              retention=retention)),
                  asyncio.create_task(dispatch(db.write, allow=allow,
                                               allow_private=webhooks_allow_private))
                  ] if jobs else []

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from api.config import RetentionConfig
 from api.gateways import mark_offline
 from api.ingest import reopen_unverified
 from api.lifecycle import transition
+from api.retention import EVERY as PRUNE_EVERY
+from api.retention import prune
 from api.service import SYSTEM_ACTOR
 from api.store import Nonconformance, SessionFactory
 from api.workflow import UNRECTIFIED
@@ -69,11 +74,14 @@ def reopen_stalled_verifications(factory: SessionFactory,
 
 async def run_jobs(factory: SessionFactory,
                    gateway_offline_after: timedelta = timedelta(minutes=5),
-                   every: float | None = None) -> None:
+                   every: float | None = None,
+                   retention: RetentionConfig | None = None) -> None:
     """Run the jobs until cancelled, every 15 s (or a quarter of `gateway_offline_after`
-    when that is shorter, so an offline gateway is noticed within a quarter of its limit);
-    a failing pass is logged and retried next time."""
+    when that is shorter, so an offline gateway is noticed within a quarter of its limit),
+    and the retention's prune once an hour; a failing pass is logged and retried next
+    time."""
     started = datetime.now(UTC)
+    pruned = -math.inf
     every = every or min(15.0, max(0.25, gateway_offline_after.total_seconds() / 4))
     while True:
         try:
@@ -83,6 +91,9 @@ async def run_jobs(factory: SessionFactory,
                 log.info("%d NCs became overdue, %d reopened after verify_for", overdue,
                          reopened)
             await asyncio.to_thread(mark_offline, factory, gateway_offline_after, started)
+            if retention is not None and time.monotonic() - pruned >= PRUNE_EVERY:
+                pruned = time.monotonic()
+                await asyncio.to_thread(prune, factory, retention)
         except Exception:
             log.exception("background jobs failed; retrying in %.0fs", every)
         await asyncio.sleep(every)

@@ -42,6 +42,22 @@ def _has_password(url: str) -> bool:
         return False
 
 
+class RetentionConfig(BaseModel):
+    """How long the API keeps what only serves delivery (SPEC 7.5): the NC history, the
+    reports' figures and the NCs themselves are never pruned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feed: Duration | None = Field(180 * 86400.0, gt=0, description="feed events (a tracker "
+                                  "polling GET /feed from a cursor older than this misses "
+                                  "them); null: keep all")
+    deliveries: Duration | None = Field(30 * 86400.0, gt=0, description="webhook "
+                                        "deliveries delivered or given up; null: keep all")
+    notifications: Duration | None = Field(90 * 86400.0, gt=0, description="settled "
+                                           "notifications and their messages; null: keep "
+                                           "all")
+
+
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +78,7 @@ class ServerConfig(BaseModel):
                                      "server's clock an event may be dated (422 beyond)")
     public_url: str | None = Field(None, description="the address people reach this "
                                    "server at (links in alerts), like https://patrol.example")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     gateway_offline_after: Duration = Field(300.0, gt=0, description="a gateway (edge "
                                             "agent) silent this long raises the "
                                             "gateway-offline NC")
