@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Collection
@@ -49,6 +50,9 @@ class Forwarder:
         self.ready = ready
         self.batch = batch
         self.delivered = 0
+        self.progress_at = time.time()
+        """When a batch last went through or the outbox was last found empty: what the
+        forwarder's lag is measured from while events wait."""
         self.backoff = Backoff(base=0.5, cap=max_backoff)
         self._down = WarnOnce(log)
         self._skewed = WarnOnce(log, every=SKEW_LOG_EVERY, level=logging.ERROR)
@@ -100,6 +104,7 @@ class Forwarder:
 
     def _flowing(self) -> None:
         """A batch went through: log the recovery once, so the next outage warns again."""
+        self.progress_at = time.time()
         failures = self.backoff.failures
         if self.backoff.succeeded():  # after an outage or a clock running ahead
             self._down.reset()

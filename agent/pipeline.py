@@ -36,6 +36,7 @@ from typing import Any
 
 from agent.buffer import Buffer, BufferFull
 from collector.reading import Reading, bad
+from common.metrics import RULES_EVENTS
 from rules.engine import Engine
 from rules.events import Event, SiteCatalog, Snapshot
 
@@ -90,6 +91,8 @@ class Pipeline:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._held: deque[_Judged] = deque()
         self._full_logged = False
+        self.full_since: float | None = None
+        """When the buffer last refused readings for a full disk; None once it takes them."""
         self.backlog = 0
         """Readings emitted and not yet judged (read from any thread: an int is atomic)."""
         self.high_water, self.low_water = high_water, low_water
@@ -263,10 +266,11 @@ class Pipeline:
                 if not self._full_logged:
                     log.error("%s: holding readings in memory, sources not acknowledged", exc)
                     self._full_logged = True
+                    self.full_since = self.clock()
                 self._bound_held()
                 return
             self._held.popleft()
-            self._full_logged = False
+            self._full_logged, self.full_since = False, None
             if state is not None:
                 self._save_due = self.clock() + self.save_every
             if judged.events:
@@ -331,7 +335,8 @@ class Pipeline:
 
     @staticmethod
     def _log_events(events: Sequence[Any]) -> None:
-        for event in events:
+        for event in events:  # a few a day: counted one by one
+            RULES_EVENTS.labels(event.type).inc()
             log.info("%s: %s %s (event %s)", event.type, event.asset_id, event.standard_id,
                      event.id)
 

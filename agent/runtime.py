@@ -26,6 +26,7 @@ from agent.catalog import publish_catalog
 from agent.errors import ClockAhead, Rejected, TaskFailed
 from agent.forward import MAX_BACKOFF, Forwarder, Sink, confirmed_ids, http_sink
 from agent.heartbeat import Heartbeat, Post, default_gateway_id, http_post
+from agent.metrics import AgentProbe, MetricsServer
 from agent.pipeline import Pipeline
 from agent.site import Site, load_site
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
@@ -83,7 +84,8 @@ async def run_site(site: Site, *, mode: str, stop: asyncio.Event,
             raise OSError(f"cannot listen on {listen.listen}: {exc.strerror or exc}") from None
         database, server = _api_server(site)
         api_url = f"http://{listen.listen}"
-    async with _agent(site, database, enabled=mode in ("run", "agent")) as agent_tasks:
+    async with (_metrics_listener(site, mode),  # bound first: a taken port is one error
+                _agent(site, database, enabled=mode in ("run", "agent")) as agent_tasks):
         serve = (asyncio.create_task(server.serve(sockets=sockets), name="api")
                  if server else None)
         if server:
@@ -104,6 +106,18 @@ async def run_site(site: Site, *, mode: str, stop: asyncio.Event,
     if failed:
         raise TaskFailed(f"stopped because {failed} failed")
     log.info("stopped")
+
+
+@contextlib.asynccontextmanager
+async def _metrics_listener(site: Site, mode: str) -> Any:
+    """site.yaml's `metrics:` listener for `patrol agent` and `patrol run`, while they run."""
+    config = site.config.metrics
+    listener = MetricsServer(config) if config is not None and mode != "api" else None
+    try:
+        yield listener
+    finally:
+        if listener is not None:
+            listener.close()
 
 
 async def _until_stop_or_failure(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> str:
@@ -333,9 +347,14 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
                   asyncio.create_task(beat.run(), name="heartbeat")]
     if out.tsdb is not None:
         forwarding.append(asyncio.create_task(out.tsdb.run(), name="tsdb"))
+    unregister = AgentProbe(
+        buffer_path=config.buffer.path, max_size=config.buffer.max_size, pipeline=pipeline,
+        sources=collectors, forwarder=out.forwarder, tsdb=out.tsdb,
+        dropped=lambda: buffer.dropped, config=config.health).register()
     try:
         yield [*sources, *processing, *forwarding]
     finally:
+        unregister()
         for group in (sources, processing, forwarding):
             await _cancel(group)
         pipeline.save_state()

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.forward import MAX_BACKOFF
+from agent.metrics import HealthConfig, MetricsConfig
 from agent.tsdb import InfluxConfig
 from agent.yamldoc import ConfigError, Loc, Problem, YamlDoc, display_path, load_yaml
 from agent.yamldoc import validate as validate_doc
@@ -117,6 +118,10 @@ class SiteConfig(_Strict):
     notify: NotifyConfig | None = None
     inspections: InspectionsConfig | None = Field(None, description="inspection templates "
                                                   "and schedules (docs/inspections.md)")
+    metrics: MetricsConfig | None = Field(None, description="Prometheus metrics of `patrol "
+                                          "agent` and `patrol run` (docs/metrics.md)")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="when health "
+                                 "says degraded (docs/metrics.md)")
 
 
 @dataclass(frozen=True, slots=True)

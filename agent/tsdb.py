@@ -24,6 +24,7 @@ import gzip
 import json
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from agent.buffer import SERIES_CACHE, Buffer, BufferFull, LineBatch, Row
 from collector.reading import Reading
 from common.config_types import ConfigPath, Duration
 from common.logonce import WarnOnce
+from common.metrics import TSDB_WRITE_ERRORS, TSDB_WRITE_SECONDS, write_error_kind
 from common.recent import Recent
 from common.retry import MAX_BACKOFF, Backoff
 from common.secrets import read_secret
@@ -356,7 +358,22 @@ def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
 
 
 def make_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
-    return v2_sender(config) if config.api == "v2" else v1_sender(config)
+    send, close = v2_sender(config) if config.api == "v2" else v1_sender(config)
+    return timed(send), close
+
+
+def timed(send: Send) -> Send:
+    """`send` that records each write's duration and failure (once per batch)."""
+
+    def write(lines: bytes) -> Answer:
+        began = time.perf_counter()
+        answer = send(lines)
+        TSDB_WRITE_SECONDS.observe(time.perf_counter() - began)
+        if not answer.ok:
+            TSDB_WRITE_ERRORS.labels(write_error_kind(answer.status)).inc()
+        return answer
+
+    return write
 
 
 def _message(body: bytes | str | None, reason: str | None) -> str:

@@ -25,6 +25,7 @@ from api.errors import BadCursor, ClockSkew, Conflict, Forbidden, Invalid, NotFo
 from api.inspections.config import InspectionsConfig, InspectionSetup
 from api.inspections.schedule import serve as serve_schedules
 from api.lifecycle import decide_with
+from api.metrics import CountRequests
 from api.notify.dispatch import NotifySetup, serve
 from api.notify.outbox import Outbox
 from api.reports import Target
@@ -45,6 +46,7 @@ from api.routes import (
     webhooks,
 )
 from api.routes import inspections as inspection_routes
+from api.routes import metrics as metrics_route
 from api.store import Database
 from api.webhooks import dispatch, parse_allow
 from common.vocabulary import ROOT_CAUSE_CATEGORIES
@@ -139,9 +141,11 @@ def create_app(db: Database, *, recurrence: timedelta = timedelta(days=90),
                    reports, gateways):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(ack.router)  # not under /api/v1: a page, its link is its token
+    app.include_router(metrics_route.router)  # where scrapers look; api.door guards it
     console.mount(app)
 
     app.add_middleware(Door, db=db, max_body=max_body, small_body=small_body)
+    app.add_middleware(CountRequests)  # outermost: the Door's refusals are counted too
     for kind, handler in ERROR_HANDLERS:
         app.add_exception_handler(kind, handler)
     return app

@@ -16,6 +16,7 @@ here is handed to them in the ASGI scope, so the token is looked up once per req
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 
@@ -37,10 +38,15 @@ PRINCIPAL = "patrol.principal"
 OPEN_PATHS = frozenset({"/api/v1/health", "/openapi.json"})
 """API paths answered without a token: health checks and the API's own description."""
 API_PREFIX = "/api/"
-"""Tokens are asked for under this prefix only. The other paths are pages with their own
+"""Tokens are asked for under this prefix only (and of `METRICS_PATH` off loopback). The
+other paths are pages with their own
 permission: the console's (api/console: a signed-in person, a CSRF token per form, its
 static files and /docs open), and the alert links' page (api/routes/ack.py: the signed
 link)."""
+
+METRICS_PATH = "/metrics"
+"""Prometheus text (SPEC 7.5): no token asked of a request from loopback (the machine's
+own scraper), any valid token of one from elsewhere."""
 
 LARGE_ROUTES = frozenset({("POST", "/api/v1/events")})
 """Routes whose bodies may be large: agents' event batches and compliance snapshots."""
@@ -79,6 +85,19 @@ class _Refusal:
     headers: dict[str, str]
 
 
+def from_loopback(scope: Scope) -> bool:
+    """The request came over loopback (127.0.0.0/8, ::1, ::ffff:127.x). Behind a reverse
+    proxy on this machine every request does: such a proxy must not pass /metrics on."""
+    client = scope.get("client")
+    try:
+        address = ipaddress.ip_address(client[0]) if client else None
+    except ValueError:  # a unix socket's peer or a test client's name: not known to be local
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address is not None and address.is_loopback
+
+
 class Door:
     """The ASGI middleware: NUL in the query (400), token (401), body limits (413) and
     budget (503), in that order, before the app sees the request."""
@@ -105,7 +124,8 @@ class Door:
         refusal = None
         if b"%00" in scope.get("query_string", b""):
             refusal = _Refusal(400, "the query string holds a NUL character (%00)", {})
-        elif scope["path"].startswith(API_PREFIX) and scope["path"] not in OPEN_PATHS:
+        elif ((scope["path"].startswith(API_PREFIX) and scope["path"] not in OPEN_PATHS)
+              or (scope["path"] == METRICS_PATH and not from_loopback(scope))):
             principal = await self._authenticate(headers.get(b"authorization", b""))
             if isinstance(principal, _Refusal):
                 refusal = principal

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.notify.config import MatchKey
+from common.health import HealthStatus, ReasonCode
 from common.vocabulary import (
     ActorRole,
     Category,
@@ -110,10 +111,20 @@ class NonconformanceList(BaseModel):
     next_cursor: str | None
 
 
+class HealthReason(BaseModel):
+    """One cause of a degraded service: a code to act on, words to read."""
+
+    code: ReasonCode
+    detail: str
+
+
 class Health(BaseModel):
-    status: Literal["ok"]
+    """`degraded` still serves (200): `reasons` say what lags or fails (docs/metrics.md)."""
+
+    status: HealthStatus
     version: str
     database: Literal["ok"]
+    reasons: list[HealthReason] = Field(default_factory=list)
 
 
 class ActionBody(BaseModel):

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, aliased
 
 from api.store import Delivery, FeedEvent, SessionFactory, Webhook
 from common.logonce import WarnOnce
+from common.metrics import WEBHOOK_DELIVERIES, write_error_kind
 from common.retry import retry_after_seconds, retry_delay
 from common.urls import location_host, url_for_log
 
@@ -277,8 +278,17 @@ class UrlChecks:
 
 
 async def send(client: aiohttp.ClientSession, claimed: Claimed, checks: UrlChecks) -> Outcome:
-    """One attempt. aiohttp, not httpx: about a tenth of the CPU per request (measured
-    0.12 ms against 1.4 ms), which is what bounds deliveries per second."""
+    """One attempt, counted in `patrol_webhook_deliveries_total` by its outcome."""
+    outcome = await _attempt(client, claimed, checks)
+    WEBHOOK_DELIVERIES.labels("delivered" if outcome.delivered
+                              else write_error_kind(outcome.status)).inc()
+    return outcome
+
+
+async def _attempt(client: aiohttp.ClientSession, claimed: Claimed, checks: UrlChecks
+                   ) -> Outcome:
+    """aiohttp, not httpx: about a tenth of the CPU per request (measured 0.12 ms against
+    1.4 ms), which is what bounds deliveries per second."""
     timestamp = int(datetime.now(UTC).timestamp())
     try:
         await checks.check(claimed.url)

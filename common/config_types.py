@@ -78,3 +78,20 @@ def _relative_to_config(path: Path, info: ValidationInfo) -> Path:
 
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
 """A path in site.yaml; relative paths are relative to the config file."""
+
+
+def _host_port(listen: str) -> str:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{listen!r} is not host:port, like 127.0.0.1:9273")
+    return listen
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+"""An address to listen on, `host:port` (`[::1]:9273` for IPv6), as `server.listen`."""
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """(host, port) of a `HostPort`, the brackets of an IPv6 host removed."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -18,11 +18,12 @@ from api.reports import schemas as report_schemas
 from api.routes.reports import GroupBy
 from api.store import Database
 from common import vocabulary as words
+from common.health import REASON_CODES, HealthStatus
 from common.vocabulary import WindowState
 from rules.events import EventType
 
 OTHER_ENUMS = {
-    ("ok",),  # health
+    ("ok",), get_args(HealthStatus), REASON_CODES,  # health
     ("pass", "fail"),  # verify's result
     ("pending", "delivered", "dead"),  # webhook deliveries
     ("compliance_snapshot",),

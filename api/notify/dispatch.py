@@ -57,6 +57,7 @@ from api.store import (
 from api.workflow import OPEN_STATES
 from common.config_types import format_duration
 from common.logonce import WarnOnce
+from common.metrics import NOTIFICATIONS
 from common.retry import retry_delay
 
 if TYPE_CHECKING:
@@ -288,14 +289,17 @@ class Dispatcher:
 
     async def _send(self, channel: str, notice: Notice) -> Outcome:
         sender = self.senders.get(channel)
-        if sender is None:
+        if sender is None:  # not counted: no such channel, so no label for it either
             return Outcome(False, f"no channel named {channel!r} in notify.channels",
                            permanent=True)
         try:
-            return await sender.send(notice)
+            outcome = await sender.send(notice)
         except Exception as exc:  # a sender's bug must not stop the loop or other channels
             log.exception("channel %s failed to send", channel)
-            return Outcome(False, f"{type(exc).__name__}: {exc}")
+            outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
+        NOTIFICATIONS.labels(channel, "sent" if outcome.ok else
+                             "failed" if outcome.permanent else "retry").inc()
+        return outcome
 
     def _claim(self, now: datetime, busy: frozenset[str] = frozenset()
                ) -> list[tuple[NotifyMessage, Notice]]:

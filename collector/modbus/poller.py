@@ -29,8 +29,10 @@ from pymodbus.pdu import ModbusPDU
 from collector.modbus.config import ModbusConfig, ModbusDevice, ModbusPoint, connection_of
 from collector.modbus.decode import decode, decode_text
 from collector.modbus.plan import BIT_TABLES, ReadRequest, by_interval, device_plan, split
+from collector.modbus.stats import DeviceStats
 from collector.reading import GOOD, Emit, Quality, Reading, bad
 from common.logonce import WarnOnce
+from common.metrics import MODBUS_REQUEST_SECONDS
 from common.retry import MAX_BACKOFF, Backoff
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,9 @@ class ModbusCollector:
     def __init__(self, config: ModbusConfig, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock
+        self.stats = {device.name: DeviceStats(float(min(by_interval(device))))
+                      for device in config.devices}
+        """By device name: what the agent's metrics and health read."""
         self._cycles: dict[str, tuple[float, _Link]] = {}
         """Poll tasks now inside a cycle: when it began (monotonic), on which link."""
 
@@ -194,7 +199,9 @@ class ModbusCollector:
         while True:
             self._cycles[name] = (time.monotonic(), link)
             try:
-                emit(await self._cycle(device, link, health, requests))
+                readings = await self._cycle(device, link, health, requests)
+                self.stats[device.name].readings += len(readings)
+                emit(readings)
             except Exception:  # a bug in one cycle must not stop this or any other device
                 log.exception("device %s: poll cycle failed", device.name)
             finally:
@@ -233,18 +240,21 @@ class ModbusCollector:
             delay = health.failed(exc, began)
             return self._unavailable(device, requests, f"{exc}; next try in {delay:.1f}s")
         health.answered()
+        self.stats[device.name].answered_at = self._clock()
         return readings
 
     def _unanswered(self, device: ModbusDevice, request: ReadRequest,
                     exc: Exception) -> list[Reading]:
         reason = bad(f"device {device.name} (unit {device.unit_id}) {request.table} "
                      f"{request.address}: no answer ({exc})")
+        self.stats[device.name].bad["no_answer"] += len(request.points)
         ts = self._clock()
         return [self._reading(device, point, math.nan, ts, reason) for point in request.points]
 
     def _unavailable(self, device: ModbusDevice, requests: list[ReadRequest],
                      why: str) -> list[Reading]:
         reason = bad(f"device {device.name} (unit {device.unit_id}) unavailable: {why}")
+        self.stats[device.name].bad["unavailable"] += sum(len(r.points) for r in requests)
         ts = self._clock()
         return [self._reading(device, point, math.nan, ts, reason)
                 for request in requests for point in request.points]
@@ -257,8 +267,10 @@ class ModbusCollector:
         whole read for one of them. Splitting (first at the gaps, then per point) keeps
         the refusal to the points that really are not there.
         """
+        sent = time.perf_counter()
         response: ModbusPDU = await getattr(client, READS[request.table])(
             request.address, count=request.count, device_id=device.unit_id)
+        MODBUS_REQUEST_SECONDS.labels(device.name).observe(time.perf_counter() - sent)
         ts = self._clock()
         if not response.isError():
             return [self._point(device, request, point, response, ts)
@@ -278,6 +290,7 @@ class ModbusCollector:
             return readings
         reason = bad(f"device {device.name} (unit {device.unit_id}) {request.table} "
                      f"{request.address}: exception reply {_exception_name(code)}")
+        self.stats[device.name].bad["exception_reply"] += len(request.points)
         return [self._reading(device, p, math.nan, ts, reason) for p in request.points]
 
     def _point(self, device: ModbusDevice, request: ReadRequest, point: ModbusPoint,
@@ -293,12 +306,14 @@ class ModbusCollector:
             else:
                 value = decode(point, registers=response.registers[start : start + point.count])
         except ValueError as exc:  # NoValue (the device's 'no value' marker) or a short reply
+            self.stats[device.name].bad["decode_error"] += 1
             return self._reading(device, point, math.nan, ts, bad(
                 f"device {device.name} (unit {device.unit_id}) {point.table} "
                 f"{point.address}: {exc}"))
         except Exception as exc:  # a reply of a shape we did not expect: this point only
             log.debug("device %s: cannot decode %s %s", device.name, point.table,
                       point.address, exc_info=True)
+            self.stats[device.name].bad["decode_error"] += 1
             return self._reading(device, point, math.nan, ts, bad(
                 f"device {device.name} (unit {device.unit_id}) {point.table} "
                 f"{point.address}: cannot decode the reply ({type(exc).__name__}: {exc})"))

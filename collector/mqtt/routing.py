@@ -85,6 +85,7 @@ class Router:
                 reason = "; ".join(p.reason for p in problems)
                 _warn(route, "some metrics did not map", topic, reason, payload)
             stats.readings += len(readings)
+            stats.last_reading = arrival  # one store a message: what health's silence needs
             out.extend(readings)
         if not matched:
             self._stats.unmatched += 1

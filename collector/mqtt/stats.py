@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -15,6 +16,8 @@ class SubscriptionStats:
     partial_payloads: int = 0
     unknown_assets: int = 0
     """Messages refused because their asset is not in site.yaml (see accept_unknown_assets)."""
+    last_reading: float = -math.inf
+    """Arrival time (epoch seconds) of the last message that gave readings."""
 
 
 @dataclass(slots=True)
