@@ -97,9 +97,11 @@ def test_no_socket_no_notification_and_watchdog_pid_is_honoured() -> None:
     assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "30000000"}) is None  # no socket
 
 
-def test_patrol_agent_says_ready_pings_and_says_stopping(tmp_path: Path) -> None:
-    """The real command under a fake systemd (abstract socket, WatchdogSec=1s), polling a
-    Modbus device that refuses connections: its loop runs, so the pings go on."""
+@pytest.mark.parametrize("mode", ["agent", "api"])
+def test_patrol_says_ready_pings_and_says_stopping(tmp_path: Path, mode: str) -> None:
+    """The real command under a fake systemd (abstract socket, WatchdogSec=1s). The agent
+    polls a Modbus device that refuses connections: its loop runs, so the pings go on; the
+    API alone pings while its loop answers."""
     (tmp_path / "site.yaml").write_text(f"""\
 site: {{id: plant-1}}
 assets: [{{id: CH-1, type: chiller}}]
@@ -110,14 +112,15 @@ modbus:
        points: [{{asset: CH-1, metric: supply_temp, address: 0, type: int16}}]}}
 forward: {{url: 'http://127.0.0.1:{free_port()}'}}
 buffer: {{path: buffer.sqlite}}
+server: {{listen: '127.0.0.1:{free_port()}', database: 'sqlite:///patrol.sqlite'}}
 """)
     heard = Listener(f"@patrol-test-{uuid.uuid4().hex}")
-    agent = PatrolProcess("agent", "-c", tmp_path / "site.yaml", cwd=tmp_path,
+    agent = PatrolProcess(mode, "-c", tmp_path / "site.yaml", cwd=tmp_path,
                           env={"NOTIFY_SOCKET": heard.address, "WATCHDOG_USEC": "1000000"})
     try:
         before = heard.until("READY=1", timeout=30)
         ready = next(m for m in before if "READY=1" in m.split("\n"))
-        assert "STATUS=patrol agent running for site plant-1" in ready.split("\n")
+        assert f"STATUS=patrol {mode} running for site plant-1" in ready.split("\n")
         assert pings(heard.read(2.5)) >= 4  # every 0.5 s
         assert agent.stop() == 0, agent.output
         assert "STOPPING=1" in "\n".join(heard.read(1.0)).split("\n"), heard.messages
