@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("-c", "--config", type=Path, help="sim.yaml (default: built in)")
     command("schema", _schema, "JSON Schema of site.yaml", config=False)
     command("status", _status, "one screen: sources, buffer, TSDB lag, the API, open NCs")
+    saving = command("backup", _backup, "copy the buffer and a SQLite NC database (online, "
+                     "beside a running patrol) into a new folder")
+    saving.add_argument("--to", type=Path, required=True, help="a new or empty folder")
+    putting = command("restore", _restore, "put a backup back (patrol stopped)")
+    putting.add_argument("--from", dest="source", type=Path, required=True,
+                         help="a folder `patrol backup` wrote")
+    putting.add_argument("--force", action="store_true", help="replace existing files")
 
     notify = sub.add_parser("notify", help="notifications").add_subparsers(required=True,
                                                                             metavar="ACTION")
@@ -209,6 +216,29 @@ def _status(args: argparse.Namespace) -> int:
     from agent.status import status_lines
 
     print("\n".join(status_lines(load_site(args.config, secrets=False))))
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from agent.backup import BackupError, backup
+
+    try:
+        print("\n".join(backup(load_site(args.config, secrets=False), args.to)))
+    except BackupError as exc:
+        print(f"patrol backup: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from agent.backup import BackupError, restore
+
+    try:
+        print("\n".join(restore(load_site(args.config, secrets=False), args.source,
+                                force=args.force)))
+    except BackupError as exc:
+        print(f"patrol restore: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 
