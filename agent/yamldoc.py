@@ -83,7 +83,9 @@ class YamlDoc:
         if loc not in self.spans:
             return None
         start, end, column = self.spans[loc]
-        lines = (" " * column + self.text[start:end]).splitlines()
+        lines = self.text[start:end].splitlines()
+        if len(lines) > 1:  # a node in one line is whole as it is (a long JSON line: no pad)
+            lines[0] = " " * column + lines[0]
         while lines and lines[-1].strip()[:1] in ("", "#"):  # the next item's comments
             lines.pop()
         written = textwrap.dedent("\n".join(lines)) + "\n"
