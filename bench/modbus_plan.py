@@ -28,7 +28,7 @@ from typing import Any
 
 from collector.modbus.config import ModbusConfig, ModbusDevice, ModbusPoint, connection_of
 from collector.modbus.plan import ReadRequest, device_plan, plan
-from collector.modbus.poller import ModbusCollector, _client, _Health, _Link
+from collector.modbus.poller import ModbusCollector, _Health, _Link, client_for
 
 GAPS = (125, 32, 8, 2, 0)
 DEVICES, POINTS_PER_DEVICE = 20, 50
@@ -196,7 +196,7 @@ async def time_cycles(config: ModbusConfig, servers: Servers, cycles: int,
                       naive: bool) -> tuple[list[float], float, int]:
     """Wall time of each cycle of all devices at once; requests per cycle; bad readings."""
     collector = ModbusCollector(config)
-    links = [_Link(connection_of(d), _client(d)) for d in config.devices]
+    links = [_Link(connection_of(d), client_for(d)) for d in config.devices]
     healths = [_Health(d) for d in config.devices]
     plans = [one_per_point(d) if naive else device_plan(d, d.points) for d in config.devices]
     times: list[float] = []
