@@ -405,22 +405,27 @@ def _users(args: argparse.Namespace, work: Callable[[Any], str]) -> int:
     return 0
 
 
-def _user_add(args: argparse.Namespace) -> int:
-    from api.console.users import add_user
-
+def _with_password(args: argparse.Namespace, work: Callable[[Any, str], str]) -> int:
+    """`_users` with a password read first (before the transaction: a person types it)."""
     try:
         password = _read_password()
     except ValueError as exc:
         print(f"patrol user: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    return _users(args, lambda session: work(session, password))
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from api.console.users import add_user
+
     reach = f"sites {', '.join(sorted(set(args.site)))}" if args.site else "every site"
 
-    def add(session: Any) -> str:
+    def add(session: Any, password: str) -> str:
         add_user(session, name=args.name, password=password, role=args.role,
                  sites=args.site, language=args.language)
         return f"added {args.role} {args.name!r} for {reach}"
 
-    return _users(args, add)
+    return _with_password(args, add)
 
 
 def _user_action(args: argparse.Namespace) -> int:
@@ -432,17 +437,11 @@ def _user_action(args: argparse.Namespace) -> int:
             f"{u.language}\t{'disabled' if u.disabled else 'enabled'}"
             for u in users.list_users(session)) or "no users")
     if args.action == "passwd":
-        try:
-            password = _read_password()
-        except ValueError as exc:
-            print(f"patrol user: {exc}", file=sys.stderr)
-            return EXIT_INVALID
-
-        def passwd(session: Any) -> str:
+        def passwd(session: Any, password: str) -> str:
             users.set_password(session, args.name, password)
             return f"password of {args.name!r} set; their sessions are ended"
 
-        return _users(args, passwd)
+        return _with_password(args, passwd)
 
     def switch(session: Any) -> str:
         users.set_disabled(session, args.name, args.action == "disable")

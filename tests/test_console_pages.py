@@ -306,6 +306,9 @@ def test_an_administrator_resets_a_password_and_others_may_not(patrol: Patrol) -
     token = csrf_of(page)
     ids = dict(re.findall(r'data-user="([^"]+)">.*?/admin/users/(\d+)/password', page,
                           re.S))
+    reach = dict(re.findall(r'data-user="([^"]+)">.*?<small[^>]*>([^<]+)</small>', page,
+                            re.S))
+    assert reach["li.wei"] == "tower-a" and reach["zhao.admin"] == "every site"
     weak = patrol.client.post(f"/admin/users/{ids['li.wei']}/password",
                               data={"csrf": token, "password": "short"})
     assert weak.status_code == 422 and "at least 10" in weak.text
