@@ -24,6 +24,29 @@ STRING_ESCAPES = (("\\", "\\\\"), ('"', '\\"'))
 the other (as SQL's nested replace() does) each later one sees only unescaped text."""
 
 _STRING_TABLE = str.maketrans(dict(STRING_ESCAPES))
+_MEASUREMENT_TABLE = str.maketrans({",": "\\,", " ": "\\ ", "\n": "\\n", "\t": "\\t",
+                                    "\r": "\\r"})
+_KEY_TABLE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n",
+                            "\t": "\\t", "\r": "\\r"})
+"""influxdb-client's escapes of a measurement and of a tag's key or value (its
+`_ESCAPE_MEASUREMENT` and `_ESCAPE_KEY`), written here so the agent need not import the
+library (and numpy with it) unless a v2 TSDB is configured."""
+
+
+def head(measurement: str, tags: dict[str, str | None]) -> str:
+    """A series' measurement and tags, then a space, as influxdb-client's Point writes them:
+    tags sorted by key, a tag without a value (None or empty) left out, a value ending in
+    a backslash followed by a space."""
+    pairs = []
+    for key, value in sorted(tags.items()):
+        if value is None:
+            continue
+        key_text, value_text = key.translate(_KEY_TABLE), value.translate(_KEY_TABLE)
+        if value_text.endswith("\\"):
+            value_text += " "
+        if key_text and value_text:
+            pairs.append(f"{key_text}={value_text}")
+    return measurement.translate(_MEASUREMENT_TABLE) + "".join("," + p for p in pairs) + " "
 
 
 def value_text(value: float) -> str | float | None:

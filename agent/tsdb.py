@@ -31,14 +31,6 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlencode
 
-import urllib3
-from influxdb_client import InfluxDBClient, WritePrecision, WriteService
-from influxdb_client.client.write.point import (  # the library's own tag escaping
-    _ESCAPE_MEASUREMENT,
-    _append_tags,
-    _escape_key,
-)
-from influxdb_client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent import lineprotocol
@@ -109,7 +101,7 @@ class LineSerializer:
 
     def __init__(self, measurement: str, site_id: str,
                  assets: Mapping[str, tuple[str, str]]) -> None:
-        self._measurement = _escape_key(measurement, _ESCAPE_MEASUREMENT)
+        self._measurement = measurement
         self._site = site_id
         self._assets = assets  # id -> (type, location)
         # Bounded: with accept_unknown_assets, topics (and so sources) may never repeat.
@@ -141,7 +133,7 @@ class LineSerializer:
         prefix = self._prefix.get(key)
         if prefix is None:
             asset_type, location = self._assets.get(asset, ("", ""))
-            prefix = self._prefix[key] = self._measurement + _append_tags({
+            prefix = self._prefix[key] = lineprotocol.head(self._measurement, {
                 "site": self._site, "asset": asset, "asset_type": asset_type or None,
                 "location": location or None, "metric": metric, "source": source or None,
             })
@@ -298,7 +290,12 @@ def _describe(answer: Answer) -> str:
 
 
 def v2_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
-    """POST /api/v2/write through influxdb-client (InfluxDB 1.8+, 2.x, 3.x, VictoriaMetrics)."""
+    """POST /api/v2/write through influxdb-client (InfluxDB 1.8+, 2.x, 3.x, VictoriaMetrics).
+    The library (and numpy, which it loads) is imported here, only when a site needs it."""
+    import urllib3
+    from influxdb_client import InfluxDBClient, WritePrecision, WriteService
+    from influxdb_client.rest import ApiException
+
     token = read_secret(config.token_env, config.token_file) or ""
     client = InfluxDBClient(url=config.url, token=token, org=config.org,
                             timeout=int(config.timeout * 1000))
@@ -332,6 +329,8 @@ def v2_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
 
 def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
     """POST /write?db= (InfluxDB 1.x, e.g. Raspberry Pi OS's 1.6), gzip, basic auth."""
+    import urllib3  # here: a site without a TSDB never loads it
+
     pool = urllib3.PoolManager(timeout=urllib3.Timeout(total=config.timeout), retries=False)
     fields = {"db": config.bucket, "precision": "ms"}
     if config.retention_policy:

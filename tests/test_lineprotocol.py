@@ -9,10 +9,15 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from influxdb_client.client.write.point import _ESCAPE_STRING
+from influxdb_client.client.write.point import (
+    _ESCAPE_MEASUREMENT,
+    _ESCAPE_STRING,
+    _append_tags,
+    _escape_key,
+)
 
 from agent.buffer import stored_value
-from agent.lineprotocol import STRING_ESCAPES, line, sql_line
+from agent.lineprotocol import STRING_ESCAPES, head, line, sql_line
 
 AWKWARD = ["plain", "with space", "a,comma", "equals=sign", 'a "quote"', "back\\slash",
            "trailing\\", '\\"', "ünïcödé °C µS", "日本語", "emoji 🌡", "tab\tand\nnewline",
@@ -57,3 +62,11 @@ def test_sql_and_python_agree_on_any_text_value_and_time(value: float, reason: s
 
 def test_string_escapes_are_influxdb_clients() -> None:
     assert {ord(raw): escaped for raw, escaped in STRING_ESCAPES} == _ESCAPE_STRING
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_head_is_influxdb_clients(text: str) -> None:
+    """The agent writes a series' head itself, so it need not import influxdb-client."""
+    tags = {"site": text, "asset": "a", text or "empty": "x", "metric": text + "\\",
+            "source": None, "location": ""}
+    assert head(text, tags) == _escape_key(text, _ESCAPE_MEASUREMENT) + _append_tags(tags)
