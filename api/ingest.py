@@ -39,6 +39,8 @@ from rules.events import EventIn, SiteCatalogIn, SnapshotIn
 
 RECURRENCE_WINDOW = timedelta(days=90)
 DEFAULT_NO_DATA_AFTER = 900.0
+TRACE = 500
+"""Readings kept per NC during verification (one per compliance snapshot)."""
 SLACK = 0.05
 """Seconds of violating time a snapshot may hold beyond the verification start before it
 counts: event times are exact to the millisecond only, a real blip lasts a reading."""
@@ -191,7 +193,7 @@ def _reopen_by_sensor(session: Session, nc: Nonconformance, at: datetime,
                       before: dict[str, Any], note: str = "the violation recurred during "
                       "verification") -> None:
     nc.verification = {"method": "sensor", "result": "fail", "at": at.isoformat(),
-                       "evidence": evidence}
+                       "evidence": evidence, **traced(nc)}
     nc.verify_progress = None
     transition(session, nc, "reopen_by_sensor", SYSTEM_ACTOR, at, note=note,
                event_id=event_id, before=before)
@@ -230,6 +232,7 @@ def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
         for i, item in enumerate(event.items):
             nc = by_pair.get((item.asset_id, item.standard_id))
             if nc is not None:
+                _trace(nc, item.last_at, item.last_value)
                 _verify_by_sensor(session, nc, event, seconds[i], item.readings)
 
 
@@ -258,8 +261,9 @@ def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
         return
     # progress is bookkeeping, not part of the NC's public record: no history per snapshot
     progress = dict(nc.verify_progress or {})
-    if not progress:
-        progress = {"from": start.isoformat(), "covered": 0.0, "samples": 0, "gap": 0.0}
+    if "from" not in progress:  # (it may hold the trace of readings alone)
+        progress.update({"from": start.isoformat(), "covered": 0.0, "samples": 0,
+                         "gap": 0.0})
     share = 1.0 if since >= start else (at - start) / max(at - since, timedelta(seconds=1))
     ok = seconds.get("ok", 0.0) * share
     # time outside the standard's schedule is neither compliant nor a gap in the data
@@ -285,13 +289,34 @@ def _verify_by_sensor(session: Session, nc: Nonconformance, event: SnapshotIn,
         before = public_fields(nc)
         nc.verification = {"method": "sensor", "result": "pass",
                            "window": {"from": progress["from"], "to": at.isoformat()},
-                           "samples": progress["samples"], "verify_for": verify_for}
+                           "samples": progress["samples"], "verify_for": verify_for,
+                           **traced(nc)}
         nc.verify_progress = None
         transition(session, nc, "verify_by_sensor", SYSTEM_ACTOR, at,
                    note=f"compliant readings covered verify_for ({verify_for:g}s)",
                    event_id=event.id, before=before)
     else:
         nc.verify_progress = progress
+
+
+def _trace(nc: Nonconformance, at: datetime | None, value: float | None) -> None:
+    """Keep a snapshot's last reading of a pair under verification (at most TRACE): the
+    readings the console plots beside those around detection, one a snapshot."""
+    if at is None or value is None or nc.rectified_at is None or at < nc.rectified_at:
+        return
+    progress = dict(nc.verify_progress or {})
+    points = list(progress.get("readings") or [])
+    stamp = at.astimezone(UTC).isoformat()
+    if points and points[-1][0] == stamp:
+        return  # the same reading as the last snapshot's: nothing read since
+    progress["readings"] = [*points, [stamp, value]][-TRACE:]
+    nc.verify_progress = progress
+
+
+def traced(nc: Nonconformance) -> dict[str, Any]:
+    """The readings traced during verification, as `verification` keeps them."""
+    points = (nc.verify_progress or {}).get("readings")
+    return {"readings": points} if points else {}
 
 
 def reopen_unverified(session: Session, nc: Nonconformance, now: datetime) -> None:

@@ -298,8 +298,11 @@ def _verify(nc: Nonconformance, body: ActionBody, principal: Principal, now: dat
     if nc.rectified_by == principal.token_id and not allow_self_verify:
         raise Forbidden("independent verification: the token that rectified this "
                         "nonconformance cannot verify it")
+    readings = (nc.verify_progress or {}).get("readings")
     nc.verification = {"method": "manual", "result": body.result, "by": principal.name,
-                       "at": now.isoformat(), "note": body.note}
+                       "at": now.isoformat(), "note": body.note,
+                       **({"readings": readings} if readings else {})}
+    nc.verify_progress = None
 
 
 def _reopen(nc: Nonconformance, body: ActionBody, principal: Principal, now: datetime,

@@ -170,15 +170,30 @@ def test_the_closed_loop_in_the_browser(server: str, browser: object, db: Databa
     assert page.locator("form[data-action=verify] button").is_disabled()
     page.screenshot(path=str(shots / "nc-en-375.png"), full_page=True)
     engineer.close()
+    with TestClient(create_app(db)) as client:  # two snapshots after the rectification
+        from rules.events import Snapshot
+
+        patrol = Patrol(client, db)
+        fixed = datetime.fromisoformat(client.get(
+            f"/api/v1/nonconformances/{nc}", headers=patrol.headers("tracker")
+        ).json()["rectification"]["at"])
+        for n in (1, 2):
+            at = fixed + timedelta(minutes=n)
+            patrol.post_events(Snapshot("tower-a", (at - timedelta(minutes=1)).timestamp(),
+                                        at.timestamp(), [{
+                "asset_id": "CH-1", "standard_id": "HVAC-CHW-SUPPLY", "standard_version": 1,
+                "state": "ok", "seconds": {"ok": 60.0}, "readings": 6,
+                "last_value": 7.2 + n / 10, "last_at": at.isoformat()}]).to_dict())
 
     quality = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
     page = quality.new_page()
     _sign_in(page, server, "wang.fang")
     page.goto(f"{server}/ncs/{nc}")
     assert page.locator("h2").first.inner_text() == "概要"
-    page.wait_for_selector("#plot[data-points='45'] canvas")
+    page.wait_for_selector("#plot[data-points='45'][data-verifying-points='2'] canvas")
     legend = page.locator("#plot .u-legend").inner_text()
     assert "时间" in legend and "下限" in legend and not re.search(r"Time|limit|[ap]m", legend)
+    assert "验证期间" in legend
     page.locator("form[data-action=verify] select[name=result]").select_option("pass")
     page.click("form[data-action=verify] button")
     page.wait_for_selector("#state[data-state=closed]")

@@ -852,3 +852,52 @@ def test_an_absurd_verify_for_is_refused_so_it_cannot_stop_the_stalled_scan(
     t = rectify(api, "NC-000001")
     assert reopen_stalled_verifications(db.write, t + 2 * HOUR) == 1
     assert api.nc("NC-000001")["state"] == "open"
+
+
+def read_for(since: datetime, at: datetime, *, last_value: float, last_at: str
+             ) -> dict[str, Any]:
+    """`ok_for`, with the pair's last reading (value and time) as agents send it."""
+    span = (at - since).total_seconds()
+    return snapshot(since, at, {**item(ok=span, readings=round(span / 60)),
+                                "last_value": last_value, "last_at": last_at})
+
+
+def test_each_snapshot_during_verification_leaves_its_last_reading_for_the_plot(
+        api: Api) -> None:
+    """One reading a snapshot (its pair's last), from the rectification on, kept with the
+    verification and plotted on the NC's page beside those around detection."""
+    t = fixed_and_cleared(api)  # verify_for 1 h
+    before = t - 10 * MINUTE  # read before the rectification: not part of verifying it
+    api.apply(read_for(t - 20 * MINUTE, t - MINUTE, last_value=7.9,
+                     last_at=before.isoformat()))
+    for n in range(4):  # four snapshots, each 15 min with its own last reading
+        since, at = t + n * 15 * MINUTE, t + (n + 1) * 15 * MINUTE
+        api.apply(read_for(since, at, last_value=7.0 + n / 10,
+                         last_at=(at - MINUTE).isoformat()))
+    api.apply(read_for(t + 60 * MINUTE, t + 61 * MINUTE, last_value=7.3,
+                     last_at=(t + 59 * MINUTE).isoformat()))  # nothing new read: no point
+    nc = api.nc("NC-000001")
+    assert nc["state"] == "closed"
+    readings = nc["verification"]["readings"]
+    assert [value for _, value in readings] == [7.0, 7.1, 7.2, 7.3]
+    assert [parse(at) for at, _ in readings] == [
+        t + (n + 1) * 15 * MINUTE - MINUTE for n in range(4)]
+
+    from api.console.users import add_user
+    from tests.test_console_pages import PASSWORD, sign_in
+
+    with api.db.write() as session:
+        add_user(session, name="quality-plot", password=PASSWORD, role="quality")
+        session.commit()
+    sign_in(api.client, "quality-plot")
+    page = api.client.get("/ncs/NC-000001").text
+    assert "data-verifying='[[" in page and "4 readings since the rectification" in page
+
+
+def test_a_person_verifying_keeps_the_readings_traced_so_far(api: Api) -> None:
+    t = fixed_and_cleared(api)
+    api.apply(read_for(t, t + 10 * MINUTE, last_value=7.4,
+                     last_at=(t + 9 * MINUTE).isoformat()))
+    nc = ok(api, "NC-000001", "verify", {"result": "pass"}, "quality")
+    assert nc["verification"]["method"] == "manual"
+    assert nc["verification"]["readings"] == [[(t + 9 * MINUTE).isoformat(), 7.4]]

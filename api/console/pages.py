@@ -300,8 +300,12 @@ def _nc_page(request: Request, signed: users.Signed, nc_id: str, *, status: int 
         offered = [Offered(name, FORM_FIELDS[name], ACTIONS[name].required,
                            signed.principal.may(*ACTIONS[name].roles))
                    for name in allowed_actions(public.state)]
+        # during verification: the trace so far, or the one the verification kept
+        verifying = ((nc.verification or {}).get("readings")
+                     or (nc.verify_progress or {}).get("readings") or [])
         return _render("nc.html", status=status, signed=signed,
                        nc=public, history=entries, actions=offered, refusal=refusal,
+                       verifying=verifying,
                        categories=request.app.state.root_cause_categories,
                        tz=request.app.state.timezone, parse=datetime.fromisoformat,
                        local=_clock(request))
