@@ -78,7 +78,9 @@ class ServerConfig(BaseModel):
                                      "server's clock an event may be dated (422 beyond)")
     public_url: str | None = Field(None, description="the address people reach this "
                                    "server at (links in alerts), like https://patrol.example")
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig, description=(
+        "how long feed events, webhook deliveries and notifications are kept (the NC "
+        "history always)"))
     gateway_offline_after: Duration = Field(300.0, gt=0, description="a gateway (edge "
                                             "agent) silent this long raises the "
                                             "gateway-offline NC")

@@ -14,6 +14,7 @@ from common.vocabulary import (
     ActorRole,
     Category,
     ComplianceState,
+    GatewayStatus,
     NcState,
     Severity,
     WindowState,
@@ -388,7 +389,7 @@ class HeartbeatAnswer(BaseModel):
 class GatewayPublic(BaseModel):
     site_id: str
     gateway_id: str
-    status: Literal["online", "offline"]
+    status: GatewayStatus
     version: str
     last_heartbeat_at: datetime = Field(description="when the API received the last one")
     silent_for: float = Field(description="seconds since then")

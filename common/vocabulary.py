@@ -15,6 +15,9 @@ from typing import Literal, get_args
 ComplianceState = Literal["ok", "violating", "no_data", "inactive"]
 """Where an (asset, standard) stands: what the engine reports and compliance rates count."""
 COMPLIANCE_STATES: tuple[ComplianceState, ...] = get_args(ComplianceState)
+GatewayStatus = Literal["online", "offline"]
+"""A gateway as its heartbeats show it: offline once silent past
+`server.gateway_offline_after` (api.gateways)."""
 WindowState = Literal["pending", "active", "ended"]
 """An out-of-service window: starting later, in force now, or over (ran out, or ended
 early)."""

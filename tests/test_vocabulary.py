@@ -29,6 +29,7 @@ OTHER_ENUMS = {
     ("compliance_snapshot",),
     get_args(EventType),
     get_args(words.OnRecovery),
+    get_args(words.GatewayStatus),  # the fleet's gateways (SPEC 7.5)
     # notifications (SPEC 7.2), spelled once in api/notify/ and api/schemas.py
     notify.MATCH_KEYS,
     history.NOTIFICATION_STATUSES,
