@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -400,6 +401,7 @@ def test_unsafe_urls_are_accepted_when_the_config_allows_them(db: Database, url:
 def test_every_event_is_delivered_signed_and_in_order(patrol: Patrol,
                                                       receiver: WebhookReceiver) -> None:
     patrol.raise_nc(asset="OLD")  # before the webhook: not sent
+    delivered_before = delivered_metric(patrol)
     hook = patrol.hook_to(receiver)
     one, two = patrol.raise_nc(), patrol.raise_nc(asset="CH-2")
     patrol.act(one, "acknowledge")
@@ -431,6 +433,16 @@ def test_every_event_is_delivered_signed_and_in_order(patrol: Patrol,
     settled = eventually(lambda: (ds := patrol.deliveries(hook))
                          and all(d["status"] == "delivered" for d in ds) and ds)
     assert {(d["attempts"], d["last_status"]) for d in settled} == {(1, 200)}
+    assert delivered_metric(patrol) == delivered_before + 6  # GET /metrics counts them
+
+
+def delivered_metric(patrol: Patrol) -> float:
+    """`patrol_webhook_deliveries_total{outcome="delivered"}` on the API's /metrics."""
+    page = patrol.client.get("/metrics", headers=patrol.headers("tracker"))
+    assert page.status_code == 200, page.text
+    found = re.search(r'^patrol_webhook_deliveries_total\{outcome="delivered"\} (\S+)$',
+                      page.text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def test_retries_keep_the_webhook_id_back_off_and_honour_retry_after(

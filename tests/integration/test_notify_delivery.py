@@ -258,6 +258,13 @@ def test_every_channel_delivers_the_group_and_the_digest_once(
 
 # --- 2. a failing channel delays only itself ---------------------------------------------
 
+def sent_metric(channel: str, outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("patrol_notifications_total",
+                                     {"channel": channel, "outcome": outcome}) or 0.0
+
+
 def test_a_failing_channel_never_blocks_another(
         tmp_path: Path, chat: ChatServer, make_receiver: Callable[[], WebhookReceiver],
         rig_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,6 +279,8 @@ def test_a_failing_channel_never_blocks_another(
     plant = rig.plant
     plant.violation("CH-1", T0)
     assert rig.flush(T0) == 3
+    counted = {(channel, outcome): sent_metric(channel, outcome)
+               for channel in ("eng", "ops", "mail") for outcome in ("sent", "retry")}
     try:
         assert rig.send_due(T0) == 1
         assert [e["nc"]["id"] for e in working.accepted[0]["entries"]] == ["NC-000001"]
@@ -300,6 +309,10 @@ def test_a_failing_channel_never_blocks_another(
     assert len(working.accepted) == 1  # the working channel was not sent again
     assert {(m.channel, m.status, m.attempts) for m in rig.messages()} == {
         ("eng", "sent", 1), ("ops", "sent", 2), ("mail", "sent", 2)}
+    # patrol_notifications_total counted each attempt by its outcome (docs/metrics.md)
+    assert {key: sent_metric(*key) - before for key, before in counted.items()} == {
+        ("eng", "sent"): 1, ("eng", "retry"): 0, ("ops", "sent"): 1, ("ops", "retry"): 1,
+        ("mail", "sent"): 1, ("mail", "retry"): 1}
     assert set(statuses(plant)) == {("NC-000001", c, "sent") for c in ("eng", "ops", "mail")}
 
 
