@@ -16,16 +16,7 @@ from pathlib import Path
 from tests.conftest import free_port
 from tests.integration.conftest import Api, ModbusServerThread, PatrolProcess, write_site_folder
 from tests.integration.test_handoff import SUPPLY, tokens
-
-STANDARDS = """
-standards:
-  - id: HVAC-CHW-SUPPLY
-    title: Chilled water supply 6-8 degC
-    applies_to: {asset_types: [chiller]}
-    metric: chw_supply_temp
-    check: {min: 6, max: 8}
-    for: 1s
-"""
+from tests.integration.test_status import STANDARDS, plc_run_site
 
 
 def patrol(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -38,14 +29,7 @@ def test_a_backup_taken_while_running_restores_the_ncs_and_the_rule_state(
     modbus = ModbusServerThread().start()
     modbus.set(SUPPLY, 9.5)
     port = free_port()
-    site = write_site_folder(tmp_path, standards=STANDARDS, site=f"""site: {{id: tower-a}}
-assets: [{{id: CH-1, type: chiller}}]
-modbus:
-  devices:
-    - {{name: plc, host: 127.0.0.1, port: {modbus.port}, unit_id: 1, interval: 300ms,
-       points: [{{asset: CH-1, metric: chw_supply_temp, address: 100, type: float32}}]}}
-rules: {{save_every: 1s}}
-""", api_port=port)
+    site = plc_run_site(tmp_path, modbus.port, port, "rules: {save_every: 1s}\n")
     saved = tmp_path / "backups" / "monday"
     run = PatrolProcess("run", "-c", site, cwd=tmp_path)
     try:

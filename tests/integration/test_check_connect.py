@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.servers import VictoriaMetrics
 from tests.conftest import free_port
 from tests.integration.conftest import Api, ModbusServerThread, PatrolProcess
-from tests.integration.test_handoff import tokens
+from tests.integration.test_handoff import central_site, tokens
 
 
 def site_yaml(directory: Path, *, modbus: int, broker: int, tsdb: int, api: int) -> Path:
@@ -47,10 +47,7 @@ def check(site: Path, token: str) -> subprocess.CompletedProcess[str]:
 def test_every_peer_answers_and_each_says_so_in_one_line(tmp_path: Path,
                                                           pg_url: str) -> None:
     api_port = free_port()
-    central = tmp_path / "central" / "site.yaml"
-    central.parent.mkdir()
-    central.write_text(f"site: {{id: central}}\nserver: {{listen: '127.0.0.1:{api_port}', "
-                       f"database: '{pg_url}'}}\n")
+    central = central_site(tmp_path / "central", api_port, pg_url)
     agent, reader = tokens(pg_url, "agent", "tracker")
     modbus = ModbusServerThread().start()
     api = PatrolProcess("api", "-c", central, cwd=central.parent)

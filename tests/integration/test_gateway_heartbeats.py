@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.conftest import free_port
 from tests.integration.conftest import Api, ModbusServerThread, PatrolProcess
-from tests.integration.test_handoff import SUPPLY, agent_site, tokens, whole_feed
+from tests.integration.test_handoff import SUPPLY, agent_site, central_site, tokens, whole_feed
 
 
 def test_heartbeats_stopped_raise_the_gateway_offline_nc_and_their_return_closes_it(
@@ -19,10 +19,7 @@ def test_heartbeats_stopped_raise_the_gateway_offline_nc_and_their_return_closes
     modbus = ModbusServerThread().start()
     modbus.set(SUPPLY, 7.0)  # compliant: the only NC is the gateway's
     api_port = free_port()
-    central = tmp_path / "central" / "site.yaml"
-    central.parent.mkdir()
-    central.write_text(f"site: {{id: central}}\nserver: {{listen: '127.0.0.1:{api_port}', "
-                       f"database: '{pg_url}', gateway_offline_after: 3s}}\n")
+    central = central_site(tmp_path / "central", api_port, pg_url, gateway_offline_after="3s")
     agent_token, reader = tokens(pg_url, "agent", "tracker")
     site = agent_site(tmp_path / "edge", "tower-a", modbus.port, 1, api_port, "AGENT_TOKEN")
     site.write_text(site.read_text().replace(

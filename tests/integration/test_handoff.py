@@ -54,11 +54,13 @@ def central_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-def central_site(directory: Path, port: int, database: str) -> Path:
+def central_site(directory: Path, port: int, database: str, **server: str) -> Path:
+    """A central API's site.yaml (`patrol api`): `server` adds keys to its section."""
     directory.mkdir(parents=True, exist_ok=True)
     site = directory / "site.yaml"
+    extra = "".join(f", {key}: {value}" for key, value in server.items())
     site.write_text(f"site: {{id: central}}\nserver: {{listen: '127.0.0.1:{port}', "
-                    f"database: '{database}', webhooks_allow: [127.0.0.0/8]}}\n")
+                    f"database: '{database}', webhooks_allow: [127.0.0.0/8]{extra}}}\n")
     return site
 
 

@@ -9,8 +9,35 @@ import time
 from pathlib import Path
 
 from tests.conftest import free_port
-from tests.integration.conftest import Api, ModbusServerThread, PatrolProcess
-from tests.integration.test_handoff import SUPPLY, agent_site, tokens
+from tests.integration.conftest import (
+    Api,
+    ModbusServerThread,
+    PatrolProcess,
+    write_site_folder,
+)
+from tests.integration.test_handoff import SUPPLY, agent_site, central_site, tokens
+
+STANDARDS = """
+standards:
+  - id: HVAC-CHW-SUPPLY
+    title: Chilled water supply 6-8 degC
+    applies_to: {asset_types: [chiller]}
+    metric: chw_supply_temp
+    check: {min: 6, max: 8}
+    for: 1s
+"""
+
+
+def plc_run_site(directory: Path, modbus_port: int, api_port: int, extra: str = "") -> Path:
+    """A `patrol run` site: one chiller read from a PLC every 300 ms, judged 6-8 degC,
+    SQLite under directory/data; `extra` is more site.yaml."""
+    return write_site_folder(directory, standards=STANDARDS, site=f"""site: {{id: tower-a}}
+assets: [{{id: CH-1, type: chiller}}]
+modbus:
+  devices:
+    - {{name: plc, host: 127.0.0.1, port: {modbus_port}, unit_id: 1, interval: 300ms,
+       points: [{{asset: CH-1, metric: chw_supply_temp, address: 100, type: float32}}]}}
+{extra}""", api_port=api_port)
 
 
 def status(site: Path, env: dict[str, str] | None = None) -> str:
@@ -33,10 +60,7 @@ def test_status_of_an_edge_agent_reads_its_buffer_and_the_central_api(
     modbus = ModbusServerThread().start()
     modbus.set(SUPPLY, 9.5)  # violating: one open NC
     api_port = free_port()
-    central = tmp_path / "central" / "site.yaml"
-    central.parent.mkdir()
-    central.write_text(f"site: {{id: central}}\nserver: {{listen: '127.0.0.1:{api_port}', "
-                       f"database: '{pg_url}'}}\n")
+    central = central_site(tmp_path / "central", api_port, pg_url)
     agent_token, reader = tokens(pg_url, "agent", "tracker")
     site = agent_site(tmp_path / "edge", "tower-a", modbus.port, 1, api_port, "AGENT_TOKEN")
     site.write_text(site.read_text().replace(
@@ -75,25 +99,9 @@ def test_status_of_an_edge_agent_reads_its_buffer_and_the_central_api(
 
 
 def test_status_of_patrol_run_reads_its_own_database(tmp_path: Path) -> None:
-    from tests.integration.conftest import write_site_folder
-
     modbus = ModbusServerThread().start()
     modbus.set(SUPPLY, 9.5)
-    site = write_site_folder(tmp_path, standards="""
-standards:
-  - id: HVAC-CHW-SUPPLY
-    title: Chilled water supply 6-8 degC
-    applies_to: {asset_types: [chiller]}
-    metric: chw_supply_temp
-    check: {min: 6, max: 8}
-    for: 1s
-""", site=f"""site: {{id: tower-a}}
-assets: [{{id: CH-1, type: chiller}}]
-modbus:
-  devices:
-    - {{name: plc, host: 127.0.0.1, port: {modbus.port}, unit_id: 1, interval: 300ms,
-       points: [{{asset: CH-1, metric: chw_supply_temp, address: 100, type: float32}}]}}
-""", api_port=free_port())
+    site = plc_run_site(tmp_path, modbus.port, free_port())
     run = PatrolProcess("run", "-c", site, cwd=tmp_path)
     try:
         run.wait_for_output("patrol run started")
