@@ -54,7 +54,7 @@ TIMEOUT = 120.0  # seconds without the last message: report a loss and move on
 class Broker:
     """A private mosquitto: no persistence, queue limits lifted, subscriptions logged."""
 
-    def __init__(self, directory: Path, inflight: int) -> None:
+    def __init__(self, directory: Path, inflight: int, extra: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.log = directory / "mosquitto.log"
         config = directory / "mosquitto.conf"
@@ -65,6 +65,7 @@ class Broker:
             f"max_inflight_messages {inflight}",
             f"log_dest file {self.log}", "log_type error", "log_type warning",
             "log_type subscribe",  # how we know a subscriber is ready
+            *extra,
         ]
         if os.geteuid() == 0:
             lines.insert(0, "user root")
