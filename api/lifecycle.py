@@ -63,6 +63,9 @@ DECIDED = "patrol.nc_decided"
 """How many of them the deciders have seen (a transaction may commit in several flushes,
 but `before_commit` runs once per commit)."""
 FEED_LOCK = 72438
+CHANNEL = "patrol.channel"
+"""Key of `Session.info` naming where the session's changes are made (`console`, `link`);
+without it a person's change came through the API and the system's is `system`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +202,11 @@ def _record(session: Session, nc: Nonconformance, actor: Actor, change: str, act
     if before is not None:
         changes = {key: [before[key], value] for key, value in public.items()
                    if key != "overdue" and before[key] != value}
+    channel = "system" if actor[1] == "system" else session.info.get(CHANNEL, "api")
     history = {"nc_pk": nc.pk, "at": at.astimezone(UTC), "actor": actor[0], "role": actor[1],
                "action": action, "from_state": from_state, "to_state": nc.state,
-               "changes": changes or {}, "note": note, "event_id": event_id}
+               "changes": changes or {}, "note": note, "event_id": event_id,
+               "channel": channel}
     facts = kept_facts({name: getattr(nc, name) for name in (*FACT_COLUMNS, "condition")},
                        action=action, from_state=from_state, to_state=nc.state,
                        role=actor[1], at=history["at"])
@@ -231,9 +236,9 @@ _PG_RECORD = text("""
 WITH feed_lock AS (SELECT pg_advisory_xact_lock(:key)),
      history AS (
         INSERT INTO nc_history (nc_pk, at, actor, role, action, from_state, to_state,
-                                changes, note, event_id)
+                                changes, note, event_id, channel)
         VALUES (:nc_pk, :at, :actor, :role, :action, :from_state, :to_state,
-                CAST(:changes AS json), :note, :event_id))
+                CAST(:changes AS json), :note, :event_id, :channel))
 INSERT INTO feed (type, at, site_id, nc_pk, nc)
 SELECT :type, :at, :site_id, :nc_pk, CAST(:nc AS json) FROM feed_lock
 """)

@@ -172,6 +172,9 @@ class HistoryPublic(BaseModel):
     to_state: NcState | None
     changes: dict[str, Any]
     note: str | None
+    channel: str | None = Field(None, description="where the change was made: api, "
+                                "console, link (an alert's), system; null for changes "
+                                "recorded before this field")
 
 
 class HistoryList(BaseModel):

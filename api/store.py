@@ -159,6 +159,9 @@ class HistoryEntry(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     note: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    """Where the change was made: api, console, link (an alert's), system; NULL before
+    2026-12 (migration 0016)."""
 
 
 class FeedEvent(Base):

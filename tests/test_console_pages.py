@@ -204,11 +204,22 @@ def test_the_closed_loop_in_pages_leaves_the_apis_history(patrol: Patrol) -> Non
     assert done.status_code == 303
     history = patrol.client.get(f"/api/v1/nonconformances/{nc}/history",
                                 headers=patrol.headers("tracker")).json()["items"]
-    assert [(h["action"], h["actor"], h["role"]) for h in history] == [
-        ("raised", "agent-1", "agent"), ("acknowledge", "li.wei", "engineer"),
-        ("rectify", "li.wei", "engineer"), ("verify", "wang.fang", "quality")]
+    assert [(h["action"], h["actor"], h["role"], h["channel"]) for h in history] == [
+        ("raised", "agent-1", "agent", "api"), ("acknowledge", "li.wei", "engineer", "console"),
+        ("rectify", "li.wei", "engineer", "console"), ("verify", "wang.fang", "quality",
+                                                       "console")]
     rectified = history[2]["changes"]["rectification"][1]
     assert (rectified["root_cause_category"], rectified["by"]) == ("equipment_wear", "li.wei")
+    # the same actions through the API leave the same entries but for the channel
+    other = patrol.raise_nc(asset="CH-2")
+    patrol.act(other, "acknowledge")
+    through_api = patrol.client.get(f"/api/v1/nonconformances/{other}/history",
+                                    headers=patrol.headers("tracker")).json()["items"][1]
+    in_console = dict(history[1])
+    assert in_console.pop("channel") == "console" and through_api.pop("channel") == "api"
+    assert set(in_console) == set(through_api)
+    assert (in_console["action"], in_console["from_state"], in_console["to_state"]) == (
+        through_api["action"], through_api["from_state"], through_api["to_state"])
     page = patrol.client.get(f"/ncs/{nc}").text
     assert 'data-state="closed"' in page and "已关闭" in page
     assert 'data-verification="manual"' in page and "wang.fang 验证：通过。" in page

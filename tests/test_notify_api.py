@@ -504,6 +504,7 @@ def test_the_form_acknowledges_with_the_name_and_via_alert_link(page: Page,
     shown = page.client.get("/api/v1/nonconformances/NC-000001/history",
                             headers=Api(page.client, db).headers("tracker"))
     assert shown.json()["items"][-1]["note"] == "via alert link"
+    assert [h["channel"] for h in shown.json()["items"]] == ["api", "link"]
 
 
 def test_a_second_acknowledgement_says_the_nc_is_acknowledged(page: Page) -> None:

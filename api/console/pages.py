@@ -32,7 +32,7 @@ from api.console.i18n import LANGUAGES, from_header, texts
 from api.errors import BadCursor, Invalid, NotFound, PatrolError
 from api.gateways import list_gateways
 from api.inspections import service as inspection_service
-from api.lifecycle import perform
+from api.lifecycle import CHANNEL, perform
 from api.notify import history as notify_history
 from api.notify import silences
 from api.reports import (
@@ -83,10 +83,12 @@ def _db(request: Request) -> Database:
 
 
 async def _in_db(request: Request, work: Callable[[Any], T]) -> T:
-    """`work(session)` in one write transaction, committed, off the event loop."""
+    """`work(session)` in one write transaction, committed, off the event loop; NC changes
+    made in it are recorded as made in the console (api.lifecycle.CHANNEL)."""
 
     def run() -> T:
         with _db(request).write() as session:
+            session.info[CHANNEL] = "console"
             result = work(session)
             session.commit()
             return result

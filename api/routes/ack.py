@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_db
 from api.errors import Invalid, NotFound
+from api.lifecycle import CHANNEL
 from api.notify import links
 from api.store import Database
 
@@ -226,6 +227,7 @@ def _acknowledge(request: Request, db: Database, token: str, name: str) -> HTMLR
                 nc = links.linked_nc(session, token, now)
                 return _form_page(request, nc, status=422, name=name[:128],
                                   message=_text(request, "no_name"))
+            session.info[CHANNEL] = "link"
             done = links.acknowledge(session, token, who, now)
             session.commit()
     except (Invalid, NotFound) as exc:

@@ -97,7 +97,8 @@ def get_history(nc_id: str, session: SessionDep, principal: CurrentPrincipal,
     return HistoryList(items=[
         HistoryPublic(at=h.at, actor=h.actor, role=h.role, action=h.action,
                       from_state=h.from_state, to_state=h.to_state, changes=h.changes,
-                      note=h.note) for h in rows], next_cursor=next_cursor)
+                      note=h.note, channel=h.channel) for h in rows],
+        next_cursor=next_cursor)
 
 
 __all__ = ["Principal", "router"]
