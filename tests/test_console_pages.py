@@ -431,3 +431,33 @@ def test_the_gateways_page_shows_the_apis_gateways_of_the_persons_sites(
     assert offline_nc and f'href="/ncs/{offline_nc}"' in page
     assert "modbus:plc" in page and "1200" in page and "-0.25 s" in page
     assert "pi-9" not in page
+
+
+def test_a_tracker_sets_the_external_reference_and_an_engineer_may_not(
+        patrol: Patrol) -> None:
+    nc = patrol.raise_nc(asset="CH-1")
+    with patrol.db.write() as session:
+        users.add_user(session, name="tracker.bot", password=PASSWORD, role="tracker")
+        session.commit()
+    sign_in(patrol.client, "li.wei")
+    page = patrol.client.get(f"/ncs/{nc}").text
+    assert re.search(r'data-action="external_ref">.*?<button class="primary" disabled', page,
+                     re.S)
+    refused = patrol.client.post(f"/ncs/{nc}/external_ref",
+                                 data={"csrf": csrf_of(page), "external_ref": "JIRA-1"})
+    assert refused.status_code == 403
+    patrol.client.post("/logout", data={"csrf": csrf_of(page)})
+    sign_in(patrol.client, "tracker.bot")
+    token = csrf_of(patrol.client.get(f"/ncs/{nc}").text)
+    done = patrol.client.post(f"/ncs/{nc}/external_ref",
+                              data={"csrf": token, "external_ref": "JIRA-7"},
+                              follow_redirects=False)
+    assert done.status_code == 303
+    public = patrol.client.get(f"/api/v1/nonconformances/{nc}",
+                               headers=patrol.headers("tracker")).json()
+    assert public["external_ref"] == "JIRA-7"
+    history = patrol.client.get(f"/api/v1/nonconformances/{nc}/history",
+                                headers=patrol.headers("tracker")).json()["items"]
+    assert (history[-1]["actor"], history[-1]["channel"]) == ("tracker.bot", "console")
+    assert history[-1]["changes"] == {"external_ref": [None, "JIRA-7"]}
+    assert 'value="JIRA-7"' in patrol.client.get(f"/ncs/{nc}").text

@@ -29,10 +29,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.console import users
 from api.console.i18n import LANGUAGES, from_header, texts
-from api.errors import BadCursor, Invalid, NotFound, PatrolError
+from api.errors import BadCursor, Forbidden, Invalid, NotFound, PatrolError
 from api.gateways import list_gateways
 from api.inspections import service as inspection_service
-from api.lifecycle import CHANNEL, perform
+from api.lifecycle import CHANNEL, perform, set_external_ref
 from api.notify import history as notify_history
 from api.notify import silences
 from api.reports import (
@@ -307,7 +307,7 @@ def _nc_page(request: Request, signed: users.Signed, nc_id: str, *, status: int 
                      or (nc.verify_progress or {}).get("readings") or [])
         return _render("nc.html", status=status, signed=signed,
                        nc=public, history=entries, actions=offered, refusal=refusal,
-                       verifying=verifying,
+                       verifying=verifying, may_ref=signed.principal.may("tracker"),
                        categories=request.app.state.root_cause_categories,
                        tz=request.app.state.timezone, parse=datetime.fromisoformat,
                        local=_clock(request))
@@ -326,6 +326,32 @@ async def nc_page(request: Request, nc_id: str) -> Response:
     except NotFound:
         return HTMLResponse(texts(signed.user.language)["none"], status_code=404,
                             headers=HEADERS)
+
+
+@router.post("/ncs/{nc_id}/external_ref")
+async def nc_external_ref(request: Request, nc_id: str) -> Response:
+    """The tracker's ticket id, as `PUT /api/v1/nonconformances/{id}/external_ref` sets it."""
+    signed, form, refusal = await _checked(request)
+    if refusal is not None:
+        return refusal
+    assert signed is not None
+    value = form.get("external_ref", "").strip()[:256] or None
+
+    def save(session: Any) -> None:
+        if not signed.principal.may("tracker"):
+            raise Forbidden(f"role {signed.principal.role!r} may not set the external "
+                            "reference; needs tracker")
+        set_external_ref(session, nc_id[:64], value, signed.principal)
+
+    try:
+        await _in_db(request, save)
+    except PatrolError as exc:
+        try:
+            return await _in_db(request, _nc_page(request, signed, nc_id[:64],
+                                                  status=_status_of(exc), refusal=str(exc)))
+        except NotFound:
+            return HTMLResponse(str(exc), status_code=404, headers=HEADERS)
+    return RedirectResponse(f"/ncs/{nc_id}", status_code=303)
 
 
 @router.post("/ncs/{nc_id}/{action}")
