@@ -336,7 +336,9 @@ class Dispatcher:
             latest[(row.nc["id"], row.event)] = row
         ordered = sorted(latest.values(), key=lambda r: (_rank(r.severity), r.id))
         url = self.site.public_url
-        entries = tuple(Entry(event=row.event, nc=row.nc, nc_url=None,
+        entries = tuple(Entry(event=row.event, nc=row.nc,
+                              # the console's page of the NC (a sign-in first, if needed)
+                              nc_url=f"{url}/ncs/{row.nc['id']}" if url else None,
                               ack_url=self._ack_url(session, row, now) if url else None)
                         for row in ordered)
         counts = Counter(row.event for row in ordered)

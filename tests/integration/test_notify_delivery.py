@@ -500,6 +500,19 @@ def test_a_chinese_site_hears_chinese_in_shanghai_time(
                                     for channel in ("eng", "mail")}
 
 
+def test_with_a_public_url_an_alert_links_the_consoles_nc_page_and_its_ack_page(
+        chat: ChatServer, rig_for: Any) -> None:
+    robot = chat.add("generic")
+    config = notify([{"name": "eng", "kind": "webhook", "url": robot.url}], group_wait="0s")
+    rig = rig_for(config, SiteContext(name="Tower A", public_url="https://patrol.example"))
+    rig.plant.violation("CH-1", T0)
+    assert rig.flush(T0) == 1
+    rig.deliver_all(T0)
+    [document] = robot.accepted
+    assert "https://patrol.example/ncs/NC-000001" in document["text"]  # the console's page
+    assert "https://patrol.example/ack/" in document["text"]
+
+
 # --- 5. a restart loses nothing and doubles nothing --------------------------------------
 
 STANDARDS = """
