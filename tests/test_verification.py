@@ -31,7 +31,8 @@ MINUTE = timedelta(minutes=1)
 DAY = timedelta(days=1)
 WATCHED = {"no_data_after": 900.0}
 """What rules.standard.Standard.summary() always sends; STANDARD of test_api leaves it out."""
-HISTORY_KEYS = {"at", "actor", "role", "action", "from_state", "to_state", "changes", "note"}
+HISTORY_KEYS = {"at", "actor", "role", "action", "from_state", "to_state", "changes", "note",
+                "channel"}
 
 
 AHEAD = timedelta(days=30)
