@@ -93,7 +93,7 @@ class Buffer(Outbox):
             log.warning("could not trim the buffer to its max_size: %s", exc)
 
     def _put(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
-             state: tuple[str, str] | None) -> None:
+             state: tuple[str, bytes] | None) -> None:
         try:
             self._insert(readings, bodies, state)
         except sqlite3.OperationalError as exc:
@@ -111,7 +111,7 @@ class Buffer(Outbox):
                 raise
 
     def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
-                state: tuple[str, str] | None) -> None:
+                state: tuple[str, bytes] | None) -> None:
         self._resolved.clear()
         try:
             with self._transaction():
