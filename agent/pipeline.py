@@ -46,6 +46,12 @@ MAX_BATCH = 5000
 MAX_HELD = 200_000
 MAX_AHEAD = 300.0
 """Seconds a reading may be dated ahead of this machine's clock and still be judged."""
+MAX_WAITING = 1000
+"""Judged batches waiting for the next commit at which it happens at once."""
+ACKS_WAITING = 10
+"""Sources' acknowledgements waiting for the next commit at which it happens at once: a
+broker sends a client only so many unacknowledged QoS 1 messages (Mosquitto: 20), so
+holding back more would hold back the flow."""
 MAX_SOURCES = 1000
 """Sources the heartbeat reports at most (Modbus devices are configured; MQTT is one)."""
 HIGH_WATER = 20_000
@@ -70,7 +76,7 @@ class Pipeline:
                  clock: Callable[[], float] = time.time, tick_every: float = 1.0,
                  snapshot_every: float = 60.0, save_every: float = 30.0,
                  max_ahead: float = MAX_AHEAD, high_water: int = HIGH_WATER,
-                 low_water: int = LOW_WATER) -> None:
+                 low_water: int = LOW_WATER, commit_every: float = 0.0) -> None:
         self.engine = engine
         self.buffer = buffer
         self.clock = clock
@@ -90,6 +96,12 @@ class Pipeline:
         self.dropped_held = 0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._held: deque[_Judged] = deque()
+        self.commit_every = commit_every
+        """Seconds judged batches may wait to be stored together (`buffer.commit_every`):
+        one transaction for all of them writes each page once, where a transaction per
+        small batch rewrites the same last pages (WAL, then the file) again and again.
+        Sources are acknowledged only once stored, as always. 0: each batch at once."""
+        self._held_since: float | None = None  # monotonic: when the oldest waiting one came
         self._full_logged = False
         self.full_since: float | None = None
         """When the buffer last refused readings for a full disk; None once it takes them."""
@@ -143,7 +155,8 @@ class Pipeline:
             while True:
                 if self._held:
                     try:
-                        first = await asyncio.wait_for(self._queue.get(), timeout=1.0)
+                        first = await asyncio.wait_for(self._queue.get(),
+                                                       timeout=self._held_wait())
                     except TimeoutError:
                         self._store_held()
                         self.passes += 1
@@ -155,6 +168,7 @@ class Pipeline:
         except asyncio.CancelledError:
             if not self._queue.empty():
                 self._process(*self._drain(self._queue.get_nowait()))
+            self._store_held()  # what waited for the next commit
             if self._held:
                 log.error("stopping with %d readings not stored (disk full)",
                           sum(len(j.readings) for j in self._held))
@@ -192,8 +206,9 @@ class Pipeline:
             self._log_events(events)
 
     def save_state(self) -> None:
-        """Store the engine's state now (at a clean stop)."""
-        self._judged(_Judged([], [], save_state=True))
+        """Store the engine's state now (at a clean stop), with whatever waits."""
+        self._held.append(_Judged([], [], save_state=True))
+        self._store_held()
 
     def publish(self, catalog: SiteCatalog) -> None:
         """Queue the site catalog for the API, in order with the engine's events: the
@@ -248,10 +263,69 @@ class Pipeline:
 
     def _judged(self, judged: _Judged) -> None:
         self._held.append(judged)
-        self._store_held()
+        if self._held_since is None:
+            self._held_since = time.monotonic()
+        if self.commit_every <= 0 or self.full_since is not None or \
+                len(self._held) >= MAX_WAITING or self._held_wait() <= 0 or \
+                sum(len(j.acks) for j in self._held) >= ACKS_WAITING:
+            self._store_held()
+
+    def _held_wait(self) -> float:
+        """Seconds until held batches are stored: at their commit time, or every second
+        while the disk is full (to try again)."""
+        if self.full_since is not None or self._held_since is None:
+            return 1.0
+        return max(0.0, self._held_since + self.commit_every - time.monotonic())
 
     def _store_held(self) -> None:
-        """Store held batches in order; stop at the first the disk cannot take."""
+        """Store held batches in order, in one transaction when there are several (one
+        at a time when that fails for anything but a full disk, which isolates a reading
+        the buffer refuses); stop at the first the disk cannot take."""
+        if len(self._held) > 1:
+            try:
+                self._store_together()
+            except BufferFull as exc:
+                self._full(exc)
+                return
+            except Exception:  # one at a time below finds which batch, which reading
+                pass
+            else:
+                return
+        self._store_each()
+
+    def _store_together(self) -> None:
+        batches = list(self._held)
+        save = any(judged.save_state for judged in batches)
+        state = ("engine", self.engine.state()) if save else None
+        self.buffer.put([r for judged in batches for r in judged.readings],
+                        [e for judged in batches for e in judged.events], state)
+        for judged in batches:
+            self._held.popleft()
+            self._stored(judged, state if judged.save_state else None)
+        self._held_since = None
+
+    def _full(self, exc: BufferFull) -> None:
+        if not self._full_logged:
+            log.error("%s: holding readings in memory, sources not acknowledged", exc)
+            self._full_logged = True
+            self.full_since = self.clock()
+        self._bound_held()
+
+    def _stored(self, judged: _Judged, state: tuple[str, Any] | None) -> None:
+        """A batch is on disk: count it, wake the forwarder, acknowledge its sources."""
+        self._full_logged, self.full_since = False, None
+        if state is not None:
+            self._save_due = self.clock() + self.save_every
+        if judged.events:
+            self.events += len(judged.events)
+            self.events_ready.set()
+        for ack in judged.acks:  # only now that the readings are on disk
+            try:
+                ack()
+            except Exception:
+                log.exception("acknowledging stored readings to their source failed")
+
+    def _store_each(self) -> None:
         while self._held:
             judged = self._held[0]
             state = ("engine", self.engine.state()) if judged.save_state else None
@@ -263,24 +337,11 @@ class Pipeline:
                 except Exception as exc:  # not the disk: one reading, or the buffer itself
                     self._store_apart(judged, state, exc)
             except BufferFull as exc:
-                if not self._full_logged:
-                    log.error("%s: holding readings in memory, sources not acknowledged", exc)
-                    self._full_logged = True
-                    self.full_since = self.clock()
-                self._bound_held()
+                self._full(exc)
                 return
             self._held.popleft()
-            self._full_logged, self.full_since = False, None
-            if state is not None:
-                self._save_due = self.clock() + self.save_every
-            if judged.events:
-                self.events += len(judged.events)
-                self.events_ready.set()
-            for ack in judged.acks:  # only now that the readings are on disk
-                try:
-                    ack()
-                except Exception:
-                    log.exception("acknowledging stored readings to their source failed")
+            self._stored(judged, state)
+        self._held_since = None
 
     def _store_apart(self, judged: _Judged, state: tuple[str, Any] | None,
                      error: Exception) -> None:

@@ -327,7 +327,8 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     buffer = Buffer(config.buffer.path, config.buffer.max_size)
     engine = restored_engine(site, buffer)
     pipeline = Pipeline(engine, buffer, snapshot_every=config.rules.snapshot_every,
-                        save_every=config.rules.save_every)
+                        save_every=config.rules.save_every,
+                        commit_every=config.buffer.commit_every)
     out = writers(site, buffer, pipeline.events_ready, database)
     log.info("%d standards over %d assets: %d (asset, standard) pairs",
              len(site.standards), len(config.assets), engine.pairs)

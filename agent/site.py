@@ -78,6 +78,10 @@ class SiteInfo(_Strict):
 class BufferConfig(_Strict):
     path: ConfigPath = Field(Path("data/buffer.sqlite"), validate_default=True)
     max_size: ByteSize = 10**9
+    commit_every: Duration = Field(0.5, ge=0, le=10, description=(
+        "how long judged readings may wait to be stored together in one transaction "
+        "(sources are acknowledged only once stored; sooner when 10 acknowledgements wait); "
+        "0: each batch at once"))
 
 
 class ForwardConfig(_Strict):

@@ -49,3 +49,44 @@ def test_a_state_saved_as_plain_json_by_an_older_agent_still_restores(tmp_path: 
     buffer = Buffer(tmp_path / "buffer.sqlite")
     assert buffer.load_state("engine") == state
     buffer.close()
+
+
+def test_batches_wait_for_one_commit_and_sources_are_acknowledged_only_then(
+        tmp_path: Path) -> None:
+    """`buffer.commit_every`: judged batches are stored together at the commit time (one
+    transaction), or at once when ACKS_WAITING acknowledgements wait; a source's
+    acknowledgement comes only with its batch's commit."""
+    import asyncio
+    import time as clock
+
+    from agent.pipeline import ACKS_WAITING, Pipeline
+    from collector.reading import Reading
+    from rules.engine import Engine
+
+    async def scenario() -> None:
+        buffer = Buffer(tmp_path / "commit.sqlite")
+        pipeline = Pipeline(Engine("s", [], []), buffer, commit_every=0.3)
+        task = asyncio.create_task(pipeline.run())
+        acked: list[float] = []
+        began = clock.monotonic()
+        for n in range(3):  # three batches, each with one acknowledgement
+            pipeline.emit([Reading("CH-1", "t", 7.0 + n, clock.time())],
+                          lambda: acked.append(clock.monotonic() - began))
+            await asyncio.sleep(0.02)
+        assert buffer.count()["readings"] == 0 and acked == []  # waiting for the commit
+        await asyncio.sleep(0.5)
+        assert buffer.count()["readings"] == 3 and len(acked) == 3
+        assert all(0.25 <= t < 0.6 for t in acked), acked  # all at the one commit
+        for _ in range(ACKS_WAITING):  # enough acknowledgements waiting: at once
+            pipeline.emit([Reading("CH-1", "t", 8.0, clock.time())], lambda: None)
+        await asyncio.sleep(0.05)
+        assert buffer.count()["readings"] == 3 + ACKS_WAITING
+        pipeline.emit([Reading("CH-1", "t", 9.0, clock.time())])
+        await asyncio.sleep(0.05)
+        task.cancel()  # a stop stores what waits
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert buffer.count()["readings"] == 4 + ACKS_WAITING
+        buffer.close()
+
+    asyncio.run(scenario())
