@@ -155,8 +155,10 @@ class Pipeline:
             while True:
                 if self._held:
                     try:
-                        first = await asyncio.wait_for(self._queue.get(),
-                                                       timeout=self._held_wait())
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+                        # cancellation that meets a finished get(), and a stop then hung
+                        async with asyncio.timeout(self._held_wait()):
+                            first = await self._queue.get()
                     except TimeoutError:
                         self._store_held()
                         self.passes += 1
