@@ -157,6 +157,7 @@ def _pattern(topic: str) -> str:
 
 
 def _tsdb(site: Site) -> Probe:
+    from agent.lineprotocol import head
     from agent.tsdb import make_sender
 
     config = site.config.influxdb
@@ -169,8 +170,8 @@ def _tsdb(site: Site) -> Probe:
         return Probe(peer, False, f"{type(exc).__name__}: {exc}")
     try:
         # in milliseconds: the precision both senders declare
-        line = f"patrol_check,site={_tag(site.id)} ok=1i {time.time_ns() // 10**6}".encode()
-        answer = send(line)
+        line = f"{head('patrol_check', {'site': site.id})}ok=1i {time.time_ns() // 10**6}"
+        answer = send(line.encode())
     finally:
         close()
     if not answer.ok:
@@ -179,14 +180,10 @@ def _tsdb(site: Site) -> Probe:
     return Probe(peer, True, f"took a write (measurement patrol_check) in {_ms(began)}")
 
 
-def _tag(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ",
-                                                                                        "\\ ")
-
-
 def _central(site: Site) -> Probe:
-    from agent.heartbeat import VERSION, default_gateway_id, http_post
+    from agent.heartbeat import default_gateway_id, http_post
     from common.secrets import read_secret
+    from common.version import VERSION
 
     forward = site.config.forward
     assert forward is not None

@@ -18,14 +18,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from agent.buffer import Buffer
 from agent.errors import DeliveryError
+from agent.metrics import read_buffer
 from agent.pipeline import Pipeline
 from common.logonce import WarnOnce
 from common.urls import url_for_log
+from common.version import VERSION
 
 log = logging.getLogger("patrol.heartbeat")
 
@@ -34,11 +35,6 @@ Post = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 SOON = 5.0
 """Seconds after the first heartbeat that the second one goes."""
-
-try:
-    VERSION = version("facility-patrol")
-except PackageNotFoundError:  # running from a source tree
-    VERSION = "0+unknown"
 
 
 def default_gateway_id() -> str:
@@ -70,14 +66,14 @@ class Heartbeat:
 
     def body(self) -> dict[str, Any]:
         now = self.clock()
-        readings, oldest = self.buffer.backlog()
-        events = self.buffer.count_events()
+        figures = read_buffer(self.buffer.path)
+        oldest = figures.oldest_ts
         return {
             "site_id": self.site_id, "gateway_id": self.gateway_id, "version": VERSION,
             "at": _iso(now), "started_at": _iso(self.started),
             "uptime": round(now - self.started, 1), "clock_offset": self.clock_offset,
-            "buffer": {"readings": readings, "events": events,
-                       "bytes": self.buffer.used_bytes(),
+            "buffer": {"readings": figures.readings, "events": figures.events,
+                       "bytes": figures.used_bytes,
                        "oldest_unsent_age": round(max(0.0, now - oldest), 1)
                        if self.tsdb and oldest is not None else None},
             "sources": {name: {"last_at": _iso(at), "readings": int(count)}

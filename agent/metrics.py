@@ -81,6 +81,8 @@ class BufferFigures:
     events: int = 0
     dead_letters: int = 0
     used_bytes: int = 0
+    dropped: int = 0
+    """Readings dropped to stay under buffer.max_size, in all."""
 
 
 def read_buffer(path: Path) -> BufferFigures:
@@ -96,11 +98,12 @@ def read_buffer(path: Path) -> BufferFigures:
             oldest = row[0] if row else None
         events = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
         dead = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        dropped = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
         size = db.execute("PRAGMA page_size").fetchone()[0]
     return BufferFigures(0 if first is None else last - first + 1, oldest, int(events),
-                         int(dead), (pages - free) * size)
+                         int(dead), (pages - free) * size, int(dropped[0]) if dropped else 0)
 
 
 class AgentProbe(Collector):

@@ -9,7 +9,6 @@ reached is said in its line; the rest is still shown.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import time
@@ -18,8 +17,8 @@ import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
+from agent.metrics import read_buffer
 from common.secrets import read_secret
 from common.urls import url_for_log
 from common.vocabulary import OPEN_STATES
@@ -58,33 +57,21 @@ def buffer_lines(site: Site, now: float) -> list[str]:
     if not path.exists():
         return [f"buffer  {path}: not there yet (the agent has not run here)"]
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
-                                                timeout=5)) as db:
-            first, last = db.execute("SELECT min(id), max(id) FROM readings").fetchone()
-            oldest = db.execute("SELECT ts FROM readings WHERE id = ?", (first,)).fetchone() \
-                if first is not None else None
-            events = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            dead = dict(db.execute("SELECT kind, count(*) FROM dead_letters GROUP BY kind"))
-            dropped = db.execute("SELECT value FROM counters WHERE name = 'dropped'"
-                                 ).fetchone()
-            pages = db.execute("PRAGMA page_count").fetchone()[0] - \
-                db.execute("PRAGMA freelist_count").fetchone()[0]
-            used = pages * db.execute("PRAGMA page_size").fetchone()[0]
+        figures = read_buffer(path)
     except sqlite3.Error as exc:
         return [f"buffer  {path}: cannot be read: {exc}"]
-    readings = (last - first + 1) if first is not None else 0
-    lines = [f"buffer  {path}: {_size(used)} of {_size(config.buffer.max_size)}; "
-             f"{readings} readings and {events} NC events waiting"]
+    lines = [f"buffer  {path}: {_size(figures.used_bytes)} of {_size(config.buffer.max_size)}; "
+             f"{figures.readings} readings and {figures.events} NC events waiting"]
     if config.influxdb is not None:
-        lag = f"{_age(now - oldest[0])} behind" if oldest else "up to date"
+        oldest = figures.oldest_ts
+        lag = f"{_age(now - oldest)} behind" if oldest is not None else "up to date"
         lines.append(f"tsdb    {url_for_log(config.influxdb.url)} ({config.influxdb.api}, "
                      f"bucket {config.influxdb.bucket}): {lag}")
     else:
         lines.append("tsdb    none configured: readings stay in the buffer")
-    if dead or (dropped and dropped[0]):
-        lines.append(f"        dead letters: {dead.get('reading', 0)} readings, "
-                     f"{dead.get('event', 0)} events; dropped for max_size: "
-                     f"{dropped[0] if dropped else 0} readings")
+    if figures.dead_letters or figures.dropped:
+        lines.append(f"        dead letters: {figures.dead_letters} (readings and events "
+                     f"refused for good); dropped for max_size: {figures.dropped} readings")
     return lines
 
 

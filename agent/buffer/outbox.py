@@ -54,11 +54,6 @@ class Outbox(BufferFile):
             "SELECT seq, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall())
         return [(seq, json.loads(body)) for seq, body in rows]
 
-    def count_events(self) -> int:
-        """Events not yet delivered (the outbox is small: a count is cheap)."""
-        return int(self._guard(lambda: self._db.execute(
-            "SELECT count(*) FROM outbox").fetchone()[0]))
-
     def ack_events(self, seqs: Sequence[int]) -> None:
         """Delivered: forget the events with these outbox positions (`pending_events`)."""
         if seqs:

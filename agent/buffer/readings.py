@@ -235,21 +235,6 @@ class Buffer(Outbox):
             "dropped": self.dropped,
         }
 
-    def backlog(self) -> tuple[int, float | None]:
-        """Readings not yet written out, and the time of the oldest, from the ends of the
-        id range (two index look-ups, where a count would read the whole table: the
-        writer deletes in id order, so the range is the count within a few)."""
-        def run() -> tuple[int, float | None]:
-            first, last = self._db.execute("SELECT min(id), max(id) FROM readings"
-                                           ).fetchone()
-            if first is None:
-                return 0, None
-            oldest = self._db.execute("SELECT ts FROM readings WHERE id = ?",
-                                      (first,)).fetchone()
-            return last - first + 1, (oldest[0] if oldest else None)
-
-        return self._guard(run)
-
     def _enforce_size(self) -> None:
         # Rows differ in size (a value's text, a reason), so dropping a fraction of the rows
         # may free a little less than that fraction of the pages: measure again.

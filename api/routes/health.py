@@ -8,7 +8,6 @@ the agent's buffer, writers and sources; `patrol api` alone has none).
 from __future__ import annotations
 
 import time
-from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, HTTPException
 
@@ -16,14 +15,9 @@ from api.deps import SessionDep
 from api.schemas import Health, HealthReason
 from api.service import database_fault
 from common.health import reasons as degraded
+from common.version import VERSION
 
 router = APIRouter(tags=["health"])
-
-try:
-    VERSION = version("facility-patrol")
-except PackageNotFoundError:  # running from a source tree
-    VERSION = "0+unknown"
-
 
 @router.get("/health", response_model=Health)
 def health(session: SessionDep) -> Health:
