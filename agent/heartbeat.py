@@ -12,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.buffer import Buffer
 from agent.errors import DeliveryError
-from agent.metrics import read_buffer
-from agent.pipeline import Pipeline
+from agent.metrics import each_source, read_buffer
+from collector.reading import Collector as Source
 from common.logonce import WarnOnce
 from common.urls import url_for_log
 from common.version import VERSION
@@ -48,12 +49,12 @@ def _iso(ts: float) -> str:
 class Heartbeat:
     """Posts a heartbeat every `every` seconds until cancelled."""
 
-    def __init__(self, site_id: str, gateway_id: str, pipeline: Pipeline, buffer: Buffer,
-                 post: Post, *, every: float = 30.0, tsdb: bool = True,
+    def __init__(self, site_id: str, gateway_id: str, collectors: Sequence[Source],
+                 buffer: Buffer, post: Post, *, every: float = 30.0, tsdb: bool = True,
                  clock: Callable[[], float] = time.time) -> None:
         self.site_id = site_id
         self.gateway_id = gateway_id
-        self.pipeline = pipeline
+        self.collectors = list(collectors)
         self.buffer = buffer
         self.post = post
         self.every = every
@@ -76,9 +77,21 @@ class Heartbeat:
                        "bytes": figures.used_bytes,
                        "oldest_unsent_age": round(max(0.0, now - oldest), 1)
                        if self.tsdb and oldest is not None else None},
-            "sources": {name: {"last_at": _iso(at), "readings": int(count)}
-                        for name, (at, count) in self.pipeline.sources.items()},
+            "sources": {name: {"last_at": _iso(at), "readings": count}
+                        for name, (at, count) in self.sources().items()},
         }
+
+    def sources(self) -> dict[str, tuple[float, int]]:
+        """By source (`modbus:<device>`, `mqtt` for all subscriptions): when its last
+        readings came and how many since the start; a source with none yet is left out."""
+        out: dict[str, tuple[float, int]] = {}
+        for source, device, last, readings, _ in each_source(self.collectors):
+            if not math.isfinite(last):
+                continue
+            name = f"modbus:{device}" if source == "modbus" else source
+            at, count = out.get(name, (-math.inf, 0))
+            out[name] = (max(at, last), count + readings)
+        return out
 
     async def beat(self) -> bool:
         """One heartbeat; False (logged once per outage) when it could not be delivered."""

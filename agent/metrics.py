@@ -106,6 +106,20 @@ def read_buffer(path: Path) -> BufferFigures:
                          int(dead), (pages - free) * size, int(dropped[0]) if dropped else 0)
 
 
+def each_source(collectors: Sequence[Source]
+                ) -> Iterator[tuple[str, str, float, int, float | None]]:
+    """(source, device, last reading or answer (-inf: none yet), readings, polling interval
+    or None) of each configured one, from the collectors' own counters: what the metrics,
+    health and the heartbeat (agent.heartbeat) report."""
+    for collector in collectors:
+        if collector.name == "modbus":
+            for name, stats in collector.stats.items():  # type: ignore[attr-defined]
+                yield "modbus", name, stats.answered_at, stats.readings, stats.interval
+        elif collector.name == "mqtt":
+            for topic, sub in collector.stats.subscriptions.items():  # type: ignore[attr-defined]
+                yield "mqtt", topic, sub.last_reading, sub.readings, None
+
+
 class AgentProbe(Collector):
     """A running agent's parts, read when asked: a Prometheus collector and a health check."""
 
@@ -176,13 +190,8 @@ class AgentProbe(Collector):
     def _sources(self) -> Iterator[tuple[str, str, float, float]]:
         """(source, device, last reading or answer, silence limit) of each configured one."""
         base = self.config.source_silent
-        for collector in self.sources:
-            if collector.name == "modbus":
-                for name, stats in collector.stats.items():  # type: ignore[attr-defined]
-                    yield "modbus", name, stats.answered_at, max(base, 3 * stats.interval)
-            elif collector.name == "mqtt":
-                for topic, sub in collector.stats.subscriptions.items():  # type: ignore[attr-defined]
-                    yield "mqtt", topic, sub.last_reading, base
+        for source, device, last, _, interval in each_source(self.sources):
+            yield source, device, last, base if interval is None else max(base, 3 * interval)
 
     def _forward_lag(self, now: float, figures: BufferFigures | None) -> float:
         if figures is None or not figures.events:

@@ -52,8 +52,6 @@ ACKS_WAITING = 10
 """Sources' acknowledgements waiting for the next commit at which it happens at once: a
 broker sends a client only so many unacknowledged QoS 1 messages (Mosquitto: 20), so
 holding back more would hold back the flow."""
-MAX_SOURCES = 1000
-"""Sources the heartbeat reports at most (Modbus devices are configured; MQTT is one)."""
 HIGH_WATER = 20_000
 """Readings queued and not yet judged at which sources are asked to pause."""
 LOW_WATER = 5_000
@@ -116,9 +114,6 @@ class Pipeline:
         self.ticked = time.monotonic()
         """When `tick` last ran (monotonic)."""
         self._watched = (0, self.ticked)  # (passes, since when) as `stalled` last saw them
-        self.sources: dict[str, list[float]] = {}
-        """By source (`modbus:<device>`, `mqtt`): [when its last readings arrived (wall
-        clock), how many arrived]; what the heartbeat reports (agent.heartbeat)."""
 
     def emit(self, readings: Sequence[Reading],
              on_stored: Callable[[], None] | None = None) -> None:
@@ -126,20 +121,8 @@ class Pipeline:
         if readings or on_stored:
             self._queue.put_nowait((readings, on_stored))
             self.backlog += len(readings)
-            if readings:  # a collector's emit holds one source's readings: O(1) per emit
-                self._arrived(readings[-1].source, len(readings))
             if not self._pressed and self.backlog >= self.high_water:
                 self._press(True)
-
-    def _arrived(self, source: str, count: int) -> None:
-        name = source if source.startswith("modbus:") else source.partition(":")[0]
-        seen = self.sources.get(name or "other")
-        if seen is None:
-            if len(self.sources) >= MAX_SOURCES:
-                return
-            seen = self.sources[name or "other"] = [0.0, 0]
-        seen[0] = self.clock()
-        seen[1] += count
 
     def _press(self, pressed: bool) -> None:
         self._pressed = pressed

@@ -221,8 +221,8 @@ def in_process_sink(database: Database, max_clock_skew: float = 300.0) -> Sink:
     return send
 
 
-def heartbeat(site: Site, pipeline: Pipeline, buffer: Buffer, database: Database | None,
-              *, tsdb: bool) -> Heartbeat:
+def heartbeat(site: Site, collectors: list[Collector], buffer: Buffer,
+              database: Database | None, *, tsdb: bool) -> Heartbeat:
     """The heartbeat: to the API in this process (`patrol run`), else to `forward.url`."""
     forward = site.config.forward
     if database is not None:
@@ -232,7 +232,7 @@ def heartbeat(site: Site, pipeline: Pipeline, buffer: Buffer, database: Database
     else:
         raise RuntimeError("patrol agent needs a forward: section (where NC events go)")
     return Heartbeat(site.id, (forward.gateway_id if forward else None) or default_gateway_id(),
-                     pipeline, buffer, post, every=forward.heartbeat if forward else 30.0,
+                     collectors, buffer, post, every=forward.heartbeat if forward else 30.0,
                      tsdb=tsdb)
 
 
@@ -343,7 +343,7 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
                   asyncio.create_task(watch_standards(site, pipeline, assets=known_assets),
                                       name="reload"),
                   *sdnotify.watchdog_tasks([pipeline, *collectors])]
-    beat = heartbeat(site, pipeline, buffer, database, tsdb=out.tsdb is not None)
+    beat = heartbeat(site, collectors, buffer, database, tsdb=out.tsdb is not None)
     forwarding = [asyncio.create_task(out.forwarder.run(), name="forward"),
                   asyncio.create_task(beat.run(), name="heartbeat")]
     if out.tsdb is not None:
