@@ -160,19 +160,19 @@ class AgentProbe(Collector):
         full_since = self.pipeline.full_since
         if full_since is not None:
             found.append(Reason("buffer_unwritable", f"the buffer refuses readings (disk "
-                                f"full) for {_age(now - full_since)}: they wait in memory "
+                                f"full) for {age_text(now - full_since)}: they wait in memory "
                                 "and their sources are not acknowledged"))
         if self.tsdb is not None and figures is not None and figures.oldest_ts is not None:
             lag = now - figures.oldest_ts
             if lag > self.config.tsdb_lag:
                 found.append(Reason("tsdb_lag", f"{figures.readings} readings wait for the "
-                                    f"TSDB, the oldest for {_age(lag)} (limit "
-                                    f"{_age(self.config.tsdb_lag)})"))
+                                    f"TSDB, the oldest for {age_text(lag)} (limit "
+                                    f"{age_text(self.config.tsdb_lag)})"))
         lag = self._forward_lag(now, figures)
         if lag > self.config.forward_lag:
             found.append(Reason("forward_lag", f"{figures.events if figures else '?'} NC "
                                 f"events wait for the API, nothing delivered for "
-                                f"{_age(lag)} (limit {_age(self.config.forward_lag)})"))
+                                f"{age_text(lag)} (limit {age_text(self.config.forward_lag)})"))
         if self.config.source_silent > 0:
             found += self._silent(now)
         return found
@@ -184,7 +184,7 @@ class AgentProbe(Collector):
             if quiet > limit:
                 what = "answered" if source == "modbus" else "given a reading"
                 out.append(Reason("source_silent", f"{source} {device!r} has not {what} for "
-                                  f"{_age(quiet)} (limit {_age(limit)})"))
+                                  f"{age_text(quiet)} (limit {age_text(limit)})"))
         return out
 
     def _sources(self) -> Iterator[tuple[str, str, float, float]]:
@@ -287,8 +287,9 @@ def _single(name: str, value: float) -> Iterator[Metric]:
     yield metric
 
 
-def _age(seconds: float) -> str:
-    """`42s`, `6.5m`, `2.0h`: a wait for a person."""
+def age_text(seconds: float) -> str:
+    """`42s`, `6.5m`, `2.0h`: a wait for a person (a clock behind shows as 0s)."""
+    seconds = max(0.0, seconds)
     for unit, size in (("h", 3600.0), ("m", 60.0)):
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"

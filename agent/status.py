@@ -18,7 +18,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from agent.metrics import read_buffer
+from agent.metrics import age_text, read_buffer
 from common.secrets import read_secret
 from common.urls import url_for_log
 from common.vocabulary import OPEN_STATES
@@ -30,17 +30,6 @@ if TYPE_CHECKING:
 def database_for_log(url: str) -> str:
     """A database URL as logs may show it (site.yaml never holds its password)."""
     return url if url.startswith("sqlite") else url_for_log(url)
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 def _size(count: float) -> str:
@@ -64,7 +53,7 @@ def buffer_lines(site: Site, now: float) -> list[str]:
              f"{figures.readings} readings and {figures.events} NC events waiting"]
     if config.influxdb is not None:
         oldest = figures.oldest_ts
-        lag = f"{_age(now - oldest)} behind" if oldest is not None else "up to date"
+        lag = f"{age_text(now - oldest)} behind" if oldest is not None else "up to date"
         lines.append(f"tsdb    {url_for_log(config.influxdb.url)} ({config.influxdb.api}, "
                      f"bucket {config.influxdb.bucket}): {lag}")
     else:
@@ -154,7 +143,7 @@ def status_lines(site: Site) -> list[str]:
     else:
         offset = mine.get("clock_offset")
         lines.append(f"api     {origin}: {mine['status']}, last heartbeat "
-                     f"{_age(mine['silent_for'])} ago"
+                     f"{age_text(mine['silent_for'])} ago"
                      + (f", clock {offset:+.2f} s off the API's" if offset is not None else ""))
     total = sum(counts.values())
     by_state = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in OPEN_STATES
@@ -174,7 +163,7 @@ def _source_lines(site: Site, gateway: dict[str, Any] | None, now: float) -> lis
         if not at:
             return "no reading yet" if gateway else "last reading unknown"
         ago = now - datetime.fromisoformat(at).timestamp()
-        return f"last reading {_age(ago)} ago, {seen.get('readings', 0)} since start"
+        return f"last reading {age_text(ago)} ago, {seen.get('readings', 0)} since start"
 
     for device in config.modbus.devices if config.modbus else ():
         where = (f"{device.host}:{device.port}" if device.transport != "rtu"
