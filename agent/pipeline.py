@@ -56,7 +56,20 @@ HIGH_WATER = 20_000
 """Readings queued and not yet judged at which sources are asked to pause."""
 LOW_WATER = 5_000
 """... and at which they are told to go on."""
+ENGINE_STATE, HISTORY_STATE = "engine", "engine.history"
+"""The buffer's names for the engine's state: its core, and its pairs' readings."""
 _Item = tuple[Sequence[Reading], Callable[[], None] | None]
+
+
+def saved_state(buffer: Buffer) -> dict[str, Any] | None:
+    """The engine's state as last saved, for `Engine.restore`: its core with the pairs'
+    readings saved last beside it (older than the core by up to `save_history_every`)."""
+    state = buffer.load_state(ENGINE_STATE)
+    history = buffer.load_state(HISTORY_STATE)
+    if isinstance(state, dict) and isinstance(history, dict) and \
+            history.get("v") == state.get("v"):
+        state["history"] = history.get("history")
+    return state
 
 
 @dataclass
@@ -73,6 +86,7 @@ class Pipeline:
     def __init__(self, engine: Engine, buffer: Buffer, *,
                  clock: Callable[[], float] = time.time, tick_every: float = 1.0,
                  snapshot_every: float = 60.0, save_every: float = 30.0,
+                 save_history_every: float = 300.0,
                  max_ahead: float = MAX_AHEAD, high_water: int = HIGH_WATER,
                  low_water: int = LOW_WATER, commit_every: float = 0.0) -> None:
         self.engine = engine
@@ -88,6 +102,8 @@ class Pipeline:
         self._unstorable_logged = -math.inf
         self._snapshot_due = clock() + snapshot_every
         self._save_due = clock() + save_every
+        self.save_history_every = save_history_every
+        self._history_due = clock() + save_history_every
         self.events_ready = asyncio.Event()
         self.readings = 0
         self.events = 0
@@ -191,7 +207,8 @@ class Pipeline:
             self._log_events(events)
 
     def save_state(self) -> None:
-        """Store the engine's state now (at a clean stop), with whatever waits."""
+        """Store the engine's whole state now (at a clean stop), with whatever waits."""
+        self._history_due = -math.inf
         self._held.append(_Judged([], [], save_state=True))
         self._store_held()
 
@@ -281,12 +298,12 @@ class Pipeline:
     def _store_together(self) -> None:
         batches = list(self._held)
         save = any(judged.save_state for judged in batches)
-        state = ("engine", self.engine.state()) if save else None
+        states = self._states() if save else []
         self.buffer.put([r for judged in batches for r in judged.readings],
-                        [e for judged in batches for e in judged.events], state)
+                        [e for judged in batches for e in judged.events], states)
         for judged in batches:
             self._held.popleft()
-            self._stored(judged, state if judged.save_state else None)
+            self._stored(judged, states if judged.save_state else [])
         self._held_since = None
 
     def _full(self, exc: BufferFull) -> None:
@@ -296,11 +313,22 @@ class Pipeline:
             self.full_since = self.clock()
         self._bound_held()
 
-    def _stored(self, judged: _Judged, state: tuple[str, Any] | None) -> None:
+    def _states(self) -> list[tuple[str, Any]]:
+        """The engine's state to save: its core always, the pairs' readings (the bulk)
+        once `save_history_every` has passed or at a clean stop (rules.saved)."""
+        state = self.engine.state(history=self.clock() >= self._history_due)
+        history = state.pop("history", None)
+        if history is None:
+            return [(ENGINE_STATE, state)]
+        return [(ENGINE_STATE, state), (HISTORY_STATE, {"v": state["v"], "history": history})]
+
+    def _stored(self, judged: _Judged, states: list[tuple[str, Any]]) -> None:
         """A batch is on disk: count it, wake the forwarder, acknowledge its sources."""
         self._full_logged, self.full_since = False, None
-        if state is not None:
+        if states:
             self._save_due = self.clock() + self.save_every
+        if len(states) > 1:
+            self._history_due = self.clock() + self.save_history_every
         if judged.events:
             self.events += len(judged.events)
             self.events_ready.set()
@@ -313,29 +341,29 @@ class Pipeline:
     def _store_each(self) -> None:
         while self._held:
             judged = self._held[0]
-            state = ("engine", self.engine.state()) if judged.save_state else None
+            states = self._states() if judged.save_state else []
             try:
                 try:
-                    self.buffer.put(judged.readings, judged.events, state)
+                    self.buffer.put(judged.readings, judged.events, states)
                 except BufferFull:
                     raise
                 except Exception as exc:  # not the disk: one reading, or the buffer itself
-                    self._store_apart(judged, state, exc)
+                    self._store_apart(judged, states, exc)
             except BufferFull as exc:
                 self._full(exc)
                 return
             self._held.popleft()
-            self._stored(judged, state)
+            self._stored(judged, states)
         self._held_since = None
 
-    def _store_apart(self, judged: _Judged, state: tuple[str, Any] | None,
+    def _store_apart(self, judged: _Judged, states: list[tuple[str, Any]],
                      error: Exception) -> None:
         """A batch the buffer refused whole, not for a full disk: its events and state alone
         (refused too: the buffer itself is failing, raised and the task ends), then each
         reading alone. A reading refused again (e.g. a name SQLite cannot encode) is
         dropped, counted and logged; its source is acknowledged, as it would only be
         refused again."""
-        self.buffer.put([], judged.events, state)
+        self.buffer.put([], judged.events, states)
         if judged.events:
             self.events += len(judged.events)
             self.events_ready.set()

@@ -27,7 +27,7 @@ from agent.errors import ClockAhead, Rejected, TaskFailed
 from agent.forward import MAX_BACKOFF, Forwarder, Sink, confirmed_ids, http_sink
 from agent.heartbeat import Heartbeat, Post, default_gateway_id, http_post
 from agent.metrics import AgentProbe, MetricsServer
-from agent.pipeline import Pipeline
+from agent.pipeline import Pipeline, saved_state
 from agent.site import Site, load_site
 from agent.tsdb import LineSerializer, TsdbWriter, make_sender
 from agent.yamldoc import ConfigError
@@ -262,7 +262,7 @@ def restored_engine(site: Site, buffer: Buffer) -> Engine:
                       started=time.time())
 
     engine = fresh()
-    saved = buffer.load_state("engine")
+    saved = saved_state(buffer)
     if saved is None:
         return engine
     try:
@@ -328,6 +328,7 @@ async def _agent(site: Site, database: Database | None, *, enabled: bool
     engine = restored_engine(site, buffer)
     pipeline = Pipeline(engine, buffer, snapshot_every=config.rules.snapshot_every,
                         save_every=config.rules.save_every,
+                        save_history_every=config.rules.save_history_every,
                         commit_every=config.buffer.commit_every)
     out = writers(site, buffer, pipeline.events_ready, database)
     log.info("%d standards over %d assets: %d (asset, standard) pairs",

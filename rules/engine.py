@@ -291,15 +291,21 @@ class Engine:
 
     # --- restarts and reloads -------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """Everything needed to resume after a restart, as plain JSON-able data."""
-        tracks = {}
+    def state(self, history: bool = True) -> dict[str, Any]:
+        """Everything needed to resume after a restart, as plain JSON-able data: each
+        pair's core under "tracks", its readings under "history" (left out with
+        `history=False`: the bulk of the bytes, saved less often; see rules.saved)."""
+        tracks: dict[str, list[Any]] = {}
+        histories: dict[str, list[Any]] = {}
         for track in self._tracks:
             try:
-                tracks[track.key] = saved.row(track, self._evidence)
+                tracks[track.key] = saved.core(track)
+                if history:
+                    histories[track.key] = saved.history(track, self._evidence)
             except Exception as exc:  # not saved: this pair alone starts afresh
+                tracks.pop(track.key, None)
                 self._refuse(track, exc, now=self._snapshot_at)
-        return {
+        state = {
             "v": STATE_VERSION,
             "tracks": tracks,
             "last_ts": [[a, m, ts] for (a, m), ts in self._last_ts().items()],
@@ -307,19 +313,27 @@ class Engine:
             "snapshot_at": self._snapshot_at,
             "out_of_order": self.out_of_order,
         }
+        if history:
+            state["history"] = histories
+        return state
 
     def restore(self, state: dict[str, Any]) -> int:
-        """Resume from `state()`; pairs whose (asset, standard id, version) changed start
-        afresh. Returns how many pairs were restored."""
-        if state.get("v") != STATE_VERSION:
+        """Resume from `state()` (or a version 2 state, whose rows were whole); pairs whose
+        (asset, standard id, version) changed start afresh, and a pair without a saved
+        history keeps its status but starts its evidence and its readings' check empty.
+        Returns how many pairs were restored."""
+        version = state.get("v")
+        if version not in (2, STATE_VERSION):
             return 0
         self._restore_streams(state)
-        rows = state.get("tracks", {})
+        rows, histories = state.get("tracks", {}), state.get("history") or {}
         restored = 0
         for track in self._tracks:
             row = rows.get(track.key)
             if row is None:
                 continue
+            if version == STATE_VERSION and isinstance(row, list):
+                row = saved.row(row, histories.get(track.key))
             if not saved.fits(track, row, self.zone, self._snapshot_at):
                 log.warning("rules: the saved state of %s does not fit its check (was the "
                             "standard changed without a new version?): starting it afresh",

@@ -1,5 +1,9 @@
-"""A pair's state as plain JSON-able data, saved with each stored batch, so that a restart
-or a reload resumes episodes, delays and checks where they were."""
+"""A pair's state as plain JSON-able data, saved in two parts: the core (status, episode,
+compliance, counters, a small check's state) with each stored batch that raises an event
+and every `rules.save_every`, and the history (the pair's evidence readings, a window's or
+a rate's readings: most of the bytes) every `rules.save_history_every`. So a restart or a
+reload resumes episodes, delays and checks where they were, and the gateway does not
+rewrite megabytes of readings it already stored every 30 s (docs/footprint.md)."""
 
 from __future__ import annotations
 
@@ -11,17 +15,43 @@ from rules.checks import TickClock, make_checker
 from rules.evidence import Evidence
 from rules.track import Track, no_seconds
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 ROW_FIELDS = 13
-"""Fields of a saved pair (see `row`)."""
+"""Fields of a whole saved pair (see `row`)."""
+CORE_FIELDS = 12
+HISTORY_FIELDS = 2
+RECENT, CHECKER = 6, 11
+"""Where the evidence and the check's state sit in a whole row."""
+IN_HISTORY = "history"
+"""A core row's check state when the check keeps readings: saved in the history part (a
+row still holding it after the join had no history saved: the check starts empty)."""
 
 
-def row(track: Track, evidence: Evidence) -> list[Any]:
-    """The pair's saved form."""
+def core(track: Track) -> list[Any]:
+    """The pair's state but its readings: the check's own state only when it is not a
+    history of readings (`Checker.keeps_readings`), else IN_HISTORY."""
     t = track
+    checker = IN_HISTORY if t.checker.keeps_readings else t.checker.state()
     return [t.status, t.since, t.recover_since, t.reported, t.chattering, list(t.flips),
-            evidence.recent(t), t.last_good, t.compliance, t.compliance_since, t.seconds,
-            t.checker.state(), _finite(t.checker.value)]
+            t.last_good, t.compliance, t.compliance_since, t.seconds, checker,
+            _finite(t.checker.value)]
+
+
+def history(track: Track, evidence: Evidence) -> list[Any]:
+    """The pair's readings: its evidence, and the check's state when that is readings."""
+    return [evidence.recent(track),
+            track.checker.state() if track.checker.keeps_readings else None]
+
+
+def row(core_row: list[Any], history_row: list[Any] | None) -> list[Any]:
+    """A whole row from its parts; without a history the pair keeps no evidence and its
+    check, if it keeps readings, starts empty."""
+    recent, readings = history_row if history_row is not None else ([], None)
+    whole = list(core_row)
+    whole.insert(RECENT, recent)
+    if whole[CHECKER] == IN_HISTORY and readings is not None:
+        whole[CHECKER] = readings
+    return whole
 
 
 def fits(track: Track, saved: Any, zone: ZoneInfo, started: float) -> bool:
@@ -31,8 +61,10 @@ def fits(track: Track, saved: Any, zone: ZoneInfo, started: float) -> bool:
     try:
         if not isinstance(saved, list) or len(saved) != ROW_FIELDS:
             return False
+        if saved[CHECKER] == IN_HISTORY:  # no history saved: fits a check that keeps one
+            return track.checker.keeps_readings
         probe = make_checker(track.standard, zone=zone, started=started, clock=TickClock())
-        probe.restore(saved[11])
+        probe.restore(saved[CHECKER])
         return True
     except Exception:  # whatever a saved state holds, one pair must not stop a start
         return False
@@ -46,7 +78,8 @@ def load(track: Track, saved: list[Any], evidence: Evidence) -> None:
     track.flips = list(flips)
     evidence.remember(track, recent)
     track.seconds = {**no_seconds(), **seconds}
-    track.checker.restore(checker_state)
+    if checker_state != IN_HISTORY:
+        track.checker.restore(checker_state)
     track.checker.value = math.nan if value is None else value
 
 

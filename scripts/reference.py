@@ -120,6 +120,8 @@ MEANINGS: dict[str, str] = {
     "rules": "how often the agent reports compliance and saves rule state",
     "rules.snapshot_every": "compliance snapshot period",
     "rules.save_every": "rule state saved at least this often (and with every event)",
+    "rules.save_history_every": "the pairs' recent readings (evidence, window and rate "
+                                "histories) saved at least this often, and at a stop",
     "forward": "`patrol agent`: the central API that takes NC events and snapshots",
     "forward.url": "the central API's base URL",
     "forward.token_env": "environment variable holding an `agent` token",

@@ -27,7 +27,7 @@ def a_state(pairs: int = 2000) -> dict[str, object]:
 def test_the_state_is_saved_compressed_and_read_back_equal(tmp_path: Path) -> None:
     state = a_state()
     buffer = Buffer(tmp_path / "buffer.sqlite")
-    buffer.put([], [], ("engine", state))
+    buffer.put([], [], [("engine", state)])
     assert buffer.load_state("engine") == state
     buffer.close()
     with contextlib.closing(sqlite3.connect(tmp_path / "buffer.sqlite")) as db:
@@ -90,3 +90,84 @@ def test_batches_wait_for_one_commit_and_sources_are_acknowledged_only_then(
         buffer.close()
 
     asyncio.run(scenario())
+
+
+def test_the_pairs_readings_are_saved_apart_less_often_and_a_restart_joins_the_two(
+        tmp_path: Path) -> None:
+    """The core of the rule state (episodes, compliance) is saved with every event and every
+    `save_every`; the pairs' readings (evidence, a window's values: the bulk) only every
+    `save_history_every` and at a stop. A restart joins the last of each: the episode is
+    not raised again, and the window holds the readings saved last."""
+    from agent.pipeline import HISTORY_STATE, Pipeline, saved_state
+    from collector.reading import Reading
+    from rules.engine import Engine
+    from rules.standard import Asset, Standard
+
+    t0 = 1_772_445_600.0
+    now = [t0]
+    standards = [Standard.model_validate(s) for s in (
+        {"id": "MEAN", "title": "mean", "metric": "t",
+         "check": {"kind": "window", "agg": "mean", "over": "10m", "max": 10}},
+        {"id": "HIGH", "title": "high", "metric": "t", "check": {"max": 100}},
+    )]
+
+    def engine() -> Engine:
+        return Engine("s", [Asset(id="CH-1")], standards, started=now[0])
+
+    def body(name: str) -> bytes | None:
+        row = buffer._db.execute("SELECT body FROM state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    buffer = Buffer(tmp_path / "buffer.sqlite")
+    line = Pipeline(engine(), buffer, clock=lambda: now[0], save_every=1,
+                    save_history_every=100)
+    line._process([Reading("CH-1", "t", 20.0, t0)], [])  # the mean over 10: an event
+    assert [e["type"] for _, e in buffer.pending_events()] == ["violation_started"]
+    assert body("engine") is not None and body(HISTORY_STATE) is None  # the core alone
+
+    now[0] = t0 + 150  # both due
+    line._process([Reading("CH-1", "t", 22.0, t0 + 150)], [])
+    line.tick_once(now[0])
+    history = body(HISTORY_STATE)
+    assert history is not None
+    now[0] = t0 + 200  # the core due, the readings not yet
+    line._process([Reading("CH-1", "t", 24.0, t0 + 200)], [])
+    core = body("engine")
+    line.tick_once(now[0])
+    assert body(HISTORY_STATE) == history and body("engine") != core
+
+    again = engine()  # a crash now: the readings as saved at t0 + 150
+    assert again.restore(saved_state(buffer) or {}) == 2
+    window = next(t.checker for t in again._tracks if t.standard.id == "MEAN")
+    assert list(window.values) == [20.0, 22.0]
+    assert again.observe([Reading("CH-1", "t", 30.0, t0 + 210)]) == []  # not raised again
+
+    line.save_state()  # a clean stop saves the readings too
+    fresh = engine()
+    fresh.restore(saved_state(buffer) or {})
+    window = next(t.checker for t in fresh._tracks if t.standard.id == "MEAN")
+    assert list(window.values) == [20.0, 22.0, 24.0]
+    buffer.close()
+
+
+def test_a_state_saved_whole_by_an_older_agent_still_restores() -> None:
+    """Version 2 saved each pair's readings in its row: an upgrade keeps the episodes."""
+    from collector.reading import Reading
+    from rules import saved
+    from rules.engine import Engine
+    from rules.standard import Asset, Standard
+
+    t0 = 1_772_445_600.0
+    standard = Standard.model_validate({"id": "MEAN", "title": "mean", "metric": "t", "check": {
+        "kind": "window", "agg": "mean", "over": "10m", "max": 10}})
+    old = Engine("s", [Asset(id="CH-1")], [standard], started=t0)
+    assert old.observe([Reading("CH-1", "t", 20.0, t0)])
+    state = old.state()
+    state["v"] = 2  # as version 2 wrote it: whole rows, no history beside them
+    state["tracks"] = {key: saved.row(core, state["history"][key])
+                       for key, core in state["tracks"].items()}
+    del state["history"]
+    new = Engine("s", [Asset(id="CH-1")], [standard], started=t0 + 5)
+    assert new.restore(json.loads(json.dumps(state))) == 1
+    assert new.observe([Reading("CH-1", "t", 30.0, t0 + 10)]) == []
+    assert list(new._tracks[0].checker.values) == [20.0, 30.0]

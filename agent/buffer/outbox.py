@@ -25,14 +25,12 @@ def event_rows(events: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(e["id"], _json(e)) for e in events]
 
 
-def state_row(state: tuple[str, Any] | None) -> tuple[str, bytes] | None:
-    """(name, body) of a named state, for SAVE_STATE: its JSON compressed (zlib, level 1).
-    The rule state is saved every `rules.save_every` and with every batch that raises an
-    event, and is megabytes of numbers on a large site: compressed it is a fraction of the
-    pages each save writes twice (WAL and file), for a few ms of CPU."""
-    if state is None:
-        return None
-    return state[0], zlib.compress(_json(state[1]).encode(), STATE_LEVEL)
+def state_rows(states: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    """(name, body) of named states, for SAVE_STATE: each one's JSON compressed (zlib,
+    level 1). The rule state is saved often (rules.saved) and its readings are megabytes
+    of numbers on a large site: compressed they are a fraction of the pages each save
+    writes twice (WAL and file), for a few ms of CPU."""
+    return [(name, zlib.compress(_json(value).encode(), STATE_LEVEL)) for name, value in states]
 
 
 def state_body(body: bytes | str) -> Any:
@@ -73,7 +71,7 @@ class Outbox(BufferFile):
             ("DELETE FROM readings WHERE id = ?", [(i,) for i, _, _ in rejected]))
 
     def load_state(self, name: str) -> Any:
-        """A state saved with `Buffer.put(..., state=(name, ...))`, or None."""
+        """A state saved with `Buffer.put(..., states=[(name, ...)])`, or None."""
         row = self._guard(lambda: self._db.execute("SELECT body FROM state WHERE name = ?",
                                                    (name,)).fetchone())
         return None if row is None else state_body(row[0])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.buffer.disk import is_full, private_dirs
-from agent.buffer.outbox import QUEUE_EVENT, SAVE_STATE, Outbox, event_rows, state_row
+from agent.buffer.outbox import QUEUE_EVENT, SAVE_STATE, Outbox, event_rows, state_rows
 from agent.buffer.schema import LINES, stored_value
 from agent.errors import BufferFull
 from collector.reading import Reading
@@ -76,16 +76,17 @@ class Buffer(Outbox):
     # --- writing ----------------------------------------------------------------------
 
     def put(self, readings: Sequence[Reading], events: Iterable[dict[str, Any]] = (),
-            state: tuple[str, Any] | None = None) -> None:
-        """Store readings, events and (optionally) a named state in one transaction.
+            states: Sequence[tuple[str, Any]] = ()) -> None:
+        """Store readings, events and named states (replacing those saved under the same
+        names) in one transaction.
 
         The rules engine's state is saved with the events it raised, so a restart never
         raises an episode twice. An event already queued is kept as it is.
         """
         bodies = event_rows(events)
-        if not readings and not bodies and state is None:
+        if not readings and not bodies and not states:
             return
-        saved = state_row(state)
+        saved = state_rows(states)
         self._guard(lambda: self._put(readings, bodies, saved))
         try:  # stored: a failure to trim now must not make the caller store it again
             self._enforce_size()
@@ -93,9 +94,9 @@ class Buffer(Outbox):
             log.warning("could not trim the buffer to its max_size: %s", exc)
 
     def _put(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
-             state: tuple[str, bytes] | None) -> None:
+             states: list[tuple[str, bytes]]) -> None:
         try:
-            self._insert(readings, bodies, state)
+            self._insert(readings, bodies, states)
         except sqlite3.OperationalError as exc:
             if not is_full(exc):
                 raise
@@ -103,7 +104,7 @@ class Buffer(Outbox):
             if not self._drop_oldest(fraction=0.1, why="the disk is full"):
                 raise BufferFull(f"{self.path}: disk full, nothing left to drop") from None
             try:
-                self._insert(readings, bodies, state)
+                self._insert(readings, bodies, states)
             except sqlite3.OperationalError as again:
                 if is_full(again):
                     raise BufferFull(f"{self.path}: disk full, even after dropping the "
@@ -111,12 +112,11 @@ class Buffer(Outbox):
                 raise
 
     def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
-                state: tuple[str, bytes] | None) -> None:
+                states: list[tuple[str, bytes]]) -> None:
         self._resolved.clear()
         try:
             with self._transaction():
-                if state is not None:
-                    self._db.execute(SAVE_STATE, state)
+                self._db.executemany(SAVE_STATE, states)
                 rows = [(self._series_id(r), r.ts, stored_value(r.value),
                          None if r.quality.good else r.quality.reason) for r in readings]
                 self._db.executemany(

@@ -52,6 +52,9 @@ class Checker:
     always = False
     """True when every tick must reach the checker, not only those from `due` on (a stale
     check under a schedule: see StaleChecker)."""
+    keeps_readings = False
+    """True when its `state()` is a history of readings (a window, a rate): saved with the
+    evidence, less often than the rest (rules.saved)."""
 
     def __init__(self, standard: Standard) -> None:
         self.deadband = standard.deadband

@@ -47,6 +47,7 @@ class RateChecker(Checker):
     """Violated when the value moved more than `max` within `per` (either direction)."""
 
     __slots__ = ("_high", "_low", "history", "per", "reference")
+    keeps_readings = True
 
     def __init__(self, standard: Standard, check: RateCheck) -> None:
         super().__init__(standard)

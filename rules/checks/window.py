@@ -18,6 +18,7 @@ class WindowChecker(Checker):
 
     __slots__ = ("_aggregate", "agg", "ordered", "over", "times", "total", "values")
     timed = True
+    keeps_readings = True
 
     def __init__(self, standard: Standard, check: WindowCheck) -> None:
         super().__init__(standard)

@@ -88,7 +88,7 @@ def full(disk: SmallDisk) -> Iterator[tuple[Buffer, SmallDisk]]:
     buffer = Buffer(disk.root / "buffer" / "buffer.sqlite")
     for first in range(0, 40_000, 2000):
         buffer.put(numbered(first, first + 2000))
-    buffer.put([], events(50), state=("engine", {"pairs": 1}))
+    buffer.put([], events(50), states=[("engine", {"pairs": 1})])
     buffer.dead_letter([(stored(buffer, 1)[0].id, "a line", "refused")])
     disk.fill()
     yield buffer, disk
@@ -108,7 +108,7 @@ def test_every_write_on_a_full_disk_is_buffer_full_and_changes_nothing(
     writes = {
         "put readings": lambda: buffer.put(numbered(40_000, 45_000)),
         "put events": lambda: buffer.put([], events(5, "more")),
-        "save state": lambda: buffer.put([], state=("engine", {"pairs": 2})),
+        "save state": lambda: buffer.put([], states=[("engine", {"pairs": 2})]),
         "delete_range": lambda: buffer.delete_range(first, last),
         "delete": lambda: buffer.delete([first, first + 2, first + 4]),
         "dead_letter": lambda: buffer.dead_letter([(first, "line", "refused")]),
@@ -205,7 +205,7 @@ def test_a_corrupt_buffer_gives_up_its_events_rule_state_and_readable_readings(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "buffer.sqlite"
     old = Buffer(path)
-    old.put([], events(30), state=("engine", {"pairs": 7, "open": ["CH-1"]}))
+    old.put([], events(30), states=[("engine", {"pairs": 7, "open": ["CH-1"]})])
     for first in range(0, 20_000, 1000):
         old.put(numbered(first, first + 1000))
     old.dead_letter([(stored(old, 1)[0].id, "a refused line", "bad field")])

@@ -154,7 +154,7 @@ def test_a_saved_rule_state_this_version_cannot_read_does_not_stop_a_start(
         tmp_path: Path) -> None:
     """`patrol run` exited 1 at every start on such a state: a crash loop."""
     buffer = Buffer(tmp_path / "data" / "buffer.sqlite")
-    buffer.put([], [], ("engine", {"v": 2, "last_ts": [["CH-1", "a"]]}))
+    buffer.put([], [], [("engine", {"v": 3, "last_ts": [["CH-1", "a"]]})])
     buffer.close()
     prefix = f"patrol-iso-{uuid.uuid4().hex[:8]}"
     process, api = start(tmp_path, prefix)

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.reading import Reading
+from rules import saved
 from rules.checks import WindowChecker
 from rules.engine import EVIDENCE_READINGS, Engine
 from rules.schedule import Schedule
@@ -34,9 +35,10 @@ def standard(check: dict[str, Any], **fields: Any) -> Standard:
 
 
 def pair_state(engine: Engine) -> list[Any]:
-    """The one pair's row of `state()`."""
-    (row,) = engine.state()["tracks"].values()
-    return row
+    """The one pair's whole saved row (its core and its history, as `restore` joins them)."""
+    state = engine.state()
+    ((key, core),) = state["tracks"].items()
+    return saved.row(core, state["history"][key])
 
 
 def test_stale_silence_counts_ticks_that_did_not_visit_the_pair() -> None:
