@@ -178,6 +178,34 @@ def test_months_are_their_own_windows(store: Store) -> None:
               f"month before {a}")
 
 
+def test_a_month_group_is_the_report_of_that_month(store: Store) -> None:
+    """group_by=month reads every month, the periods before them and the whole window in
+    shared reads (api.reports.report._figures), split by window afterwards: each month's
+    figures are those of a report of that month alone (floats but for rounding)."""
+    report = store.report(**{"from": "2026-08-20", "to": LAST_DAY.isoformat(),
+                             "group_by": "month"})
+    bounds = [("2026-08-20", "2026-08-31"), ("2026-09-01", "2026-09-30"),
+              ("2026-10-01", "2026-10-31"), ("2026-11-01", LAST_DAY.isoformat())]
+    assert len(report["groups"]) == len(bounds)
+    for group, (a, b) in zip(report["groups"], bounds, strict=True):
+        alone = store.report(**{"from": a, "to": b})["total"]
+        assert group["figures"] == rounded(alone["figures"]), a
+        assert group["previous"] == rounded(alone["previous"]), a
+    whole = store.report(**{"from": "2026-08-20", "to": LAST_DAY.isoformat()})["total"]
+    assert report["total"]["figures"] == rounded(whole["figures"])
+    assert report["total"]["previous"] == rounded(whole["previous"])
+
+
+def rounded(value: Any) -> Any:
+    """`value` with each float compared approximately (intervals add up in another
+    order when windows share a read)."""
+    if isinstance(value, dict):
+        return {name: rounded(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return pytest.approx(value, rel=1e-9) if isinstance(value, float) else value
+
+
 def test_a_datetime_window_in_site_time(store: Store) -> None:
     start = datetime(2026, 11, 10, 8, 30, tzinfo=TZ)
     end = datetime(2026, 11, 20, 17, 0, tzinfo=TZ)

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.errors import Invalid
@@ -16,7 +17,15 @@ from api.reports.figures import TOP, NcFigures, nc_figures
 from api.reports.period import Window
 from api.reports.sql import GROUPS, KEY_FIELDS
 from api.reports.status import Target, statuses
-from api.reports.timeshare import TimeFigures, attributes, time_figures
+from api.reports.stock import add_stock, stock
+from api.reports.timeshare import (
+    TimeFigures,
+    attributes,
+    day_cuts,
+    day_sums,
+    merge_sums,
+    time_figures,
+)
 
 Key = tuple[Any, ...]
 T = TypeVar("T")
@@ -86,27 +95,47 @@ Figures = tuple[dict[Key, dict[str, Any]], dict[str, Any]]
 def _figures(session: Session, periods: list[Window], by: str | None,
              sites: Collection[str] | None, asset_types: Mapping[str, str | None]
              ) -> list[tuple[Figures, Figures]]:
-    """For each of `periods`, its figures and those of the period before it.
+    """For each of `periods` (the last the whole report's window), its figures and those
+    of the period before it.
 
-    The reads are independent (each window's NCs; the time of all windows, which share
-    one read of the equipment NCs) and run at once, each in a session of its own: most
-    of their time is spent in the database and in numpy, which let other threads run."""
+    Each read serves every window: the NCs detected before the report's window and
+    those after it (two reads), the compliance seconds of the days before it and after
+    it (two more), the stock at each distinct end, the equipment NCs. The reads are
+    independent and run at once, each in a session of its own: most of their time is
+    spent in the database and in numpy, which let other threads run."""
     fields = [ROW_FIELDS[name] for name in KEY_FIELDS[by]]
     windows = [w for period in periods for w in (period, period.previous())]
+    main = periods[-1]
+    chunks = [chunk for chunk in ([w for w in windows if w.end <= main.start],
+                                  [w for w in windows if w.end > main.start]) if chunk]
+    cuts = day_cuts(windows)
+    split = cuts.index(main.days()[0])
+    spans = [(low, high) for low, high in ((0, split), (split, len(cuts) - 1)) if low < high]
     bind = session.get_bind()
 
     def apart(work: Callable[..., T], *args: Any) -> T:
         with Session(bind) as own:
+            if bind.dialect.name == "postgresql":  # compiling a plan costs more than it
+                own.execute(text("SET LOCAL jit = off"))  # saves on these reads
             return work(own, *args)
 
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="report") as pool:
-        time = pool.submit(apart, lambda own: time_figures(
-            own, windows, by, sites, attributes(own, sites, asset_types), fields))
-        ncs = [pool.submit(apart, nc_figures, w, by, sites) for w in windows]
+        ncs = [pool.submit(apart, nc_figures, chunk, by, sites) for chunk in chunks]
+        sums = [pool.submit(apart, day_sums, cuts, low, high, sites) for low, high in spans]
+
+        def time(own: Session) -> list[tuple[dict[Key, TimeFigures], TimeFigures]]:
+            attrs = attributes(own, sites, asset_types)
+            merged = merge_sums([part.result() for part in sums])
+            return time_figures(own, windows, by, sites, attrs, fields, cuts, merged)
+
+        times = pool.submit(apart, time)
+        stocks = pool.submit(apart, stock, {w.end for w in windows}, by, sites)
+        flows = dict(zip((id(w) for chunk in chunks for w in chunk),
+                         (found for part in ncs for found in part.result()), strict=True))
         figures = []
-        for w, nc, (time_groups, time_whole) in zip(windows, ncs, time.result(),
-                                                     strict=True):
-            nc_groups, nc_whole = nc.result()
+        for w, (time_groups, time_whole) in zip(windows, times.result(), strict=True):
+            nc_groups, nc_whole = flows[id(w)]
+            add_stock(nc_groups, nc_whole, stocks.result()[w.end], by)
             groups = {key: named(w, nc_groups.get(key, NcFigures()), time_groups.get(key))
                       for key in nc_groups.keys() | time_groups.keys()}
             figures.append((groups, named(w, nc_whole, time_whole)))
@@ -125,7 +154,7 @@ def named(window: Window, nc: NcFigures, time: TimeFigures | None) -> dict[str, 
     """The figures of one group under their names (SPEC 7.3), rates taken."""
     s = nc.sums
     raised = int(s["raised"])
-    top = sorted(nc.pairs.items(), key=lambda item: (-item[1], _order(item[0])))[:TOP]
+    top = _top(nc.pairs)
     figures: dict[str, Any] = {
         "raised": raised, "closed": int(s["closed"]), "cancelled": int(s["cancelled"]),
         "open_at_end": nc.open_at_end, "overdue": nc.overdue,
@@ -160,13 +189,21 @@ def named(window: Window, nc: NcFigures, time: TimeFigures | None) -> dict[str, 
                        active_s=active, no_data_s=seconds["no_data"],
                        intactness_rate=(1.0 - time.down_s / time.asset_s
                                         if time.asset_s > 0 else None))
-        violating = sorted(time.violating.items(),
-                           key=lambda item: (-item[1], _order(item[0])))[:TOP]
+        violating = _top(time.violating)
         whole = seconds["violating"]
         figures["pareto"] += [_pareto_item("violating_s", rank, pair, value, whole, running)
                               for rank, (pair, value, running)
                               in enumerate(_running(violating), 1)]
     return figures
+
+
+def _top(values: Mapping[Key, float]) -> list[tuple[Key, float]]:
+    """The TOP items of most value, ties in key order: only those that can be among them
+    are sorted by key (a year holds a thousand pairs, a month report 26 such lists)."""
+    if len(values) > TOP:
+        least = sorted(values.values(), reverse=True)[TOP - 1]
+        values = {key: value for key, value in values.items() if value >= least}
+    return sorted(values.items(), key=lambda item: (-item[1], _order(item[0])))[:TOP]
 
 
 def _running(items: list[tuple[Any, float]]) -> list[tuple[Any, float, float]]:

@@ -3,10 +3,11 @@ group keys as columns. Everything else in the reports is plain SQLAlchemy core."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Float, Text, case, cast, func
+from sqlalchemy import BigInteger, Float, Text, case, cast, func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from api.store import Nonconformance
@@ -73,3 +74,19 @@ def joined(dialect: str, column: Any) -> ColumnElement[str]:
 def integers(text: str | None) -> np.ndarray:
     """The integers of a `joined` text."""
     return np.fromstring(text or "", sep=",", dtype=np.int64)
+
+
+def segment(column: Any, cuts: Sequence[Any]) -> ColumnElement[int]:
+    """How many of `cuts` (sorted) are at or before `column`: which of the spans between
+    them a row falls in, so that one read serves many windows. A binary search of CASEs,
+    about log2(len(cuts)) comparisons a row, each exact in the column's own type (epoch
+    seconds from julianday are off by microseconds)."""
+
+    def search(low: int, high: int) -> ColumnElement[int]:
+        if low == high:
+            return literal_column(str(low))
+        middle = (low + high) // 2
+        return case((column < cuts[middle], search(low, middle)),
+                    else_=search(middle + 1, high))
+
+    return search(0, len(cuts))

@@ -2,9 +2,10 @@
 seconds, equipment intactness from the open intervals of major and critical equipment
 NCs, and the Pareto of violating time (docs/reports.md). No HTTP here.
 
-The seconds are summed per (site, asset, standard) by the database over the window's
-UTC days (one range of the covering index `ix_compliance_days_sums` per pair): the
-answer is one row per pair, however long the window. Pairs are put in groups here,
+The seconds are summed by the database per (site, asset, standard) and span of days
+between the windows' first and last days (`day_sums`): one read serves every window (a
+month report has 26), each window adding up its spans, and the answer is a row per pair
+and span, however long the windows. Pairs are put in groups here,
 because `compliance_days` knows no asset type, category or department: a pair takes
 them from its latest NC (its asset's type from the site's asset list first), and a pair
 that never had one from its asset's or its standard's latest NC.
@@ -15,14 +16,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from api.reports.period import Window
-from api.reports.sql import KEY_FIELDS, epoch, integers, joined, micro
+from api.reports.sql import KEY_FIELDS, epoch, integers, joined, micro, segment
 from api.store import ComplianceDay, Nonconformance, OutOfService
 from common.vocabulary import COMPLIANCE_STATES
 
@@ -88,43 +90,104 @@ def attributes(session: Session, sites: Collection[str] | None,
     return Attributes(pairs, assets, standards, asset_types)
 
 
+def day_cuts(windows: Sequence[Window]) -> list[str]:
+    """The days where the windows' days begin or end (the day after their last), sorted:
+    the spans `day_sums` adds up."""
+    cuts = set()
+    for window in windows:
+        first, last = window.days()
+        cuts |= {first, (date.fromisoformat(last) + timedelta(days=1)).isoformat()}
+    return sorted(cuts)
+
+
+DaySums = tuple[list[Pair], np.ndarray]
+"""The pairs, and for each pair and span between the cuts its number of days and its
+seconds in each of COMPLIANCE_STATES (an array pairs x spans x (1 + states))."""
+
+
+def day_sums(session: Session, cuts: Sequence[str], first: int, last: int,
+             sites: Collection[str] | None) -> DaySums:
+    """The spans `first` to `last` (exclusive) between `cuts`: the days from cuts[first]
+    to cuts[last]. One span reads the covering index pair by pair, grouped as it is
+    ordered; several group by span too, which PostgreSQL hashes (in memory with
+    `work_mem` raised for this transaction) and SQLite sorts."""
+    day = ComplianceDay
+    scope = [] if sites is None else [day.site_id.in_(sorted(sites))]
+    spans = (literal_column(str(first + 1)) if last - first == 1
+             else segment(day.day, cuts[first + 1:last]) + first + 1)
+    rows = (select(day.site_id, day.asset_id, day.standard_id, spans.label("span"),
+                   *(getattr(day, s).label(s) for s in COMPLIANCE_STATES))
+            .where(day.day >= cuts[first], day.day < cuts[last], *scope).subquery())
+    pair = [rows.c.site_id, rows.c.asset_id, rows.c.standard_id]
+    grouped = pair if last - first == 1 else [*pair, rows.c.span]
+    if last - first > 1 and session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
+    pairs: dict[Pair, int] = {}
+    found = []
+    for row in session.execute(
+            select(*pair, func.max(rows.c.span), func.count(),
+                   *(func.sum(rows.c[s]) for s in COMPLIANCE_STATES)).group_by(*grouped)):
+        index = pairs.setdefault((row[0], row[1], row[2]), len(pairs))
+        found.append((index, int(row[3]) - 1, row[4],
+                      *(float(v or 0.0) for v in row[5:])))
+    sums = np.zeros((len(pairs), len(cuts) - 1, 1 + len(COMPLIANCE_STATES)))
+    if found:
+        columns = np.array(found, dtype=float)
+        index, span = columns[:, 0].astype(np.intp), columns[:, 1].astype(np.intp)
+        sums[index, span] = columns[:, 2:]
+    return list(pairs), sums
+
+
+def merge_sums(parts: Sequence[DaySums]) -> DaySums:
+    """`day_sums` of several ranges of spans as one."""
+    pairs: dict[Pair, int] = {}
+    for part_pairs, _ in parts:
+        for pair in part_pairs:
+            pairs.setdefault(pair, len(pairs))
+    shape = parts[0][1].shape
+    sums = np.zeros((len(pairs), *shape[1:]))
+    for part_pairs, part in parts:
+        sums[[pairs[p] for p in part_pairs]] += part
+    return list(pairs), sums
+
+
 def time_figures(session: Session, windows: Sequence[Window], by: str | None,
-                 sites: Collection[str] | None, attrs: Attributes, fields: Sequence[str]
+                 sites: Collection[str] | None, attrs: Attributes, fields: Sequence[str],
+                 cuts: Sequence[str], sums: DaySums
                  ) -> list[tuple[dict[Key, TimeFigures], TimeFigures]]:
     """Every group's time figures and the whole's, for each of `windows` (one read of
-    the equipment NCs for all). `fields` are the NC columns of a group's key."""
+    the equipment NCs for all), from their `day_sums` between `cuts`. `fields` are the
+    NC columns of a group's key."""
     down = _downtime(session, windows, sites, fields)
     by_group, by_asset = down.index(whole=False), down.index(whole=True)
     answers = []
     for window in windows:
-        groups, whole, assets, everything = _seconds(session, window, by, sites, attrs)
+        groups, whole, assets, everything = _seconds(window, by, attrs, cuts, sums)
         _intactness(window, assets, groups, down, by_group)
         _intactness(window, {(): everything}, {(): whole}, down, by_asset)
         answers.append((dict(groups), whole))
     return answers
 
 
-def _seconds(session: Session, window: Window, by: str | None,
-             sites: Collection[str] | None, attrs: Attributes
+def _seconds(window: Window, by: str | None, attrs: Attributes, cuts: Sequence[str],
+             sums: DaySums
              ) -> tuple[dict[Key, TimeFigures], TimeFigures, dict[Key, set[tuple[str, str]]],
                         set[tuple[str, str]]]:
-    """Each group's and the whole's compliance seconds in `window`, and their assets."""
-    day = ComplianceDay
-    scope = [] if sites is None else [day.site_id.in_(sorted(sites))]
+    """Each group's and the whole's compliance seconds in `window`, and their assets: the
+    pairs with a day in it."""
     states = COMPLIANCE_STATES
     first, last = window.days()
-    query = (select(day.site_id, day.asset_id, day.standard_id,
-                    *(func.sum(getattr(day, s)) for s in states))
-             .where(day.day >= first, day.day <= last, *scope)
-             .group_by(day.site_id, day.asset_id, day.standard_id))
+    after = (date.fromisoformat(last) + timedelta(days=1)).isoformat()
+    pairs, spans = sums
+    totals = spans[:, cuts.index(first):cuts.index(after)].sum(axis=1)
     groups: dict[Key, TimeFigures] = defaultdict(TimeFigures)
     whole = TimeFigures()
     assets: dict[Key, set[tuple[str, str]]] = defaultdict(set)
     everything: set[tuple[str, str]] = set()
-    for row in session.execute(query):
-        pair: Pair = (row[0], row[1], row[2])
+    for i in np.flatnonzero(totals[:, 0] > 0).tolist():
+        pair = pairs[i]
         key = attrs.key(by, pair)
-        seconds = [float(v or 0.0) for v in row[3:]]
+        seconds = totals[i, 1:].tolist()
         for figures in ([groups[key], whole] if key is not None else [whole]):
             figures.pairs += 1
             for name, value in zip(states, seconds, strict=True):
