@@ -171,3 +171,23 @@ def test_a_state_saved_whole_by_an_older_agent_still_restores() -> None:
     assert new.restore(json.loads(json.dumps(state))) == 1
     assert new.observe([Reading("CH-1", "t", 30.0, t0 + 10)]) == []
     assert list(new._tracks[0].checker.values) == [20.0, 30.0]
+
+
+def test_events_wait_in_the_outbox_compressed_and_older_plain_ones_still_read(
+        tmp_path: Path) -> None:
+    """A compliance snapshot of a large site is a megabyte of JSON a minute: the outbox
+    keeps it compressed, and events queued as text by an older agent are still sent."""
+    snapshot = {"id": "snap-1", "type": "compliance_snapshot",
+                "items": [{"asset_id": f"AHU-{i // 20}", "standard_id": f"STD-{i % 20}",
+                           "compliance": "compliant", "seconds": {"compliant": 60.0}}
+                          for i in range(2000)]}
+    buffer = Buffer(tmp_path / "buffer.sqlite")
+    buffer._db.execute("INSERT INTO outbox (event_id, body) VALUES (?, ?)",
+                       ("old-1", json.dumps({"id": "old-1", "type": "violation_started"})))
+    buffer.put([], [snapshot])
+    assert [seq_body[1] for seq_body in buffer.pending_events()] == [
+        {"id": "old-1", "type": "violation_started"}, snapshot]
+    body, = buffer._db.execute("SELECT body FROM outbox WHERE event_id = 'snap-1'").fetchone()
+    assert isinstance(body, bytes)
+    assert len(body) < len(json.dumps(snapshot)) / 10, len(body)
+    buffer.close()

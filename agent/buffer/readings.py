@@ -93,7 +93,7 @@ class Buffer(Outbox):
         except BufferFull as exc:
             log.warning("could not trim the buffer to its max_size: %s", exc)
 
-    def _put(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
+    def _put(self, readings: Sequence[Reading], bodies: list[tuple[str, bytes]],
              states: list[tuple[str, bytes]]) -> None:
         try:
             self._insert(readings, bodies, states)
@@ -111,7 +111,7 @@ class Buffer(Outbox):
                                      "oldest readings") from None
                 raise
 
-    def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, str]],
+    def _insert(self, readings: Sequence[Reading], bodies: list[tuple[str, bytes]],
                 states: list[tuple[str, bytes]]) -> None:
         self._resolved.clear()
         try:
