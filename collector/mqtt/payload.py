@@ -25,7 +25,7 @@ from collector.mqtt.config import Subscription
 from collector.mqtt.jsonpath import WHOLE, JsonPath
 from collector.mqtt.topics import TopicMatcher
 from collector.mqtt.values import coerce_value, parse_json, parse_timestamp, payload_text
-from collector.reading import Reading
+from collector.reading import GOOD, Reading
 
 __all__ = [  # the mapping's public face, wherever each part lives
     "JsonPath",
@@ -119,15 +119,29 @@ class PayloadMapper:
                 return _Topic(asset, (), f"topic {topic!r} is not valid UTF-8", "")
         if self._number or not self._metrics:
             metric = topic_metric or ""
-            metrics = ((metric, WHOLE, units.get(metric, "")),)
+            metrics = ((metric, None, WHOLE, units.get(metric, "")),)
         else:
             named = ((name.replace("{metric}", topic_metric) if topic_metric else name, path)
                      for name, path in self._metrics)
-            metrics = tuple((name, path, units.get(name, "")) for name, path in named)
+            metrics = tuple((name, _one_key(path), path, units.get(name, ""))
+                            for name, path in named)
         return _Topic(asset, metrics, None, f"mqtt:{topic}")
 
     def map_planned(self, plan: _Topic, payload: bytes, arrival_ts: float) -> Mapped:
-        """`map` for a topic already planned: the collector's hot loop."""
+        """`map` for a topic already planned."""
+        readings: list[Reading] = []
+        problems = self.map_into(plan, payload, arrival_ts, readings)
+        return Mapped(readings, list(problems))
+
+    def map_into(self, plan: _Topic, payload: bytes, arrival_ts: float,
+                 out: list[Reading]) -> Sequence[PayloadError]:
+        """Append the readings of one message to `out` and return a problem per metric that
+        did not map; PayloadError (nothing appended) when the message as a whole is refused.
+
+        The collector's hot loop: no object per message beyond the JSON and the readings.
+        A metric whose path is one key is read by subscripting, a finite float is taken as
+        it is; anything else (and every miss) goes the checked way, which words the error.
+        """
         if plan.refused is not None:
             raise PayloadError(plan.refused)
         if len(payload) > self.max_payload:
@@ -136,33 +150,53 @@ class PayloadMapper:
             )
         asset, source = plan.asset, plan.source
         if self._number:
-            ((metric, _, unit),) = plan.metrics
+            ((metric, _, _, unit),) = plan.metrics
             value = coerce_value(payload_text(payload))
-            return Mapped([Reading(asset, metric, value, arrival_ts, unit=unit, source=source)],
-                          [])
+            out.append(Reading(asset, metric, value, arrival_ts, GOOD, unit, source))
+            return ()
         doc = parse_json(payload)
-        ts = parse_timestamp(self._timestamp.get(doc)) if self._timestamp else arrival_ts
-        readings: list[Reading] = []
-        problems: list[PayloadError] = []
-        for metric, path, unit in plan.metrics:
+        stamp = self._timestamp
+        ts = arrival_ts if stamp is None else parse_timestamp(stamp.get(doc))
+        problems: list[PayloadError] | None = None
+        for metric, key, path, unit in plan.metrics:
             try:
-                value = coerce_value(path.get(doc))
+                if key is None:
+                    value = path.get(doc)
+                else:
+                    try:
+                        value = doc[key]  # type: ignore[index]
+                    except (KeyError, TypeError):
+                        value = path.get(doc)  # raises, naming what is missing
+                # x - x is 0.0 for a finite float only (NaN and infinity give NaN)
+                if type(value) is not float or value - value != 0.0:
+                    value = coerce_value(value)
             except PayloadError as exc:
+                if problems is None:
+                    problems = []
                 problems.append(PayloadError(f"{metric}: {exc.reason}"))
                 continue
-            readings.append(Reading(asset, metric, value, ts, unit=unit, source=source))
-        if not readings:
+            out.append(Reading(asset, metric, value, ts, GOOD, unit, source))
+        if problems is None:
+            return ()
+        if len(problems) == len(plan.metrics):
             raise PayloadError("; ".join(p.reason for p in problems))
-        return Mapped(readings, problems)
+        return problems
 
 
 class _Topic(NamedTuple):
-    """A topic's share of the mapping: asset, (metric, path, unit) each, and source."""
+    """A topic's share of the mapping: asset, its metrics, and source."""
 
     asset: str
-    metrics: tuple[tuple[str, JsonPath, str], ...]
+    metrics: tuple[tuple[str, str | None, JsonPath, str], ...]
+    """(metric, the path's key when it is one key (`$.t`), else None; path, unit) each."""
     refused: str | None  # why every message on this topic is refused
     source: str
+
+
+def _one_key(path: JsonPath) -> str | None:
+    """The key of a path that is one key (`$.t`): subscripted straight on the hot loop."""
+    steps = path.steps
+    return steps[0] if len(steps) == 1 and type(steps[0]) is str else None
 
 
 def compile_subscriptions(

@@ -65,7 +65,8 @@ class Router:
             routes = [r for i in ids if 0 < i <= n for r in self.filter_routes[i - 1]]
         matched = False
         for route in routes:
-            plan = route.mapper.plan(topic)
+            mapper = route.mapper
+            plan = mapper.plan(topic)
             if plan is None:
                 continue
             matched = True
@@ -74,8 +75,9 @@ class Router:
             if route.refuse_unknown and plan.asset not in self._assets:
                 _unknown(route, topic, plan.asset)
                 continue
+            before = len(out)
             try:
-                readings, problems = route.mapper.map_planned(plan, payload, arrival)
+                problems = mapper.map_into(plan, payload, arrival, out)
             except PayloadError as exc:
                 stats.bad_payloads += 1
                 _warn(route, "bad payload", topic, exc.reason, payload)
@@ -84,9 +86,8 @@ class Router:
                 stats.partial_payloads += 1
                 reason = "; ".join(p.reason for p in problems)
                 _warn(route, "some metrics did not map", topic, reason, payload)
-            stats.readings += len(readings)
+            stats.readings += len(out) - before
             stats.last_reading = arrival  # one store a message: what health's silence needs
-            out.extend(readings)
         if not matched:
             self._stats.unmatched += 1
             log.debug("mqtt: no subscription matches %s", topic)

@@ -62,6 +62,15 @@ def coerce_value(value: object) -> float:
 
 def parse_timestamp(value: object) -> float:
     """Epoch seconds from epoch s, epoch ms (> 1e11) or ISO 8601 (naive ISO means UTC)."""
+    if type(value) is str and value[4:5] == "-":  # the usual ISO text, parsed first
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # the checked way below strips it, or words the refusal
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.timestamp()
     if isinstance(value, bool) or value is None:
         raise PayloadError(f"timestamp {value!r} is not a time")
     if isinstance(value, str) and (
