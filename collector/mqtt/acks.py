@@ -35,10 +35,13 @@ class Acks:
     (on_connect) numbers connections, `closed()` (on_disconnect, which paho calls before it
     reconnects; on_pre_connect as a backstop) shuts the gate. A dropped ack is harmless:
     the broker still holds the message for the persistent session and sends it again.
+    The acks of one stored batch go out as one write where the client can
+    (`FastClient.ack_many`), else one `ack()` each.
     """
 
     def __init__(self, client: mqtt.Client, stats: AckCounters) -> None:
         self._client = client
+        self._ack_many: Callable[[list[int]], None] | None = getattr(client, "ack_many", None)
         self._stats = stats
         self._lock = threading.Lock()
         self._open = False
@@ -75,11 +78,14 @@ class Acks:
             self._send(ids)
 
     def _send(self, ids: list[tuple[int, int]]) -> None:
-        sent = 0
         with self._lock:
-            for connection, mid in ids:
-                if self._open and connection == self.connection:
+            current = self.connection if self._open else None
+            mids = [mid for connection, mid in ids if connection == current]
+            if self._ack_many is not None:
+                self._ack_many(mids)  # one write for the lot (`FastClient.ack_many`)
+            else:
+                for mid in mids:
                     self._client.ack(mid, 1)
-                    sent += 1
+        sent = len(mids)
         self._stats.acked += sent
         self._stats.acks_dropped += len(ids) - sent

@@ -24,8 +24,9 @@ keeping acks and pings going), this whole module goes and `connection.py` builds
 from __future__ import annotations
 
 import socket
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -33,6 +34,9 @@ from paho.mqtt._packet import MalformedPacket, decode_publish
 from paho.mqtt.properties import Properties
 
 from collector.mqtt.flow import STEP, Gate
+
+PUBACK = 0x40
+_PUBACK = struct.Struct("!BBH")  # type, remaining length 2, packet id: MQTT 3.1.1 and 5 alike
 
 
 class FastClient(mqtt.Client):
@@ -46,11 +50,13 @@ class FastClient(mqtt.Client):
 
     - `_sock_recv` hands out slices of one 64 KiB read, and `loop_read` goes on while they
       last (select() cannot see bytes already read);
-    - `_packet_read`, when the buffer holds a whole QoS 0/1 PUBLISH, decodes it with paho's
-      own `decode_publish` and hands it to `on_incoming` (topic, payload, QoS, packet id,
+    - `_packet_read`, when the buffer holds whole QoS 0/1 PUBLISH packets, decodes every
+      one in a row (MQTT 3.1.1 by slicing; MQTT 5, and anything malformed, with paho's own
+      `decode_publish`) and hands each to `on_incoming` (topic, payload, QoS, packet id,
       MQTT 5 properties) instead of `on_message`. Everything else (CONNACK, SUBACK,
       PINGRESP, QoS 2, a packet split across reads) takes paho's path unchanged, so
-      `on_message` must deliver the same way.
+      `on_message` must deliver the same way;
+    - `ack_many` queues the PUBACKs of a stored batch as one packet of bytes, not one each.
 
     With manual acks paho does nothing more for a QoS 0/1 PUBLISH than call `on_message`,
     which is why skipping it is safe. `_sock_recv` and `paho.mqtt._packet` are paho
@@ -131,6 +137,22 @@ class FastClient(mqtt.Client):
             self._last_bytes_received = mqtt.time_func()
         return True
 
+    def ack_many(self, mids: Sequence[int]) -> None:
+        """PUBACKs for these QoS 1 messages (manual acks), in this order, as one write.
+
+        paho's `ack` queues each PUBACK as a packet of its own: a byte down its wake-up
+        socket pair per ack on the caller's thread, then a `send` per ack on paho's. Several
+        packets back to back are the same bytes on the wire, so they go as one."""
+        if not self._manual_ack or not mids:
+            return
+        if len(mids) == 1:
+            self.ack(mids[0], 1)
+            return
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending %d PUBACKs (Mid: %d ... %d)", len(mids),
+                       mids[0], mids[-1])
+        pack = _PUBACK.pack
+        self._packet_queue(PUBACK, b"".join([pack(PUBACK, 2, mid) for mid in mids]), 0, 1)
+
     def _packet_queue(self, *args: Any, **kwargs: Any) -> mqtt.MQTTErrorCode:
         rc = super()._packet_queue(*args, **kwargs)
         if self.gate is not None:  # an ack or a ping to send: a waiting reader goes back
@@ -151,8 +173,12 @@ class FastClient(mqtt.Client):
                 return mqtt.MQTT_ERR_CONN_LOST
         buf, pos = self._rbuf, self._rpos
         end = len(buf)
-        # A PUBLISH (0x3_) of QoS 0 or 1 (dup and retain bits masked).
-        if pos < end and buf[pos] & 0xF6 in (0x30, 0x32):
+        gate = self.gate
+        v5 = self._protocol == mqtt.MQTTv5
+        delivered = False
+        # Every whole PUBLISH (0x3_) of QoS 0 or 1 (dup and retain bits masked) in a row, in
+        # one call: paho's loop_read around each would cost as much as the decoding.
+        while pos < end and buf[pos] & 0xF6 in (0x30, 0x32):
             length = shift = 0
             i = pos + 1
             while i < end and i <= pos + 4:  # remaining length: 1-4 bytes, 7 bits each
@@ -161,22 +187,39 @@ class FastClient(mqtt.Client):
                 length |= (byte & 127) << shift
                 shift += 7
                 if byte < 128:
-                    if i + length <= end:  # whole in the buffer: else paho's path
-                        self._rpos = i + length
-                        try:
-                            packet = decode_publish(buf[pos], buf[i:i + length], self._protocol)
-                        except MalformedPacket as exc:
-                            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s",
-                                           exc)
-                            return mqtt.MQTT_ERR_PROTOCOL
-                        try:
-                            deliver(packet.topic.decode("utf-8", "replace"), packet.payload,
-                                    packet.qos, packet.mid, packet.properties)
-                        except Exception as err:  # as paho guards on_message
-                            self._easy_log(mqtt.MQTT_LOG_ERR,
-                                           "Caught exception in on_message: %s", err)
-                            if not self.suppress_exceptions:
-                                raise
-                        return mqtt.MQTT_ERR_SUCCESS
                     break
+            else:
+                break  # the length is not all in the buffer, or malformed: paho's path
+            stop = i + length
+            if stop > end:
+                break  # not whole in the buffer: paho's path
+            header = buf[pos]
+            self._rpos = pos = stop
+            qos = (header & 0x06) >> 1
+            # MQTT 3.1.1 by hand when well formed (topic length, topic, packet id, payload);
+            # paho's decode_publish for MQTT 5's properties and to word what is malformed.
+            topic_end = i + 2 + (buf[i] << 8 | buf[i + 1]) if length >= 2 else stop + 1
+            body = topic_end + 2 if qos else topic_end
+            if v5 or body > stop or topic_end == i + 2:
+                try:
+                    packet = decode_publish(header, buf[i:stop], self._protocol)
+                except MalformedPacket as exc:
+                    self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+                    return mqtt.MQTT_ERR_PROTOCOL
+                topic, payload, mid, properties = (packet.topic, packet.payload, packet.mid,
+                                                   packet.properties)
+            else:
+                topic, payload, properties = buf[i + 2:topic_end], buf[body:stop], None
+                mid = buf[topic_end] << 8 | buf[topic_end + 1] if qos else 0
+            delivered = True
+            try:
+                deliver(topic.decode("utf-8", "replace"), payload, qos, mid, properties)
+            except Exception as err:  # as paho guards on_message
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+            if gate is not None and not gate.is_open():
+                break  # the rest waits in the buffer (see `_loop`)
+        if delivered:
+            return mqtt.MQTT_ERR_SUCCESS
         return super()._packet_read()
