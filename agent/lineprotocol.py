@@ -53,6 +53,9 @@ def value_text(value: float) -> str | float | None:
     """`value` as line protocol writes a float: its shortest exact decimal text. A value
     line protocol cannot write comes back as a float (+-inf) or None (NaN), never text:
     the buffer stores exactly this, so in SQL as here "text" means "write the field"."""
+    if type(value) is float and value - value == 0.0:  # finite (x - x is NaN otherwise)
+        text = repr(value)  # the buffer's hot path: one per reading stored
+        return text[:-2] if text.endswith(".0") else text
     text = repr(float(value))  # float(): a numpy scalar's repr is not a number
     if text.endswith(".0"):
         return text[:-2]

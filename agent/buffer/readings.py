@@ -117,8 +117,7 @@ class Buffer(Outbox):
         try:
             with self._transaction():
                 self._db.executemany(SAVE_STATE, states)
-                rows = [(self._series_id(r), r.ts, stored_value(r.value),
-                         None if r.quality.good else r.quality.reason) for r in readings]
+                rows = self._rows(readings)
                 self._db.executemany(
                     "INSERT INTO readings (series, ts, value, bad) VALUES (?, ?, ?, ?)", rows)
                 self._db.executemany(QUEUE_EVENT, bodies)
@@ -131,8 +130,23 @@ class Buffer(Outbox):
                     self._series_by_id.pop(series)
             raise
 
-    def _series_id(self, reading: Reading) -> int:
-        key = (reading.asset, reading.metric, reading.unit, reading.source)
+    def _rows(self, readings: Sequence[Reading]) -> list[tuple[int, float, Any, str | None]]:
+        """The readings as rows of `readings`: the agent's hot path, one pass, series ids
+        looked up in a dict of this batch's own before the bounded cache."""
+        ids: dict[Series, int] = {}
+        rows = []
+        append = rows.append
+        for r in readings:
+            key = (r.asset, r.metric, r.unit, r.source)
+            series = ids.get(key)
+            if series is None:
+                series = ids[key] = self._series_id(key)
+            quality = r.quality
+            append((series, r.ts, stored_value(r.value),
+                    None if quality.good else quality.reason))
+        return rows
+
+    def _series_id(self, key: Series) -> int:
         series = self._series.get(key)
         if series is None:
             self._db.execute("INSERT OR IGNORE INTO series (asset, metric, unit, source) "
