@@ -28,6 +28,9 @@ SERIES_CACHE = 10_000
 """Series ids kept in memory (`Recent`: up to twice this); the rest are looked up in the
 file, so a flood of new topics costs rows in `series`, not memory."""
 
+VALUE_TEXTS = 4096
+"""Values whose stored text `Buffer` keeps (forgotten all at once when full)."""
+
 Series = tuple[str, str, str, str]
 """(asset, metric, unit, source)."""
 Row = tuple[int, int, float, float | None, str | None]
@@ -60,6 +63,7 @@ class Buffer(Outbox):
         self._series_by_id: Recent[int, Series] = Recent(SERIES_CACHE)
         self._resolved: list[Series] = []  # by the open transaction
         self._head: Head | None = None
+        self._texts: dict[float, str | float | None] = {}  # value -> stored_value, see _rows
         super().__init__(path)
 
     def _opened(self, db: sqlite3.Connection) -> None:
@@ -132,8 +136,15 @@ class Buffer(Outbox):
 
     def _rows(self, readings: Sequence[Reading]) -> list[tuple[int, float, Any, str | None]]:
         """The readings as rows of `readings`: the agent's hot path, one pass, series ids
-        looked up in a dict of this batch's own before the bounded cache."""
+        looked up in a dict of this batch's own before the bounded cache.
+
+        A value's text is kept too (`VALUE_TEXTS` of them): sensors repeat a few values (a
+        tenth of a degree), and a dict lookup costs a fifth of formatting a float. Zero is
+        never kept: 0.0 and -0.0 are one key but "0" and "-0" as text."""
         ids: dict[Series, int] = {}
+        texts = self._texts
+        if len(texts) >= VALUE_TEXTS:
+            texts.clear()
         rows = []
         append = rows.append
         for r in readings:
@@ -141,9 +152,14 @@ class Buffer(Outbox):
             series = ids.get(key)
             if series is None:
                 series = ids[key] = self._series_id(key)
+            value = r.value
+            text = texts.get(value)
+            if text is None:
+                text = stored_value(value)
+                if value:
+                    texts[value] = text
             quality = r.quality
-            append((series, r.ts, stored_value(r.value),
-                    None if quality.good else quality.reason))
+            append((series, r.ts, text, None if quality.good else quality.reason))
         return rows
 
     def _series_id(self, key: Series) -> int:
