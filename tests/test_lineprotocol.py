@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,8 +17,9 @@ from influxdb_client.client.write.point import (
     _escape_key,
 )
 
-from agent.buffer import stored_value
+from agent.buffer import Buffer, stored_value
 from agent.lineprotocol import STRING_ESCAPES, head, line, sql_line
+from collector.reading import Reading
 
 AWKWARD = ["plain", "with space", "a,comma", "equals=sign", 'a "quote"', "back\\slash",
            "trailing\\", '\\"', "ünïcödé °C µS", "日本語", "emoji 🌡", "tab\tand\nnewline",
@@ -70,3 +72,18 @@ def test_head_is_influxdb_clients(text: str) -> None:
     tags = {"site": text, "asset": "a", text or "empty": "x", "metric": text + "\\",
             "source": None, "location": ""}
     assert head(text, tags) == _escape_key(text, _ESCAPE_MEASUREMENT) + _append_tags(tags)
+
+
+def test_the_buffer_writes_a_repeated_value_as_line_does(tmp_path: Path) -> None:
+    """The buffer keeps the text of values it has seen: 0.0 and -0.0 (one dict key) too."""
+    values = [*VALUES, *VALUES, -0.0, 0.0, -0.0, float("nan")]
+    buffer = Buffer(tmp_path / "buffer.sqlite")
+    try:
+        for value in values:  # a batch each: the texts outlive a batch
+            buffer.put([Reading("x", "m", value, 1_700_000_000.5)])
+        batch = buffer.line_batch(100, 0, lambda series: HEAD)
+        assert batch is not None
+        assert batch.body.decode().split("\n") == [
+            line(HEAD, 1_700_000_000.5, value, None) for value in values]
+    finally:
+        buffer.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -252,3 +252,41 @@ def test_dup_and_retain_flags_do_not_change_the_path(qos: int) -> None:
         assert len(pair.got) == 4
     finally:
         pair.close()
+
+
+@pytest.mark.parametrize("bad", [
+    b"\x30\x02\x00\x00",  # MQTT 3.1.1 forbids an empty topic
+    b"\x30\x04\x00\x05ab",  # the topic runs past the packet
+    b"\x32\x04\x00\x02ab",  # QoS 1 without its packet id
+], ids=["empty topic", "topic too long", "no packet id"])
+def test_a_malformed_publish_after_good_ones_is_a_protocol_error_as_in_paho(bad: bytes) -> None:
+    """In one read, as the burst decoder sees it: the good ones before it still come."""
+    good = publish("s/a", b"1") + publish("s/b", b"2", 1, 5)
+    for cls in (mqtt.Client, FastClient):
+        pair = Pair(cls, mqtt.MQTTv311)
+        try:
+            assert pair.feed(good + bad) != mqtt.MQTT_ERR_SUCCESS
+            assert [m[:2] for m in pair.got] == [("s/a", b"1"), ("s/b", b"2")]
+        finally:
+            pair.close()
+
+
+def test_ack_many_writes_the_bytes_of_an_ack_each_at_once() -> None:
+    def writes(acks: Callable[[FastClient], object]) -> list[bytes]:
+        pair = Pair(FastClient, mqtt.MQTTv311)
+        client: Any = pair.client
+        out: list[bytes] = []
+        send = client._sock_send
+        client._sock_send = lambda data: (out.append(bytes(data)), send(data))[1]
+        try:
+            acks(client)
+            return out
+        finally:
+            pair.close()
+
+    mids = [1, 2, 300, 65535]
+    one_by_one = writes(lambda c: [c.ack(mid, 1) for mid in mids])
+    assert one_by_one == [b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids]
+    assert writes(lambda c: c.ack_many(mids)) == [b"".join(one_by_one)]
+    assert writes(lambda c: c.ack_many(mids[:1])) == one_by_one[:1]
+    assert writes(lambda c: c.ack_many([])) == []
