@@ -116,7 +116,8 @@ MEANINGS: dict[str, str] = {
     # buffer, standards, rules, forward
     "buffer": "the agent's durable store-and-forward file (SQLite)",
     "buffer.path": "",
-    "buffer.max_size": "past it the oldest readings are dropped, counted and logged",
+    "buffer.max_size": "past it the oldest readings are dropped, counted and logged (the "
+                       "file's pages; its WAL beside it adds up to 10 MB)",
     "rules": "how often the agent reports compliance and saves rule state",
     "rules.snapshot_every": "compliance snapshot period",
     "rules.save_every": "rule state saved at least this often (and with every event)",
