@@ -30,6 +30,7 @@ from api.store import (
     Base,
     Compliance,
     ComplianceDay,
+    ComplianceMonth,
     Nonconformance,
     SessionFactory,
     committed,
@@ -221,9 +222,7 @@ def _snapshot(session: Session, event: SnapshotIn, actor: Actor) -> None:
                          # an agent older than the fields sends none: keep what was known
                          "last_value": func.coalesce(new.last_value, Compliance.last_value),
                          "last_at": func.coalesce(new.last_at, Compliance.last_at)})
-    _upsert(session, ComplianceDay, totals, [*keys, "day"],
-            lambda new: {state: getattr(ComplianceDay, state) + getattr(new, state)
-                         for state in COMPLIANCE_STATES})
+    add_seconds(session, totals)
     pending = session.scalars(select(Nonconformance).where(
         Nonconformance.site_id == event.site_id,
         Nonconformance.state == "pending_verification").with_for_update())
@@ -323,6 +322,29 @@ def reopen_unverified(session: Session, nc: Nonconformance, now: datetime) -> No
     """verify_for passed after a rectification and the condition never cleared."""
     _reopen_by_sensor(session, nc, now, nc.evidence or {}, None, public_fields(nc),
                       note="still violating verify_for after the rectification")
+
+
+def add_seconds(session: Session, days: Sequence[dict[str, Any]]) -> None:
+    """Add each row's seconds (site_id, asset_id, standard_id, day, COMPLIANCE_STATES) to
+    its day in compliance_days and to its month in compliance_months, the roll-up a
+    year's report reads (api.reports.timeshare): both in the same transaction, so they
+    always agree. Rows of the same day or month are summed first: one INSERT may not
+    update a row twice on PostgreSQL."""
+    pair = ["site_id", "asset_id", "standard_id"]
+    for model, period, width in ((ComplianceDay, "day", 10), (ComplianceMonth, "month", 7)):
+        totals: dict[tuple[str, ...], dict[str, Any]] = {}
+        for row in days:
+            key = (row["site_id"], row["asset_id"], row["standard_id"], row["day"][:width])
+            found = totals.get(key)
+            if found is None:
+                totals[key] = {**dict(zip([*pair, period], key, strict=True)),
+                               **{state: row[state] for state in COMPLIANCE_STATES}}
+            else:
+                for state in COMPLIANCE_STATES:
+                    found[state] += row[state]
+        _upsert(session, model, list(totals.values()), [*pair, period],
+                lambda new, model=model: {state: getattr(model, state) + getattr(new, state)
+                                          for state in COMPLIANCE_STATES})
 
 
 def _upsert(session: Session, model: type[Base], rows: list[dict[str, Any]],

@@ -263,6 +263,23 @@ class ComplianceDay(Base):
     inactive: Mapped[float] = mapped_column(default=0.0)
 
 
+class ComplianceMonth(Base):
+    """`compliance_days` summed per (asset, standard) and UTC month (YYYY-MM of their
+    days), written with them (api.ingest.add_seconds): a year's report reads 12 rows a
+    pair instead of 365."""
+
+    __tablename__ = "compliance_months"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    standard_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM, UTC
+    ok: Mapped[float] = mapped_column(default=0.0)
+    violating: Mapped[float] = mapped_column(default=0.0)
+    no_data: Mapped[float] = mapped_column(default=0.0)
+    inactive: Mapped[float] = mapped_column(default=0.0)
+
+
 class User(Base):
     """A person who signs in to the console (SPEC 7.4): a scrypt hash of the password
     (api.console.users), never the password; a role and sites as tokens have them."""

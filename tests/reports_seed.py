@@ -15,7 +15,8 @@
   `end` wherever its path had not finished by then; some manual findings too, and bursts
   of NCs on many pairs within minutes (floods);
 - a compliance row per pair and UTC day (ok, violating, no-data and inactive seconds),
-  a few days missing (no snapshot at all);
+  a few days missing (no snapshot at all), written with their months' roll-up by
+  `api.ingest.add_seconds`, as the API writes a snapshot's seconds;
 - two out-of-service windows (assets A-0000 and A-0002, in the last two weeks).
 
 Why direct inserts and not `api.lifecycle` with a driven clock: 90 days x 50 assets is
@@ -45,8 +46,9 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, text
 
+from api.ingest import add_seconds
 from api.nc_facts import kept_facts
-from api.store import ComplianceDay, Database, HistoryEntry, Nonconformance, OutOfService
+from api.store import Database, HistoryEntry, Nonconformance, OutOfService
 from api.workflow import OPEN_STATES, TRANSITIONS, UNRECTIFIED
 from common.vocabulary import ROOT_CAUSE_CATEGORIES
 
@@ -467,8 +469,8 @@ def seed(db: Database, spec: Spec = Spec()) -> dict[str, int]:
             if len(batch) >= 2000:
                 flush(session)
         flush(session)
-        for chunk in _chunks(generator.compliance(), 5000):
-            session.execute(insert(ComplianceDay), chunk)
+        for chunk in _chunks(generator.compliance(), 5000):  # and their months' roll-up
+            add_seconds(session, chunk)
             counts["compliance_days"] += len(chunk)
         for asset, days in ((catalog(spec)[0][0], 3), (catalog(spec)[0][2], 10)):
             starts = spec.end - timedelta(days=days + 5)
