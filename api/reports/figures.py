@@ -1,4 +1,4 @@
-"""The NC flow figures of windows (docs/reports.md defines each). No HTTP here.
+"""The NC flow figures of a window (docs/reports.md defines each). No HTTP here.
 
 Flow figures cover the cohort of NCs detected in [start, end) and what had happened to
 them before `end`: each NC's facts (first acknowledgement, last rectification, state at
@@ -9,8 +9,8 @@ database hands over each group's NCs as a few columns of integers, each joined i
 text (flags, detection time, durations in microseconds); numpy counts, sums and ranks
 them. Reading a text of integers is some fifty times quicker than as many rows, and
 neither database ranks 90th percentiles as fast (SQLite has no percentile aggregate).
-The NCs of many windows (a month report has 26) are read once and told apart here.
-The stock figures are api.reports.stock's.
+A month report's many windows share their reads (api.reports.shared); the stock
+figures are api.reports.stock's.
 """
 
 from __future__ import annotations
@@ -22,18 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    Text,
-    and_,
-    bindparam,
-    case,
-    cast,
-    func,
-    literal_column,
-    or_,
-    select,
-    union_all,
-)
+from sqlalchemy import Text, and_, bindparam, case, cast, func, join, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from api.nc_facts import ACKNOWLEDGING, SENSOR_ROLES, VERIFYING
@@ -47,7 +36,6 @@ from api.reports.sql import (
     micro,
     nc_key,
     seconds,
-    segment,
     state_code,
 )
 from api.store import HistoryEntry, Nonconformance
@@ -84,35 +72,57 @@ class NcFigures:
     """NCs raised per (site, asset, standard): the load's top 10 and the Pareto."""
 
 
-def nc_figures(session: Session, windows: Sequence[Window], by: str | None,
-               sites: Collection[str] | None) -> list[tuple[dict[Key, NcFigures], NcFigures]]:
-    """For each of `windows`, every group's flow and load figures, keyed by the grouping's
-    key values, and the whole window's (its groups' columns together). The NCs detected
-    in any of them are read once, and told apart by window here: a month report's 26
-    windows cost one read of two years, not 26 (the stock is `stock`'s)."""
+def nc_figures(session: Session, window: Window, by: str | None,
+               sites: Collection[str] | None) -> tuple[dict[Key, NcFigures], NcFigures]:
+    """Every group's flow and load figures in `window`, keyed by the grouping's key values,
+    and the whole window's (its groups' columns together); the stock is
+    api.reports.stock's, and the windows of a month report share their reads
+    (api.reports.shared)."""
     dialect = session.get_bind().dialect.name
     width = len(KEY_FIELDS[by])
-    starts = sorted({w.start for w in windows} | {w.end for w in windows})
-    sinces = sorted({w.end - QUIET_AFTER for w in windows})
-    pairs: dict[tuple[str, str, str | None], int] = {}
-    parts: dict[Key, list[list[np.ndarray]]] = defaultdict(list)
-    for row in session.execute(_read(dialect, by, sites, starts, sinces)):
-        values = [integers(text) for text in row[width + 3:]]
-        pair = pairs.setdefault(tuple(row[width:width + 3]), len(pairs))
-        parts[tuple(row[:width])].append([np.full(len(values[0]), pair), *values])
-    columns = {key: dict(zip(("pair", *READ), map(np.concatenate, zip(*rows, strict=True)),
-                             strict=True))
-               for key, rows in parts.items()}
-    spans = [(starts.index(w.start), starts.index(w.end), sinces.index(w.end - QUIET_AFTER))
-             for w in windows]
-    recent = _recent(session, dialect, windows, columns, spans)
-    names = list(pairs)
-    return [_window(columns, names, span, facts, by)
-            for span, facts in zip(spans, recent, strict=True)]
+    groups: dict[Key, NcFigures] = defaultdict(NcFigures)
+    if by is None:
+        groups[()] = NcFigures()  # the whole, even without NCs
+    # the cohort's NCs changed since shortly before `end`, listed first: given the list,
+    # PostgreSQL's planner reads their history by index (it misjudges how few they are)
+    changed = session.scalars(select(Nonconformance.pk).where(
+        *_in_window(window, sites),
+        Nonconformance.updated_at >= window.end - QUIET_AFTER)).all()
+    cohorts = []
+    for row in session.execute(_flow(dialect, window, by, sites, changed)):
+        cohorts.append([integers(text) for text in row[width:]])
+        cohort(groups[tuple(row[:width])], *cohorts[-1])
+    keyed, n = nc_key(by), Nonconformance
+    for row in session.execute(
+            select(*keyed, n.site_id, n.asset_id, n.standard_id, func.count())
+            .where(*_in_window(window, sites))
+            .group_by(*keyed, n.site_id, n.asset_id, n.standard_id)):
+        groups[tuple(row[:width])].pairs[tuple(row[width:-1])] = int(row[-1])
+    return dict(groups), whole(groups, cohorts, by)
 
 
-def _scope(sites: Collection[str] | None) -> list[Any]:
+def whole(groups: dict[Key, NcFigures], cohorts: list[list[np.ndarray]], by: str | None
+          ) -> NcFigures:
+    """The whole window's flow figures from its groups' `cohorts` (their COLUMNS)."""
+    if by is None:
+        return groups[()]
+    total = NcFigures()
+    cohort(total, *(np.concatenate([columns[i] for columns in cohorts]
+                                   or [np.empty(0, dtype=np.int64)])
+                    for i in range(len(COLUMNS))))
+    for figures in groups.values():
+        for pair, count in figures.pairs.items():
+            total.pairs[pair] = total.pairs.get(pair, 0) + count
+    return total
+
+
+def scope(sites: Collection[str] | None) -> list[Any]:
     return [] if sites is None else [Nonconformance.site_id.in_(sorted(sites))]
+
+
+def _in_window(window: Window, sites: Collection[str] | None) -> list[Any]:
+    return [Nonconformance.detected_at >= window.start,
+            Nonconformance.detected_at < window.end, *scope(sites)]
 
 
 COLUMNS = ("flags", "detected", "ack", "rect", "close")
@@ -120,10 +130,6 @@ COLUMNS = ("flags", "detected", "ack", "rect", "close")
 detected (microseconds since 1970); the microseconds from detection to its first
 acknowledgement, its last rectification and its closing (0 where the flags say there
 is none: FLAG acknowledged, rectified, and a closed state with ever_closed)."""
-READ = (*COLUMNS, "pk", "detected_in", "updated_in")
-"""`COLUMNS` as kept on the NC, its pk, and which of the spans between the windows'
-bounds its detection falls in, and which between their `end - QUIET_AFTER` its last
-change (sql.segment: exact comparisons)."""
 FLAG = {"closed_by_sensor": 8, "passed_first": 16, "failed_first": 32, "chattered": 64,
         "recurring": 128, "ever_closed": 256, "reopened": 512, "on_time": 1024,
         "rectified_due": 2048, "rectified": 4096, "acknowledged": 8192}
@@ -157,147 +163,77 @@ def _facts(dialect: str, ack_at: Any, rect_at: Any, close_at: Any, state: Any,
             case((closed, since_detection(close_at)), else_=0).label("close")]
 
 
-def _read(dialect: str, by: str | None, sites: Collection[str] | None,
-          starts: Sequence[datetime], sinces: Sequence[datetime]) -> Any:
-    """One row per group and pair: its key, its pair and READ of its NCs detected between
-    the first and last of `starts`, each joined into one text. The facts are those the
-    lifecycle keeps (api/nc_facts.py): an NC unchanged since well before a window's end
-    knew them then; the others are read from their history (`_recent`). The database
-    sorts narrow rows of integers and joins them; numpy reads them (sql.integers), and
-    counts, sums and ranks them (the module's docstring says why)."""
+def kept_facts(dialect: str) -> list[Any]:
+    """COLUMNS of an NC unchanged since well before `end`: it knew then what the facts
+    the lifecycle keeps on it (api/nc_facts.py) say now."""
     n = Nonconformance
-    keys = nc_key(by)
-    columns = [*_facts(
+    return _facts(
         dialect, n.acknowledged_at, n.rectified_at, n.closed_at, state_code(n.state),
         n.closed_by_sensor.is_(True),
         case((n.first_verification == "pass", 0), (n.first_verification == "fail", 1)),
-        n.reopen_count, n.chattered.is_(True)),
-        n.pk.label("pk"), segment(n.detected_at, starts).label("detected_in"),
-        segment(n.updated_at, sinces).label("updated_in")]
-    rows = (select(*keys, n.site_id, n.asset_id, n.standard_id, *columns)
-            .where(n.detected_at >= starts[0], n.detected_at < starts[-1], *_scope(sites))
-            .subquery("kept"))
-    grouped = [rows.c[c.name] for c in keys] + [rows.c.site_id, rows.c.asset_id,
-                                                  rows.c.standard_id]
-    return select(*grouped, *(joined(dialect, rows.c[name]) for name in READ)
-                  ).group_by(*grouped)
+        n.reopen_count, n.chattered.is_(True))
 
 
-Span = tuple[int, int, int]
-"""A window as indexes into `nc_figures`' starts (its start, its end) and sinces."""
-
-
-def _changed(values: dict[str, np.ndarray], span: Span) -> tuple[np.ndarray, np.ndarray]:
-    """Which of a group's NCs a window's cohort holds, and which of them changed since
-    shortly before its end."""
-    start, end, since = span
-    inside = (values["detected_in"] > start) & (values["detected_in"] <= end)
-    return inside, inside & (values["updated_in"] > since)
-
-
-def _recent(session: Session, dialect: str, windows: Sequence[Window],
-            columns: dict[Key, dict[str, np.ndarray]], spans: Sequence[Span]
-            ) -> list[dict[str, np.ndarray]]:
-    """For each window, COLUMNS of its cohort's NCs changed since shortly before its end,
-    from their history up to the end, by pk (sorted); one statement for all windows, and
-    one read per end (a month and the period before the next share theirs). The pks are
-    listed: given the list, PostgreSQL's planner reads their history by index
-    (it misjudges how few they are)."""
+def history_facts(dialect: str, changed: Sequence[int], end: datetime, name: str
+                  ) -> tuple[Any, list[Any]]:
+    """COLUMNS of the `changed` NCs as their history up to `end` tells, for NCs changed
+    since shortly before `end`: the NCs joined to their history (to select from) and the
+    columns. The pks are listed, for both tables: given the lists, PostgreSQL's planner
+    reads the history and the NCs by index (it misjudges how few they are, and scans
+    every NC once per end of a month report)."""
     n, h = Nonconformance, HistoryEntry
+
+    def listed(column: Any) -> Any:  # no limit on their number
+        return column.in_(bindparam(f"{name}_{column.name}", list(changed), expanding=True,
+                                    literal_execute=True))
+
     chattering = and_(h.action.in_(("occurrence", "cleared")),
                       cast(h.changes, Text).like('%"chattering"%'))
     closing = and_(h.to_state == "closed", h.from_state != "closed")
-    ends = sorted({w.end for w in windows})
-    changes: dict[datetime, set[int]] = {end: set() for end in ends}
-    for window, span in zip(windows, spans, strict=True):  # facts at an end: one read
-        for values in columns.values():
-            changes[window.end].update(values["pk"][_changed(values, span)[1]].tolist())
-    reads = []
-    for i, end in enumerate(ends):
-        changed = sorted(changes[end])
-        if not changed:
-            continue
-        history = (
-            select(
-                h.nc_pk.label("nc_pk"),
-                func.min(case((h.action.in_(ACKNOWLEDGING), h.at))).label("ack_at"),
-                func.max(case((h.action == "rectify", h.at))).label("rect_at"),
-                func.max(case((closing, h.at))).label("close_at"),
-                func.max(h.id * 8 + state_code(h.to_state)).label("last"),
-                func.max(case((closing, h.id * 2 + case((h.role.in_(SENSOR_ROLES), 1),
-                                                         else_=0)))).label("closing"),
-                func.min(case((h.action.in_(VERIFYING),
-                               h.id * 2 + case((h.to_state == "closed", 0), else_=1))))
-                .label("first_verification"),
-                func.sum(case((and_(h.to_state == "open",
-                                    h.from_state.in_(("pending_verification", "closed"))),
-                               1), else_=0)).label("reopens"),
-                func.max(case((chattering, 1), else_=0)).label("chatter"))
-            .where(h.nc_pk.in_(bindparam(f"changed{i}", changed, expanding=True,
-                                         literal_execute=True)),  # no limit on their number
-                   h.at < end)
-            .group_by(h.nc_pk).subquery(f"history{i}"))
-        c = history.c
-        reads.append(select(literal_column(str(i)).label("window"), n.pk, *_facts(
-            dialect, c.ack_at, c.rect_at, c.close_at, c["last"] % 8, c.closing % 2 == 1,
-            c.first_verification % 2, c.reopens, c.chatter == 1))
-            .join_from(n, history, c.nc_pk == n.pk))
-    found: list[list[tuple[int, ...]]] = [[] for _ in ends]
-    if reads:
-        for row in session.execute(union_all(*reads)):
-            found[row[0]].append(tuple(row[1:]))
-    answer = {}
-    for end, rows in zip(ends, found, strict=True):
-        table = np.array(sorted(rows), dtype=np.int64).reshape(len(rows), 1 + len(COLUMNS))
-        answer[end] = dict(zip(("pk", *COLUMNS), table.T, strict=True))
-    return [answer[w.end] for w in windows]
+    history = (
+        select(
+            h.nc_pk.label("nc_pk"),
+            func.min(case((h.action.in_(ACKNOWLEDGING), h.at))).label("ack_at"),
+            func.max(case((h.action == "rectify", h.at))).label("rect_at"),
+            func.max(case((closing, h.at))).label("close_at"),
+            func.max(h.id * 8 + state_code(h.to_state)).label("last"),
+            func.max(case((closing, h.id * 2 + case((h.role.in_(SENSOR_ROLES), 1),
+                                                     else_=0)))).label("closing"),
+            func.min(case((h.action.in_(VERIFYING),
+                           h.id * 2 + case((h.to_state == "closed", 0), else_=1))))
+            .label("first_verification"),
+            func.sum(case((and_(h.to_state == "open",
+                                h.from_state.in_(("pending_verification", "closed"))), 1),
+                          else_=0)).label("reopens"),
+            func.max(case((chattering, 1), else_=0)).label("chatter"))
+        .where(listed(h.nc_pk), h.at < end)
+        .group_by(h.nc_pk).subquery(name))
+    c = history.c
+    columns = _facts(dialect, c.ack_at, c.rect_at, c.close_at, c["last"] % 8,
+                     c.closing % 2 == 1, c.first_verification % 2, c.reopens, c.chatter == 1)
+    return join(n.__table__, history, and_(c.nc_pk == n.pk, listed(n.pk))), columns
 
 
-def _window(columns: dict[Key, dict[str, np.ndarray]],
-            names: list[tuple[str, str, str | None]], span: Span,
-            recent: dict[str, np.ndarray], by: str | None
-            ) -> tuple[dict[Key, NcFigures], NcFigures]:
-    """One window's groups and whole from the groups' columns: the kept facts of the NCs
-    unchanged since shortly before its end, the `recent` ones of the others (an NC
-    without history before the end, which only a clock gone wrong makes, counts in its
-    pair alone, as the history read has no row of it)."""
-    groups: dict[Key, NcFigures] = defaultdict(NcFigures)
-    if by is None:
-        groups[()] = NcFigures()  # the whole, even without NCs
-    cohorts: list[list[np.ndarray]] = []
-    for key, values in columns.items():
-        inside, changed = _changed(values, span)
-        if not inside.any():
-            continue
-        figures = groups[key]
-        counts = np.bincount(values["pair"][inside], minlength=len(names))
-        figures.pairs = {names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist()}
-        kept = inside & ~changed
-        at = _matches(recent["pk"], values["pk"][changed])
-        cohort = [np.concatenate([values[name][kept], recent[name][at]]) for name in COLUMNS]
-        cohorts.append(cohort)
-        _cohort(figures, *cohort)
-    if by is None:
-        return dict(groups), groups[()]
-    total = NcFigures()
-    _cohort(total, *(np.concatenate([cohort[i] for cohort in cohorts]
-                                    or [np.empty(0, dtype=np.int64)])
-                     for i in range(len(COLUMNS))))
-    for figures in groups.values():
-        for pair, count in figures.pairs.items():
-            total.pairs[pair] = total.pairs.get(pair, 0) + count
-    return dict(groups), total
+def _flow(dialect: str, window: Window, by: str | None, sites: Collection[str] | None,
+          changed: Sequence[int]) -> Any:
+    """One row per group: its key and COLUMNS of its cohort as it stood at `end`, each
+    joined into one text: the kept facts of NCs unchanged since shortly before `end`,
+    those of the few `changed` since from their history. The database sorts narrow rows
+    of integers and joins them; numpy reads them (sql.integers), and counts, sums and
+    ranks them (the module's docstring says why)."""
+    n = Nonconformance
+    keys = nc_key(by)
+    quiet = select(*keys, *kept_facts(dialect)).where(
+        *_in_window(window, sites), n.updated_at < window.end - QUIET_AFTER)
+    history, columns = history_facts(dialect, changed, window.end, "history")
+    recent = select(*keys, *columns).select_from(history)
+    facts = union_all(quiet, recent).subquery("facts")
+    grouped = [facts.c[c.name] for c in keys]
+    return select(*grouped, *(joined(dialect, facts.c[name]) for name in COLUMNS)
+                  ).group_by(*grouped)
 
 
-def _matches(sorted_pks: np.ndarray, pks: np.ndarray) -> np.ndarray:
-    """Where each of `pks` is in `sorted_pks`, those found only."""
-    at = np.searchsorted(sorted_pks, pks)
-    found = at < len(sorted_pks)
-    found[found] = sorted_pks[at[found]] == pks[found]
-    return at[found]
-
-
-def _cohort(figures: NcFigures, flags: np.ndarray, detected: np.ndarray,
+def cohort(figures: NcFigures, flags: np.ndarray, detected: np.ndarray,
             ack: np.ndarray, rect: np.ndarray, close: np.ndarray) -> None:
     """A group's flow and load figures from its COLUMNS."""
 

@@ -15,15 +15,18 @@ from sqlalchemy.orm import Session
 from api.errors import Invalid
 from api.reports.figures import TOP, NcFigures, nc_figures
 from api.reports.period import Window
+from api.reports.shared import shared_figures
 from api.reports.sql import GROUPS, KEY_FIELDS
 from api.reports.status import Target, statuses
 from api.reports.stock import add_stock, stock
 from api.reports.timeshare import (
+    Attributes,
+    Downtime,
     TimeFigures,
     attributes,
     day_cuts,
     day_sums,
-    merge_sums,
+    downtime,
     time_figures,
 )
 
@@ -98,19 +101,14 @@ def _figures(session: Session, periods: list[Window], by: str | None,
     """For each of `periods` (the last the whole report's window), its figures and those
     of the period before it.
 
-    Each read serves every window: the NCs detected before the report's window and
-    those after it (two reads), the compliance seconds of the days before it and after
-    it (two more), the stock at each distinct end, the equipment NCs. The reads are
-    independent and run at once, each in a session of its own: most of their time is
-    spent in the database and in numpy, which let other threads run."""
+    The reads are independent and run at once, each in a session of its own (most of
+    their time is spent in the database and in numpy, which let other threads run): the
+    NCs of the windows (below), the stock at every end (api.reports.stock), the
+    compliance seconds of every window, and the pairs' attributes with the equipment
+    NCs, from which the time figures are computed."""
     fields = [ROW_FIELDS[name] for name in KEY_FIELDS[by]]
     windows = [w for period in periods for w in (period, period.previous())]
-    main = periods[-1]
-    chunks = [chunk for chunk in ([w for w in windows if w.end <= main.start],
-                                  [w for w in windows if w.end > main.start]) if chunk]
     cuts = day_cuts(windows)
-    split = cuts.index(main.days()[0])
-    spans = [(low, high) for low, high in ((0, split), (split, len(cuts) - 1)) if low < high]
     bind = session.get_bind()
 
     def apart(work: Callable[..., T], *args: Any) -> T:
@@ -119,27 +117,42 @@ def _figures(session: Session, periods: list[Window], by: str | None,
                 own.execute(text("SET LOCAL jit = off"))  # saves on these reads
             return work(own, *args)
 
+    def known(own: Session) -> tuple[Attributes, Downtime]:
+        return attributes(own, sites, asset_types), downtime(own, windows, sites, fields)
+
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="report") as pool:
-        ncs = [pool.submit(apart, nc_figures, chunk, by, sites) for chunk in chunks]
-        sums = [pool.submit(apart, day_sums, cuts, low, high, sites) for low, high in spans]
-
-        def time(own: Session) -> list[tuple[dict[Key, TimeFigures], TimeFigures]]:
-            attrs = attributes(own, sites, asset_types)
-            merged = merge_sums([part.result() for part in sums])
-            return time_figures(own, windows, by, sites, attrs, fields, cuts, merged)
-
-        times = pool.submit(apart, time)
+        # The windows in the report's window share their reads when there are several
+        # (a month report's 12 months and the periods before them, and the whole: one
+        # read, not 25); any other window is read alone (one window and the period
+        # before it; a month report's previous period), as a shared read carries each
+        # NC's pair, pk and spans, which costs more than a second read saves.
+        inside = [w for w in windows if w.end > periods[-1].start]
+        together = inside if len(inside) > 1 else []
+        reads = ([together] if together else []) + [[w] for w in windows
+                                                     if w not in together]
+        ncs = [(part, pool.submit(apart, _flows, part, by, sites)) for part in reads]
+        sums = pool.submit(apart, day_sums, cuts, sites)
+        attrs = pool.submit(apart, known)
         stocks = pool.submit(apart, stock, {w.end for w in windows}, by, sites)
-        flows = dict(zip((id(w) for chunk in chunks for w in chunk),
-                         (found for part in ncs for found in part.result()), strict=True))
+        times = time_figures(windows, by, *attrs.result(), cuts, sums.result())
+        flows = {id(w): found for part, future in ncs
+                 for w, found in zip(part, future.result(), strict=True)}
         figures = []
-        for w, (time_groups, time_whole) in zip(windows, times.result(), strict=True):
+        for w, (time_groups, time_whole) in zip(windows, times, strict=True):
             nc_groups, nc_whole = flows[id(w)]
             add_stock(nc_groups, nc_whole, stocks.result()[w.end], by)
             groups = {key: named(w, nc_groups.get(key, NcFigures()), time_groups.get(key))
                       for key in nc_groups.keys() | time_groups.keys()}
             figures.append((groups, named(w, nc_whole, time_whole)))
     return list(zip(figures[::2], figures[1::2], strict=True))
+
+
+def _flows(session: Session, windows: list[Window], by: str | None,
+           sites: Collection[str] | None) -> list[tuple[dict[Key, NcFigures], NcFigures]]:
+    """The NC flow figures of each of `windows`: read alone, or from shared reads."""
+    if len(windows) == 1:
+        return [nc_figures(session, windows[0], by, sites)]
+    return shared_figures(session, windows, by, sites)
 
 
 def _empty(window: Window) -> dict[str, Any]:

@@ -1,14 +1,15 @@
-"""The time figures of one window: compliance and coverage from the compliance snapshots'
+"""The time figures of windows: compliance and coverage from the compliance snapshots'
 seconds, equipment intactness from the open intervals of major and critical equipment
 NCs, and the Pareto of violating time (docs/reports.md). No HTTP here.
 
 The seconds are summed by the database per (site, asset, standard) and span of days
 between the windows' first and last days (`day_sums`): one read serves every window (a
 month report has 26), each window adding up its spans, and the answer is a row per pair
-and span, however long the windows. Pairs are put in groups here,
-because `compliance_days` knows no asset type, category or department: a pair takes
-them from its latest NC (its asset's type from the site's asset list first), and a pair
-that never had one from its asset's or its standard's latest NC.
+and span, however long the windows. Whole UTC months come from their roll-up
+(compliance_months), so a year's report reads 12 rows a pair, not 365. Pairs are put in
+groups here, because `compliance_days` knows no asset type, category or department: a
+pair takes them from its latest NC (its asset's type from the site's asset list first),
+and a pair that never had one from its asset's or its standard's latest NC.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, literal_column, select, text
+from sqlalchemy import and_, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
 from api.reports.period import Window
 from api.reports.sql import KEY_FIELDS, epoch, integers, joined, micro, segment
-from api.store import ComplianceDay, Nonconformance, OutOfService
+from api.store import ComplianceDay, ComplianceMonth, Nonconformance, OutOfService
 from common.vocabulary import COMPLIANCE_STATES
 
 Pair = tuple[str, str, str]
@@ -101,35 +103,50 @@ def day_cuts(windows: Sequence[Window]) -> list[str]:
 
 
 DaySums = tuple[list[Pair], np.ndarray]
-"""The pairs, and for each pair and span between the cuts its number of days and its
-seconds in each of COMPLIANCE_STATES (an array pairs x spans x (1 + states))."""
+"""The pairs, and for each pair and span between the cuts the number of rows read (days
+or months: more than 0 when the pair has a day in it) and its seconds in each of
+COMPLIANCE_STATES (an array pairs x spans x (1 + states))."""
 
 
-def day_sums(session: Session, cuts: Sequence[str], first: int, last: int,
-             sites: Collection[str] | None) -> DaySums:
-    """The spans `first` to `last` (exclusive) between `cuts`: the days from cuts[first]
-    to cuts[last]. One span reads the covering index pair by pair, grouped as it is
-    ordered; several group by span too, which PostgreSQL hashes (in memory with
-    `work_mem` raised for this transaction) and SQLite sorts."""
-    day = ComplianceDay
-    scope = [] if sites is None else [day.site_id.in_(sorted(sites))]
-    spans = (literal_column(str(first + 1)) if last - first == 1
-             else segment(day.day, cuts[first + 1:last]) + first + 1)
-    rows = (select(day.site_id, day.asset_id, day.standard_id, spans.label("span"),
-                   *(getattr(day, s).label(s) for s in COMPLIANCE_STATES))
-            .where(day.day >= cuts[first], day.day < cuts[last], *scope).subquery())
-    pair = [rows.c.site_id, rows.c.asset_id, rows.c.standard_id]
-    grouped = pair if last - first == 1 else [*pair, rows.c.span]
-    if last - first > 1 and session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL work_mem = '64MB'"))
+def day_sums(session: Session, cuts: Sequence[str], sites: Collection[str] | None
+             ) -> DaySums:
+    """Each pair's seconds in each span of days between `cuts` (from cuts[i] to
+    cuts[i + 1], excluded), in one statement: the whole UTC months of a span from their
+    roll-up (compliance_months: a year is 12 rows a pair, not 365), and each piece of a
+    month a cut divides from compliance_days, summed per pair by the database."""
+    month, day = ComplianceMonth, ComplianceDay
+    scope = [] if sites is None else [month.site_id.in_(sorted(sites))]
+    months, pieces = _pieces(cuts)
+    parts = []
+    if months:  # a whole month is in the span of its first day: compare months
+        parts.append(select(month.site_id, month.asset_id, month.standard_id,
+                            segment(month.month, [c[:7] for c in cuts[1:-1]]).label("span"),
+                            literal_column("1").label("rows"),
+                            *(getattr(month, s).label(s) for s in COMPLIANCE_STATES))
+                     .where(month.month.in_(months), *scope))
+    for low, high, span in pieces:
+        # the month's pairs, each one range of the covering index: no sort, no full scan
+        parts.append(select(month.site_id, month.asset_id, month.standard_id,
+                            literal_column(str(span)).label("span"),
+                            func.count().label("rows"),
+                            *(func.sum(getattr(day, s)).label(s) for s in COMPLIANCE_STATES))
+                     .join_from(month, day, and_(day.site_id == month.site_id,
+                                                 day.asset_id == month.asset_id,
+                                                 day.standard_id == month.standard_id,
+                                                 day.day >= low, day.day < high))
+                     .where(month.month == low[:7], *scope)
+                     .group_by(month.site_id, month.asset_id, month.standard_id))
+    if not parts:
+        return [], np.zeros((0, len(cuts) - 1, 1 + len(COMPLIANCE_STATES)))
+    rows = union_all(*parts).subquery("pieces")
+    grouped = [rows.c.site_id, rows.c.asset_id, rows.c.standard_id, rows.c.span]
     pairs: dict[Pair, int] = {}
     found = []
-    for row in session.execute(
-            select(*pair, func.max(rows.c.span), func.count(),
-                   *(func.sum(rows.c[s]) for s in COMPLIANCE_STATES)).group_by(*grouped)):
+    for row in session.execute(select(*grouped, func.sum(rows.c.rows),
+                                      *(func.sum(rows.c[s]) for s in COMPLIANCE_STATES))
+                               .group_by(*grouped)):
         index = pairs.setdefault((row[0], row[1], row[2]), len(pairs))
-        found.append((index, int(row[3]) - 1, row[4],
-                      *(float(v or 0.0) for v in row[5:])))
+        found.append((index, row[3], row[4], *(float(v or 0.0) for v in row[5:])))
     sums = np.zeros((len(pairs), len(cuts) - 1, 1 + len(COMPLIANCE_STATES)))
     if found:
         columns = np.array(found, dtype=float)
@@ -138,66 +155,77 @@ def day_sums(session: Session, cuts: Sequence[str], first: int, last: int,
     return list(pairs), sums
 
 
-def merge_sums(parts: Sequence[DaySums]) -> DaySums:
-    """`day_sums` of several ranges of spans as one."""
-    pairs: dict[Pair, int] = {}
-    for part_pairs, _ in parts:
-        for pair in part_pairs:
-            pairs.setdefault(pair, len(pairs))
-    shape = parts[0][1].shape
-    sums = np.zeros((len(pairs), *shape[1:]))
-    for part_pairs, part in parts:
-        sums[[pairs[p] for p in part_pairs]] += part
-    return list(pairs), sums
+def _pieces(cuts: Sequence[str]) -> tuple[list[str], list[tuple[str, str, int]]]:
+    """The whole months (YYYY-MM) between the first and last of `cuts` that no cut
+    divides, and the pieces of the others: days [from, to) within one month and one
+    span, and the span's index."""
+    months: list[str] = []
+    pieces: list[tuple[str, str, int]] = []
+    for span, (low, high) in enumerate(pairwise(cuts)):
+        at = low
+        while at < high:
+            day = date.fromisoformat(at)
+            following = date(day.year + day.month // 12, day.month % 12 + 1, 1).isoformat()
+            if day.day == 1 and following <= high:
+                months.append(at[:7])
+            else:
+                pieces.append((at, min(following, high), span))
+            at = min(following, high)
+    return months, pieces
 
 
-def time_figures(session: Session, windows: Sequence[Window], by: str | None,
-                 sites: Collection[str] | None, attrs: Attributes, fields: Sequence[str],
-                 cuts: Sequence[str], sums: DaySums
+def time_figures(windows: Sequence[Window], by: str | None, attrs: Attributes,
+                 down: Downtime, cuts: Sequence[str], sums: DaySums
                  ) -> list[tuple[dict[Key, TimeFigures], TimeFigures]]:
-    """Every group's time figures and the whole's, for each of `windows` (one read of
-    the equipment NCs for all), from their `day_sums` between `cuts`. `fields` are the
-    NC columns of a group's key."""
-    down = _downtime(session, windows, sites, fields)
+    """Every group's time figures and the whole's, for each of `windows`, from their
+    `day_sums` between `cuts` and the `downtime` of all."""
     by_group, by_asset = down.index(whole=False), down.index(whole=True)
+    keys = [attrs.key(by, pair) for pair in sums[0]]
+    known = list(dict.fromkeys(key for key in keys if key is not None))
+    number = {key: i for i, key in enumerate(known)}
+    group_of = np.array([-1 if key is None else number[key] for key in keys], dtype=np.intp)
     answers = []
     for window in windows:
-        groups, whole, assets, everything = _seconds(window, by, attrs, cuts, sums)
+        groups, whole, assets, everything = _seconds(window, cuts, sums, known, group_of)
         _intactness(window, assets, groups, down, by_group)
         _intactness(window, {(): everything}, {(): whole}, down, by_asset)
-        answers.append((dict(groups), whole))
+        answers.append((groups, whole))
     return answers
 
 
-def _seconds(window: Window, by: str | None, attrs: Attributes, cuts: Sequence[str],
-             sums: DaySums
+def _seconds(window: Window, cuts: Sequence[str], sums: DaySums, keys: Sequence[Key],
+             group_of: np.ndarray
              ) -> tuple[dict[Key, TimeFigures], TimeFigures, dict[Key, set[tuple[str, str]]],
                         set[tuple[str, str]]]:
     """Each group's and the whole's compliance seconds in `window`, and their assets: the
-    pairs with a day in it."""
-    states = COMPLIANCE_STATES
+    pairs with a day in it. `group_of` is each pair's group, an index into `keys` (-1:
+    none, as root causes have no time)."""
     first, last = window.days()
     after = (date.fromisoformat(last) + timedelta(days=1)).isoformat()
     pairs, spans = sums
     totals = spans[:, cuts.index(first):cuts.index(after)].sum(axis=1)
-    groups: dict[Key, TimeFigures] = defaultdict(TimeFigures)
-    whole = TimeFigures()
-    assets: dict[Key, set[tuple[str, str]]] = defaultdict(set)
-    everything: set[tuple[str, str]] = set()
-    for i in np.flatnonzero(totals[:, 0] > 0).tolist():
-        pair = pairs[i]
-        key = attrs.key(by, pair)
-        seconds = totals[i, 1:].tolist()
-        for figures in ([groups[key], whole] if key is not None else [whole]):
-            figures.pairs += 1
-            for name, value in zip(states, seconds, strict=True):
-                figures.seconds[name] += value
-            if seconds[1]:
-                figures.violating[pair] = seconds[1]
-        if key is not None:
-            assets[key].add((pair[0], pair[1]))
-        everything.add((pair[0], pair[1]))
-    return groups, whole, assets, everything
+    present = totals[:, 0] > 0
+    groups, assets = {}, {}
+    for g in np.unique(group_of[present]).tolist():
+        if g >= 0:
+            members = np.flatnonzero(present & (group_of == g))
+            groups[keys[g]] = _summed(pairs, totals, members)
+            assets[keys[g]] = {pairs[i][:2] for i in members.tolist()}
+    members = np.flatnonzero(present)
+    everything = {pairs[i][:2] for i in members.tolist()}
+    return groups, _summed(pairs, totals, members), assets, everything
+
+
+def _summed(pairs: list[Pair], totals: np.ndarray, members: np.ndarray) -> TimeFigures:
+    """The seconds of the `members` pairs (their rows in `totals`), and their number."""
+    chosen = totals[members, 1:]
+    violating = chosen[:, COMPLIANCE_STATES.index("violating")]
+    late = np.flatnonzero(violating > 0)
+    return TimeFigures(
+        seconds=dict(zip(COMPLIANCE_STATES, chosen.sum(axis=0).tolist(), strict=True)),
+        pairs=len(members),
+        violating=dict(zip([pairs[i] for i in members[late].tolist()],
+                           violating[late].tolist(), strict=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +253,11 @@ class Downtime:
         return numbers, renumber[self.ids]
 
 
-def _downtime(session: Session, windows: Sequence[Window], sites: Collection[str] | None,
-              key_fields: Sequence[str]) -> Downtime:
+def downtime(session: Session, windows: Sequence[Window], sites: Collection[str] | None,
+             key_fields: Sequence[str]) -> Downtime:
     """Major and critical equipment NCs open in any of `windows` (cancelled ones, false
-    alarms, never), by asset and `key_fields`, and out-of-service intervals. The times
+    alarms, never), by asset and `key_fields` (the NC columns of a group's key), and
+    out-of-service intervals, one read for all windows. The times
     come as one text per asset and key (sql.joined): a fraction of the cost of a row per
     NC."""
     n, oos = Nonconformance, OutOfService

@@ -1,0 +1,156 @@
+"""The NC flow figures of many windows from shared reads (a month report has 26: each
+month, the period before each, the whole window and the period before it). No HTTP here.
+
+The NCs detected in any of the windows are read once, each with which of the spans
+between the windows' bounds its detection falls in and which between their
+`end - QUIET_AFTER` its last change (sql.segment: exact comparisons), and told apart by
+window in numpy; the history of the NCs changed since shortly before a window's end is
+read once per end. The figures are those api.reports.figures gives each window alone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import literal_column, select, union_all
+from sqlalchemy.orm import Session
+
+from api.reports.figures import (
+    COLUMNS,
+    QUIET_AFTER,
+    Key,
+    NcFigures,
+    cohort,
+    history_facts,
+    kept_facts,
+    scope,
+    whole,
+)
+from api.reports.period import Window
+from api.reports.sql import KEY_FIELDS, integers, joined, nc_key, segment
+from api.store import Nonconformance
+
+Pair = tuple[str, str, str | None]
+READ = (*COLUMNS, "pk", "detected_in", "updated_in")
+"""COLUMNS as kept on the NC, its pk, and the spans of its detection and last change."""
+Span = tuple[int, int, int]
+"""A window as indexes into `shared_figures`' starts (its start, its end) and sinces."""
+
+
+def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
+                   sites: Collection[str] | None
+                   ) -> list[tuple[dict[Key, NcFigures], NcFigures]]:
+    """For each of `windows`, what api.reports.figures.nc_figures gives it alone: every
+    group's flow and load figures and the whole's, from one read of the NCs detected in
+    any of them and one read of history per end."""
+    dialect = session.get_bind().dialect.name
+    width = len(KEY_FIELDS[by])
+    starts = sorted({w.start for w in windows} | {w.end for w in windows})
+    sinces = sorted({w.end - QUIET_AFTER for w in windows})
+    pairs: dict[Pair, int] = {}
+    parts: dict[Key, list[list[np.ndarray]]] = defaultdict(list)
+    for row in session.execute(_read(dialect, by, sites, starts, sinces)):
+        values = [integers(text) for text in row[width + 3:]]
+        pair = pairs.setdefault(tuple(row[width:width + 3]), len(pairs))
+        parts[tuple(row[:width])].append([np.full(len(values[0]), pair), *values])
+    columns = {key: dict(zip(("pair", *READ), map(np.concatenate, zip(*rows, strict=True)),
+                             strict=True))
+               for key, rows in parts.items()}
+    spans = [(starts.index(w.start), starts.index(w.end), sinces.index(w.end - QUIET_AFTER))
+             for w in windows]
+    recent = _recent(session, dialect, windows, columns, spans)
+    names = list(pairs)
+    return [_window(columns, names, span, facts, by)
+            for span, facts in zip(spans, recent, strict=True)]
+
+
+def _read(dialect: str, by: str | None, sites: Collection[str] | None,
+          starts: Sequence[datetime], sinces: Sequence[datetime]) -> object:
+    """One row per group and pair: its key, its pair and READ of its NCs detected between
+    the first and last of `starts`, each joined into one text (the kept facts: those of
+    NCs changed since shortly before a window's end are `_recent`'s)."""
+    n = Nonconformance
+    keys = nc_key(by)
+    rows = (select(*keys, n.site_id, n.asset_id, n.standard_id, *kept_facts(dialect),
+                   n.pk.label("pk"), segment(n.detected_at, starts).label("detected_in"),
+                   segment(n.updated_at, sinces).label("updated_in"))
+            .where(n.detected_at >= starts[0], n.detected_at < starts[-1], *scope(sites))
+            .subquery("kept"))
+    grouped = [rows.c[c.name] for c in keys] + [rows.c.site_id, rows.c.asset_id,
+                                                  rows.c.standard_id]
+    return select(*grouped, *(joined(dialect, rows.c[name]) for name in READ)
+                  ).group_by(*grouped)
+
+
+def _changed(values: dict[str, np.ndarray], span: Span) -> tuple[np.ndarray, np.ndarray]:
+    """Which of a group's NCs a window's cohort holds, and which of them changed since
+    shortly before its end."""
+    start, end, since = span
+    inside = (values["detected_in"] > start) & (values["detected_in"] <= end)
+    return inside, inside & (values["updated_in"] > since)
+
+
+def _recent(session: Session, dialect: str, windows: Sequence[Window],
+            columns: dict[Key, dict[str, np.ndarray]], spans: Sequence[Span]
+            ) -> list[dict[str, np.ndarray]]:
+    """For each window, COLUMNS of its cohort's NCs changed since shortly before its end,
+    from their history up to the end, by pk (sorted); one statement for all windows, and
+    one read per end (a month and the period before the next share theirs)."""
+    n = Nonconformance
+    ends = sorted({w.end for w in windows})
+    changes: dict[datetime, set[int]] = {end: set() for end in ends}
+    for window, span in zip(windows, spans, strict=True):
+        for values in columns.values():
+            changes[window.end].update(values["pk"][_changed(values, span)[1]].tolist())
+    reads = []
+    for i, end in enumerate(ends):
+        if changes[end]:
+            history, facts = history_facts(dialect, sorted(changes[end]), end, f"history{i}")
+            rows = select(n.pk.label("pk"), *facts).select_from(history).subquery(f"at{i}")
+            reads.append(select(literal_column(str(i)).label("end"),
+                                *(joined(dialect, rows.c[name]) for name in ("pk", *COLUMNS))))
+    empty = np.empty(0, dtype=np.int64)
+    answer = {end: dict.fromkeys(("pk", *COLUMNS), empty) for end in ends}
+    for row in session.execute(union_all(*reads)) if reads else []:
+        values = [integers(text) for text in row[1:]]
+        order = np.argsort(values[0])
+        answer[ends[row[0]]] = {name: value[order] for name, value
+                                in zip(("pk", *COLUMNS), values, strict=True)}
+    return [answer[w.end] for w in windows]
+
+
+def _window(columns: dict[Key, dict[str, np.ndarray]], names: list[Pair], span: Span,
+            recent: dict[str, np.ndarray], by: str | None
+            ) -> tuple[dict[Key, NcFigures], NcFigures]:
+    """One window's groups and whole from the groups' columns: the kept facts of the NCs
+    unchanged since shortly before its end, the `recent` ones of the others (an NC
+    without history before the end, which only a clock gone wrong makes, counts in its
+    pair alone, as the history read has no row of it)."""
+    groups: dict[Key, NcFigures] = defaultdict(NcFigures)
+    if by is None:
+        groups[()] = NcFigures()  # the whole, even without NCs
+    cohorts: list[list[np.ndarray]] = []
+    for key, values in columns.items():
+        inside, changed = _changed(values, span)
+        if not inside.any():
+            continue
+        figures = groups[key]
+        counts = np.bincount(values["pair"][inside], minlength=len(names))
+        figures.pairs = {names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist()}
+        kept = inside & ~changed
+        at = _matches(recent["pk"], values["pk"][changed])
+        cohorts.append([np.concatenate([values[name][kept], recent[name][at]])
+                        for name in COLUMNS])
+        cohort(figures, *cohorts[-1])
+    return dict(groups), whole(groups, cohorts, by)
+
+
+def _matches(sorted_pks: np.ndarray, pks: np.ndarray) -> np.ndarray:
+    """Where each of `pks` is in `sorted_pks`, those found only."""
+    at = np.searchsorted(sorted_pks, pks)
+    found = at < len(sorted_pks)
+    found[found] = sorted_pks[at[found]] == pks[found]
+    return at[found]
