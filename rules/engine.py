@@ -297,11 +297,12 @@ class Engine:
         `history=False`: the bulk of the bytes, saved less often; see rules.saved)."""
         tracks: dict[str, list[Any]] = {}
         histories: dict[str, list[Any]] = {}
+        shared: saved.Shared = {}
         for track in self._tracks:
             try:
                 tracks[track.key] = saved.core(track)
                 if history:
-                    histories[track.key] = saved.history(track, self._evidence)
+                    histories[track.key] = saved.history(track, self._evidence, shared)
             except Exception as exc:  # not saved: this pair alone starts afresh
                 tracks.pop(track.key, None)
                 self._refuse(track, exc, now=self._snapshot_at)
@@ -333,7 +334,7 @@ class Engine:
             if row is None:
                 continue
             if version == STATE_VERSION and isinstance(row, list):
-                row = saved.row(row, histories.get(track.key))
+                row = saved.row(row, histories.get(track.key), histories)
             if not saved.fits(track, row, self.zone, self._snapshot_at):
                 log.warning("rules: the saved state of %s does not fit its check (was the "
                             "standard changed without a new version?): starting it afresh",

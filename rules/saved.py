@@ -37,16 +37,34 @@ def core(track: Track) -> list[Any]:
             _finite(t.checker.value)]
 
 
-def history(track: Track, evidence: Evidence) -> list[Any]:
-    """The pair's readings: its evidence, and the check's state when that is readings."""
-    return [evidence.recent(track),
-            track.checker.state() if track.checker.keeps_readings else None]
+Shared = dict[tuple[str, str | None], tuple[str, list[Any]]]
+"""Per series, the first pair saved with its evidence, and that evidence (`history`)."""
 
 
-def row(core_row: list[Any], history_row: list[Any] | None) -> list[Any]:
-    """A whole row from its parts; without a history the pair keeps no evidence and its
-    check, if it keeps readings, starts empty."""
+def history(track: Track, evidence: Evidence, shared: Shared) -> list[Any]:
+    """The pair's readings: its evidence, and the check's state when that is readings.
+    The range, window, rate and stale checks of one series judge the same readings: a
+    pair whose evidence equals that of the series' first pair names that pair's key
+    instead of repeating them (`shared`, one dict for one save)."""
+    recent = evidence.recent(track)
+    readings = track.checker.state() if track.checker.keeps_readings else None
+    series = (track.asset.id, track.standard.metric)
+    first = shared.get(series)
+    if first is not None and first[1] == recent:
+        return [first[0], readings]
+    shared.setdefault(series, (track.key, recent))
+    return [recent, readings]
+
+
+def row(core_row: list[Any], history_row: list[Any] | None,
+        histories: dict[str, list[Any]]) -> list[Any]:
+    """A whole row from its parts (`histories`: the save's, for evidence another pair
+    holds); without a history the pair keeps no evidence and its check, if it keeps
+    readings, starts empty."""
     recent, readings = history_row if history_row is not None else ([], None)
+    if isinstance(recent, str):  # the evidence of the pair so named
+        recent = histories.get(recent, [[]])[0]
+        recent = recent if isinstance(recent, list) else []
     whole = list(core_row)
     whole.insert(RECENT, recent)
     if whole[CHECKER] == IN_HISTORY and readings is not None:

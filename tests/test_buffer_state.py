@@ -164,7 +164,7 @@ def test_a_state_saved_whole_by_an_older_agent_still_restores() -> None:
     assert old.observe([Reading("CH-1", "t", 20.0, t0)])
     state = old.state()
     state["v"] = 2  # as version 2 wrote it: whole rows, no history beside them
-    state["tracks"] = {key: saved.row(core, state["history"][key])
+    state["tracks"] = {key: saved.row(core, state["history"][key], state["history"])
                        for key, core in state["tracks"].items()}
     del state["history"]
     new = Engine("s", [Asset(id="CH-1")], [standard], started=t0 + 5)
@@ -191,3 +191,33 @@ def test_events_wait_in_the_outbox_compressed_and_older_plain_ones_still_read(
     assert isinstance(body, bytes)
     assert len(body) < len(json.dumps(snapshot)) / 10, len(body)
     buffer.close()
+
+
+def test_the_checks_of_one_series_save_its_evidence_once_and_each_gets_it_back() -> None:
+    """A series' range, window and stale checks judge the same readings: the second and
+    third name the first pair instead of repeating its 50 readings; a check whose
+    evidence differs (another metric) keeps its own."""
+    from collector.reading import Reading
+    from rules.engine import Engine
+    from rules.standard import Asset, Standard
+
+    t0 = 1_772_445_600.0
+    standards = [Standard.model_validate(s) for s in (
+        {"id": "HIGH", "title": "high", "metric": "t", "check": {"max": 100}},
+        {"id": "MEAN", "title": "mean", "metric": "t",
+         "check": {"kind": "window", "agg": "mean", "over": "10m", "max": 50}},
+        {"id": "STALE", "title": "stale", "metric": "t", "check": {"kind": "stale",
+                                                                    "after": "5m"}},
+        {"id": "RH", "title": "rh", "metric": "rh", "check": {"max": 100}},
+    )]
+    old = Engine("s", [Asset(id="CH-1")], standards, started=t0)
+    old.observe([Reading("CH-1", metric, 20.0 + i, t0 + i)
+                 for i in range(60) for metric in ("t", "rh")])
+    state = json.loads(json.dumps(old.state()))
+    evidence = {key.split("|")[1]: h[0] for key, h in state["history"].items()}
+    assert evidence["MEAN"] == evidence["STALE"] == "CH-1|HIGH|1"
+    assert len(evidence["HIGH"]) == len(evidence["RH"]) == 50
+    new = Engine("s", [Asset(id="CH-1")], standards, started=t0 + 61)
+    assert new.restore(state) == 4
+    for before, after in zip(old._tracks, new._tracks, strict=True):
+        assert new._evidence.recent(after) == old._evidence.recent(before)

@@ -38,7 +38,7 @@ def pair_state(engine: Engine) -> list[Any]:
     """The one pair's whole saved row (its core and its history, as `restore` joins them)."""
     state = engine.state()
     ((key, core),) = state["tracks"].items()
-    return saved.row(core, state["history"][key])
+    return saved.row(core, state["history"][key], state["history"])
 
 
 def test_stale_silence_counts_ticks_that_did_not_visit_the_pair() -> None:
