@@ -86,7 +86,7 @@ class Pipeline:
     def __init__(self, engine: Engine, buffer: Buffer, *,
                  clock: Callable[[], float] = time.time, tick_every: float = 1.0,
                  snapshot_every: float = 60.0, save_every: float = 30.0,
-                 save_history_every: float = 300.0,
+                 save_history_every: float = 600.0,
                  max_ahead: float = MAX_AHEAD, high_water: int = HIGH_WATER,
                  low_water: int = LOW_WATER, commit_every: float = 0.0) -> None:
         self.engine = engine

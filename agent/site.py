@@ -103,7 +103,7 @@ class RulesConfig(_Strict):
 
     snapshot_every: Duration = Field(60.0, ge=1)
     save_every: Duration = Field(30.0, ge=1)
-    save_history_every: Duration = Field(300.0, ge=1)
+    save_history_every: Duration = Field(600.0, ge=1)
 
 
 class SiteConfig(_Strict):

@@ -269,10 +269,12 @@ def table_bytes(buffer: Path, table: str) -> tuple[int, int, int]:
     return rows, pages, payload
 
 
-def state_bytes(buffer: Path) -> int:
+def state_bytes(buffer: Path) -> tuple[int, int, int]:
+    """The rule state's core and history as saved (bytes), and the file's page size."""
     with contextlib.closing(sqlite3.connect(f"file:{buffer}?mode=ro", uri=True)) as db:
-        row = db.execute("SELECT length(body) FROM state WHERE name = 'engine'").fetchone()
-    return int(row[0]) if row else 0
+        sizes = dict(db.execute("SELECT name, length(body) FROM state").fetchall())
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    return sizes.get("engine", 0), sizes.get("engine.history", 0), page
 
 
 # --- the three figures -----------------------------------------------------------------------
@@ -354,7 +356,7 @@ def load(p: Peers, proc: subprocess.Popen[bytes], site: Path, seconds: float) ->
               "bytes a reading; readings go on to the TSDB and are deleted)")
         return
     rows, pages, payload = table_bytes(buffer, "readings")
-    state = state_bytes(buffer)
+    core, history, page = state_bytes(buffer)
     _, outbox_pages, _ = table_bytes(buffer, "outbox")
     per_row_pages, per_row_payload = pages / max(rows, 1), payload / max(rows, 1)
     stored_h = readings * per_row_pages * per_hour
@@ -363,11 +365,12 @@ def load(p: Peers, proc: subprocess.Popen[bytes], site: Path, seconds: float) ->
           f"({per_row_pages:.1f} bytes a row in the table's pages, {per_row_payload:.1f} of "
           f"them the record): {written / max(stored_h / per_hour, 1):.1f}x (target <= 4x)")
     print(f"  where it goes: {calls / wall:,.0f} write calls/s, {written / max(calls, 1):,.0f} "
-          f"bytes each (SQLite writes whole {4096:,}-byte pages: each commit rewrites the "
-          "readings table's last pages, into the WAL and again into the file at checkpoint); "
-          f"the rule state, {state / 1000:,.0f} kB saved every 30 s, is "
-          f"{mb(state * 120 * 2)}/h of it (WAL and file); the outbox holds "
-          f"{outbox_pages / 1000:,.0f} kB of pages now")
+          f"bytes each (SQLite writes whole {page:,}-byte pages: each commit writes the "
+          "readings table's last pages into the WAL, a checkpoint copies them into the "
+          f"file); the rule state's core, {core / 1000:,.0f} kB saved every 30 s, is "
+          f"{mb(core * 120)}/h into the WAL, its history, {history / 1000:,.0f} kB every "
+          f"10 min, {mb(history * 6)}/h (each copied again at the checkpoints); the outbox "
+          f"holds {outbox_pages / 1000:,.0f} kB of pages now")
 
 
 def write_flood(directory: Path, readings: int) -> list[tuple[str, Path]]:
