@@ -22,7 +22,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, literal_column, select, union_all
+from sqlalchemy import and_, func, literal_column, select, text, union_all
 from sqlalchemy.orm import Session
 
 from api.reports.period import Window
@@ -138,6 +138,8 @@ def day_sums(session: Session, cuts: Sequence[str], sites: Collection[str] | Non
                      .group_by(month.site_id, month.asset_id, month.standard_id))
     if not parts:
         return [], np.zeros((0, len(cuts) - 1, 1 + len(COMPLIANCE_STATES)))
+    if session.get_bind().dialect.name == "postgresql":  # hash the pairs' spans in memory:
+        session.execute(text("SET LOCAL work_mem = '64MB'"))  # 4 MB spills them to disk
     rows = union_all(*parts).subquery("pieces")
     grouped = [rows.c.site_id, rows.c.asset_id, rows.c.standard_id, rows.c.span]
     pairs: dict[Pair, int] = {}
