@@ -221,3 +221,33 @@ def test_the_checks_of_one_series_save_its_evidence_once_and_each_gets_it_back()
     assert new.restore(state) == 4
     for before, after in zip(old._tracks, new._tracks, strict=True):
         assert new._evidence.recent(after) == old._evidence.recent(before)
+
+
+def test_a_flood_is_committed_by_the_readings_waiting_not_held_in_memory(
+        tmp_path: Path) -> None:
+    """Under a flood, readings waiting for the commit time would pile up in memory (half a
+    second held 70,000): HELD_READINGS waiting are stored at once."""
+    import asyncio
+    import time as clock
+
+    from agent.pipeline import HELD_READINGS, Pipeline
+    from collector.reading import Reading
+    from rules.engine import Engine
+
+    async def scenario() -> None:
+        buffer = Buffer(tmp_path / "flood.sqlite")
+        pipeline = Pipeline(Engine("s", [], []), buffer, commit_every=30)
+        task = asyncio.create_task(pipeline.run())
+        now = clock.time()
+        pipeline.emit([Reading("CH-1", "t", 1.0, now)] * (HELD_READINGS - 1))
+        await asyncio.sleep(0.1)
+        assert buffer.count()["readings"] == 0  # fewer: they wait for the commit time
+        pipeline.emit([Reading("CH-1", "t", 2.0, now + 1)])
+        await asyncio.sleep(0.1)
+        assert buffer.count()["readings"] == HELD_READINGS  # at once, not in 30 s
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        buffer.close()
+
+    asyncio.run(scenario())
