@@ -18,8 +18,6 @@ from rules.track import Track, no_seconds
 STATE_VERSION = 3
 ROW_FIELDS = 13
 """Fields of a whole saved pair (see `row`)."""
-CORE_FIELDS = 12
-HISTORY_FIELDS = 2
 RECENT, CHECKER = 6, 11
 """Where the evidence and the check's state sit in a whole row."""
 IN_HISTORY = "history"
@@ -61,7 +59,8 @@ def row(core_row: list[Any], history_row: list[Any] | None,
     """A whole row from its parts (`histories`: the save's, for evidence another pair
     holds); without a history the pair keeps no evidence and its check, if it keeps
     readings, starts empty."""
-    recent, readings = history_row if history_row is not None else ([], None)
+    recent, readings = history_row if isinstance(history_row, list) and \
+        len(history_row) == 2 else ([], None)  # none, or not one this version wrote
     if isinstance(recent, str):  # the evidence of the pair so named
         recent = histories.get(recent, [[]])[0]
         recent = recent if isinstance(recent, list) else []
