@@ -131,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                           "file into DIR (default: here); refuses to overwrite them")
     init.add_argument("dir", nargs="?", type=Path, default=Path("."))
     init.add_argument("--site-id", default="my-site", help="the site's id ([a-z0-9-]+)")
+    init.add_argument("--data-dir", type=Path, help="where the buffer lives (the units' "
+                      "writable directory, /var/lib/patrol); default data/ beside the site")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.set_defaults(handler=_init)
 
@@ -345,6 +347,8 @@ def _token_create(args: argparse.Namespace) -> int:
 
 STARTER = ("site.yaml", "standards/plant-room.yaml")
 """The files `patrol init` writes, from agent/starter/."""
+STARTER_BUFFER = "data/buffer.sqlite"
+"""The starter site.yaml's `buffer.path`, which `--data-dir` replaces."""
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -365,8 +369,11 @@ def _init(args: argparse.Namespace) -> int:
     starter = files("agent") / "starter"
     for name, target in zip(STARTER, targets, strict=True):
         target.parent.mkdir(parents=True, exist_ok=True)
-        text = (starter / name).read_text(encoding="utf-8")
-        target.write_text(text.replace("__SITE_ID__", args.site_id), encoding="utf-8")
+        text = (starter / name).read_text(encoding="utf-8").replace("__SITE_ID__", args.site_id)
+        if args.data_dir is not None:
+            text = text.replace(f"path: {STARTER_BUFFER}",
+                                f"path: {args.data_dir.absolute() / 'buffer.sqlite'}")
+        target.write_text(text, encoding="utf-8")
         print(f"wrote {target}")
     print(f"next: edit the lines marked EDIT, then patrol check -c {targets[0]}")
     return 0

@@ -34,3 +34,16 @@ def test_init_never_overwrites_without_force_and_checks_the_site_id(tmp_path: Pa
     assert bad.returncode == 2 and "not a site id" in bad.stderr
     forced = patrol("init", "--force", cwd=tmp_path)
     assert forced.returncode == 0 and "id: my-site" in (tmp_path / "site.yaml").read_text()
+
+
+def test_init_puts_the_buffer_in_the_data_directory_the_units_may_write(
+        tmp_path: Path) -> None:
+    """Under the systemd units only /var/lib/patrol is writable: `--data-dir` sets
+    `buffer.path` there, so the installer need not edit it."""
+    made = patrol("init", "etc", "--data-dir", tmp_path / "state", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    text = (tmp_path / "etc" / "site.yaml").read_text()
+    assert f"path: {tmp_path / 'state' / 'buffer.sqlite'}" in text
+    assert "data/buffer.sqlite" not in text
+    checked = patrol("check", "-c", tmp_path / "etc" / "site.yaml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
