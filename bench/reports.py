@@ -4,9 +4,11 @@ The compliance report (`GET /api/v1/reports/compliance`) over a year: 1,000 (ass
 standard) pairs (100 assets x 10 standards), about 100,000 NCs detected in the reported
 year and as many in the year before (the previous period the report sets beside it), each
 with its history through the lifecycle, and 730 days of compliance seconds per pair
-(730,000 `compliance_days` rows). The store is filled by tests/reports_seed.py (the
-generator the report tests check every figure against), in bulk, then analysed
-(`ANALYZE`, as a running PostgreSQL's autovacuum would; SQLite's planner is left as is).
+(730,000 `compliance_days` rows, and their monthly roll-up `compliance_months`, written by
+api.ingest.add_seconds as snapshots write them). The store is filled by
+tests/reports_seed.py (the generator the report tests check every figure against), in
+bulk, then analysed (`ANALYZE`, as a running PostgreSQL's autovacuum would; SQLite's
+planner is left as is).
 
 Timed: the whole request through the app in process (ASGI test client, so JSON encoding
 included), for each grouping; then CSV and XLSX for one. Prints the best of `--repeat`
