@@ -15,8 +15,9 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import literal_column, select, union_all
+from sqlalchemy import BigInteger, String, cast, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from api.reports.figures import (
     COLUMNS,
@@ -34,8 +35,13 @@ from api.reports.sql import KEY_FIELDS, integers, joined, nc_key, segment
 from api.store import Nonconformance
 
 Pair = tuple[str, str, str | None]
-READ = (*COLUMNS, "pk", "detected_in", "updated_in")
-"""COLUMNS as kept on the NC, its pk, and the spans of its detection and last change."""
+FLAGS_ROOM = 1 << 14
+"""An NC's flags (figures.FLAG and the state code) are below this: the read packs its pk
+and spans above them, one joined text fewer for each (each costs SQLite as much as the
+expressions behind all of them)."""
+PAIR_SEPARATOR, NC_SEPARATOR = "\x1f", "\x1e"
+"""Between the ids of an NC's pair, and between NCs in a joined text of pairs (ASCII unit
+and record separators, which no id holds)."""
 Span = tuple[int, int, int]
 """A window as indexes into `shared_figures`' starts (its start, its end) and sinces."""
 
@@ -51,14 +57,19 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
     starts = sorted({w.start for w in windows} | {w.end for w in windows})
     sinces = sorted({w.end - QUIET_AFTER for w in windows})
     pairs: dict[Pair, int] = {}
-    parts: dict[Key, list[list[np.ndarray]]] = defaultdict(list)
+    columns: dict[Key, dict[str, np.ndarray]] = {}
     for row in session.execute(_read(dialect, by, sites, starts, sinces)):
-        values = [integers(text) for text in row[width + 3:]]
-        pair = pairs.setdefault(tuple(row[width:width + 3]), len(pairs))
-        parts[tuple(row[:width])].append([np.full(len(values[0]), pair), *values])
-    columns = {key: dict(zip(("pair", *READ), map(np.concatenate, zip(*rows, strict=True)),
-                             strict=True))
-               for key, rows in parts.items()}
+        packed, *values = (integers(text) for text in row[width:-1])
+        values = dict(zip(COLUMNS[1:], values, strict=True))
+        values["flags"], packed = packed % FLAGS_ROOM, packed // FLAGS_ROOM
+        values["updated_in"], packed = packed % (len(sinces) + 1), packed // (len(sinces) + 1)
+        values["detected_in"], values["pk"] = packed % (len(starts) + 1), \
+            packed // (len(starts) + 1)
+        values["pair"] = np.array([pairs.setdefault(_pair(text), len(pairs))
+                                   for text in (row[-1] or "").split(NC_SEPARATOR) if text],
+                                  dtype=np.int64)
+        if len(values["pair"]):
+            columns[tuple(row[:width])] = values
     spans = [(starts.index(w.start), starts.index(w.end), sinces.index(w.end - QUIET_AFTER))
              for w in windows]
     recent = _recent(session, dialect, windows, columns, spans)
@@ -69,20 +80,40 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
 
 def _read(dialect: str, by: str | None, sites: Collection[str] | None,
           starts: Sequence[datetime], sinces: Sequence[datetime]) -> object:
-    """One row per group and pair: its key, its pair and READ of its NCs detected between
-    the first and last of `starts`, each joined into one text (the kept facts: those of
-    NCs changed since shortly before a window's end are `_recent`'s)."""
+    """One row per group: its key, and its NCs detected between the first and last of
+    `starts`, each column joined into one text: their flags packed with their pk and
+    spans (`packed`), the other COLUMNS (the kept facts: those of NCs changed since
+    shortly before a window's end are `_recent`'s), and their pairs. Not a row per pair:
+    sorting the NCs by pair took as long as the rest of the read (SQLite)."""
     n = Nonconformance
     keys = nc_key(by)
-    rows = (select(*keys, n.site_id, n.asset_id, n.standard_id, *kept_facts(dialect),
-                   n.pk.label("pk"), segment(n.detected_at, starts).label("detected_in"),
+    rows = (select(*keys, *kept_facts(dialect), _pair_text(dialect).label("pair"),
+                   cast(n.pk, BigInteger).label("pk"),
+                   segment(n.detected_at, starts).label("detected_in"),
                    segment(n.updated_at, sinces).label("updated_in"))
             .where(n.detected_at >= starts[0], n.detected_at < starts[-1], *scope(sites))
             .subquery("kept"))
-    grouped = [rows.c[c.name] for c in keys] + [rows.c.site_id, rows.c.asset_id,
-                                                  rows.c.standard_id]
-    return select(*grouped, *(joined(dialect, rows.c[name]) for name in READ)
-                  ).group_by(*grouped)
+    c = rows.c
+    packed = c.flags + FLAGS_ROOM * (c.updated_in + (len(sinces) + 1) * (
+        c.detected_in + (len(starts) + 1) * c.pk))
+    grouped = [c[k.name] for k in keys]
+    aggregate = func.string_agg if dialect == "postgresql" else func.group_concat
+    return select(*grouped, joined(dialect, packed),
+                  *(joined(dialect, c[name]) for name in COLUMNS[1:]),
+                  aggregate(c.pair, NC_SEPARATOR)).group_by(*grouped)
+
+
+def _pair_text(dialect: str) -> ColumnElement[str]:
+    """An NC's pair in one text: site, asset and (when it has one) standard."""
+    n = Nonconformance
+    concat = func.chr if dialect == "postgresql" else func.char
+    unit = concat(ord(PAIR_SEPARATOR), type_=String)
+    return n.site_id + unit + n.asset_id + func.coalesce(unit + n.standard_id, "")
+
+
+def _pair(text: str) -> Pair:
+    site, asset, *standard = text.split(PAIR_SEPARATOR)
+    return site, asset, standard[0] if standard else None
 
 
 def _changed(values: dict[str, np.ndarray], span: Span) -> tuple[np.ndarray, np.ndarray]:
