@@ -120,14 +120,15 @@ def _figures(session: Session, periods: list[Window], by: str | None,
     def known(own: Session) -> tuple[Attributes, Downtime]:
         return attributes(own, sites, asset_types), downtime(own, windows, sites, fields)
 
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="report") as pool:
-        # The windows in the report's window share their reads when there are several
-        # (a month report's 12 months and the periods before them, and the whole: one
-        # read, not 25); any other window is read alone (one window and the period
-        # before it; a month report's previous period), as a shared read carries each
-        # NC's pair, pk and spans, which costs more than a second read saves.
-        inside = [w for w in windows if w.end > periods[-1].start]
-        together = inside if len(inside) > 1 else []
+    # one thread per read: the SQLite and numpy parts of each run beside the others
+    with ThreadPoolExecutor(max_workers=5, thread_name_prefix="report") as pool:
+        # A month report's months, the periods before them (the first month's too, a
+        # month before the window) and the whole window share one read of their NCs
+        # (25 windows: a fraction of 25 reads); the report's previous period, the last
+        # of `windows` (a year before), is read alone, and so is each window of a report
+        # of one period, as a shared read carries each NC's pair, pk and spans, which
+        # for two windows costs more than a second read saves.
+        together = windows[:-1] if len(periods) > 1 else []
         reads = ([together] if together else []) + [[w] for w in windows
                                                      if w not in together]
         ncs = [(part, pool.submit(apart, _flows, part, by, sites)) for part in reads]

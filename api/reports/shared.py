@@ -56,7 +56,7 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
     width = len(KEY_FIELDS[by])
     starts = sorted({w.start for w in windows} | {w.end for w in windows})
     sinces = sorted({w.end - QUIET_AFTER for w in windows})
-    pairs: dict[Pair, int] = {}
+    pairs: dict[str, int] = {}  # a pair's text (_pair_text): its index
     columns: dict[Key, dict[str, np.ndarray]] = {}
     for row in session.execute(_read(dialect, by, sites, starts, sinces)):
         packed, *values = (integers(text) for text in row[width:-1])
@@ -65,7 +65,7 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
         values["updated_in"], packed = packed % (len(sinces) + 1), packed // (len(sinces) + 1)
         values["detected_in"], values["pk"] = packed % (len(starts) + 1), \
             packed // (len(starts) + 1)
-        values["pair"] = np.array([pairs.setdefault(_pair(text), len(pairs))
+        values["pair"] = np.array([pairs.setdefault(text, len(pairs))
                                    for text in (row[-1] or "").split(NC_SEPARATOR) if text],
                                   dtype=np.int64)
         if len(values["pair"]):
@@ -73,7 +73,7 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
     spans = [(starts.index(w.start), starts.index(w.end), sinces.index(w.end - QUIET_AFTER))
              for w in windows]
     recent = _recent(session, dialect, windows, columns, spans)
-    names = list(pairs)
+    names = [_pair(text) for text in pairs]  # a thousand texts, not one per NC
     return [_window(columns, names, span, facts, by)
             for span, facts in zip(spans, recent, strict=True)]
 
