@@ -349,10 +349,12 @@ def add_seconds(session: Session, days: Sequence[dict[str, Any]]) -> None:
 
 def _upsert(session: Session, model: type[Base], rows: list[dict[str, Any]],
             keys: list[str], update: Callable[[Any], dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE, on SQLite and PostgreSQL alike, in chunks."""
+    """INSERT ... ON CONFLICT DO UPDATE, on SQLite and PostgreSQL alike: one statement
+    executed for every row (compiled once; a statement of a thousand rows' values was
+    compiled anew for each thousand, which made seeding a year of days twice slower)."""
+    if not rows:
+        return
     dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    for start in range(0, len(rows), 1000):
-        statement = insert(model).values(rows[start:start + 1000])
-        session.execute(statement.on_conflict_do_update(index_elements=keys,
-                                                        set_=update(statement.excluded)))
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(model)
+    session.execute(statement.on_conflict_do_update(index_elements=keys,
+                                                    set_=update(statement.excluded)), rows)
