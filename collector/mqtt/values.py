@@ -64,25 +64,18 @@ def parse_timestamp(value: object) -> float:
     """Epoch seconds from epoch s, epoch ms (> 1e11) or ISO 8601 (naive ISO means UTC)."""
     if type(value) is str and value[4:5] == "-":  # the usual ISO text, parsed first
         try:
-            parsed = datetime.fromisoformat(value)
+            return _iso_seconds(value)
         except ValueError:
             pass  # the checked way below strips it, or words the refusal
-        else:
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            return parsed.timestamp()
     if isinstance(value, bool) or value is None:
         raise PayloadError(f"timestamp {value!r} is not a time")
     if isinstance(value, str) and (
         (value[4:5] == "-" and value[:4].isdigit()) or not _NUMBER.fullmatch(value.strip())
     ):
         try:
-            parsed = datetime.fromisoformat(value.strip())
+            return _iso_seconds(value.strip())
         except ValueError:
             raise PayloadError(f"timestamp {_short(value)!r} is not ISO 8601 or epoch") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
     if isinstance(value, str | int | float):
         try:
             seconds = float(value)
@@ -96,6 +89,14 @@ def parse_timestamp(value: object) -> float:
             raise PayloadError(f"timestamp {value!r} is beyond the year 9999 even as ms")
         return seconds
     raise PayloadError(f"timestamp is {type(value).__name__}, not a time")
+
+
+def _iso_seconds(text: str) -> float:
+    """Epoch seconds of ISO 8601 text (naive means UTC); ValueError when it is not."""
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def _short(text: str, limit: int = 40) -> str:
