@@ -51,7 +51,7 @@ class Window:
         local = self.start.astimezone(self.tz)
         first = date(local.year, local.month, 1)
         while True:
-            following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+            following = next_month(first)
             start = max(self.start, _midnight(first, self.tz))
             end = min(self.end, _midnight(following, self.tz))
             if start >= self.end:
@@ -60,6 +60,11 @@ class Window:
                 months.append((f"{first.year:04d}-{first.month:02d}",
                                Window(start, end, self.tz)))
             first = following
+
+
+def next_month(day: date) -> date:
+    """The first day of the month after `day`'s."""
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 def _midnight(day: date, tz: ZoneInfo) -> datetime:

@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import and_, func, literal_column, select, text, union_all
 from sqlalchemy.orm import Session
 
-from api.reports.period import Window
+from api.reports.period import Window, next_month
 from api.reports.sql import KEY_FIELDS, epoch, integers, joined, micro, segment
 from api.store import ComplianceDay, ComplianceMonth, Nonconformance, OutOfService
 from common.vocabulary import COMPLIANCE_STATES
@@ -167,7 +167,7 @@ def _pieces(cuts: Sequence[str]) -> tuple[list[str], list[tuple[str, str, int]]]
         at = low
         while at < high:
             day = date.fromisoformat(at)
-            following = date(day.year + day.month // 12, day.month % 12 + 1, 1).isoformat()
+            following = next_month(day).isoformat()
             if day.day == 1 and following <= high:
                 months.append(at[:7])
             else:
