@@ -97,10 +97,9 @@ def _read(dialect: str, by: str | None, sites: Collection[str] | None,
     packed = c.flags + FLAGS_ROOM * (c.updated_in + (len(sinces) + 1) * (
         c.detected_in + (len(starts) + 1) * c.pk))
     grouped = [c[k.name] for k in keys]
-    aggregate = func.string_agg if dialect == "postgresql" else func.group_concat
     return select(*grouped, joined(dialect, packed),
                   *(joined(dialect, c[name]) for name in COLUMNS[1:]),
-                  aggregate(c.pair, NC_SEPARATOR)).group_by(*grouped)
+                  joined(dialect, c.pair, NC_SEPARATOR)).group_by(*grouped)
 
 
 def _pair_text(dialect: str) -> ColumnElement[str]:

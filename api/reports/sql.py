@@ -63,12 +63,12 @@ def micro(seconds: Any) -> ColumnElement[int]:
     return cast(func.round(seconds * 1_000_000), BigInteger)
 
 
-def joined(dialect: str, column: Any) -> ColumnElement[str]:
-    """An aggregate: the group's non-null integers in one text, comma-separated. numpy
-    reads such a text (`integers`) some fifty times faster than as many rows."""
+def joined(dialect: str, column: Any, separator: str = ",") -> ColumnElement[str]:
+    """An aggregate: the group's non-null values in one text, comma-separated (integers:
+    numpy reads such a text, `integers`, some fifty times faster than as many rows)."""
     if dialect == "postgresql":
-        return func.string_agg(cast(column, Text), ",")
-    return func.group_concat(column, ",")
+        return func.string_agg(cast(column, Text), separator)
+    return func.group_concat(column, separator)
 
 
 def integers(text: str | None) -> np.ndarray:
