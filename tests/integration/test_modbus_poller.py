@@ -119,8 +119,10 @@ def test_each_interval_keeps_its_own_schedule_however_slow_the_device():
     fast, slow, delay = INTERVAL / 2, INTERVAL, 0.03
     # The two intervals share one client, so on the ticks they share one read waits for
     # the other. Which goes first is a near tie (microseconds apart), and the second comes
-    # up to `delay` late, since both reads fit in the fast interval. So `delay` stays well
-    # under the 50 ms allowed below: that lateness does not add up; a drift would.
+    # up to `delay` late, since both reads fit in the fast interval: that lateness does not
+    # add up; a drift would, `delay` a cycle. A read may be up to `allowed` late (a loaded
+    # machine's scheduling), which a drift passes by the fifth cycle of the 9 or more here.
+    allowed = 4 * delay
     config = ModbusConfig.model_validate({"devices": [device("oven", relay_port, [
         {**POINTS[0], "interval": fast},  # temp
         POINTS[2],                        # offset, on the device's interval
@@ -139,7 +141,7 @@ def test_each_interval_keeps_its_own_schedule_however_slow_the_device():
     for metric, interval in (("temp", fast), ("offset", slow)):
         times = batches.times("oven", metric)
         late = [round(at - times[0] - k * interval, 3) for k, at in enumerate(times)]
-        assert all(abs(lag) <= 0.05 for lag in late), f"{metric} late by {late}"
+        assert all(abs(lag) <= allowed for lag in late), f"{metric} late by {late}"
     fast_count = len(batches.times("oven", "temp"))
     slow_count = len(batches.times("oven", "offset"))
     assert 2 * slow_count - 2 <= fast_count <= 2 * slow_count + 1, (fast_count, slow_count)
