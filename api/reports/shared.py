@@ -15,9 +15,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import BigInteger, String, cast, func, literal_column, select, union_all
+from sqlalchemy import BigInteger, cast, literal_column, select, union_all
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from api.reports.figures import (
     COLUMNS,
@@ -31,17 +30,23 @@ from api.reports.figures import (
     whole,
 )
 from api.reports.period import Window
-from api.reports.sql import KEY_FIELDS, integers, joined, nc_key, segment
+from api.reports.sql import (
+    KEY_FIELDS,
+    NC_SEPARATOR,
+    Pair,
+    integers,
+    joined,
+    nc_key,
+    pair_of,
+    pair_text,
+    segment,
+)
 from api.store import Nonconformance
 
-Pair = tuple[str, str, str | None]
 FLAGS_ROOM = 1 << 14
 """An NC's flags (figures.FLAG and the state code) are below this: the read packs its pk
 and spans above them, one joined text fewer for each (each costs SQLite as much as the
 expressions behind all of them)."""
-PAIR_SEPARATOR, NC_SEPARATOR = "\x1f", "\x1e"
-"""Between the ids of an NC's pair, and between NCs in a joined text of pairs (ASCII unit
-and record separators, which no id holds)."""
 Span = tuple[int, int, int]
 """A window as indexes into `shared_figures`' starts (its start, its end) and sinces."""
 
@@ -56,7 +61,7 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
     width = len(KEY_FIELDS[by])
     starts = sorted({w.start for w in windows} | {w.end for w in windows})
     sinces = sorted({w.end - QUIET_AFTER for w in windows})
-    pairs: dict[str, int] = {}  # a pair's text (_pair_text): its index
+    pairs: dict[str, int] = {}  # a pair's text (sql.pair_text): its index
     columns: dict[Key, dict[str, np.ndarray]] = {}
     for row in session.execute(_read(dialect, by, sites, starts, sinces)):
         packed, *values = (integers(text) for text in row[width:-1])
@@ -73,7 +78,7 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
     spans = [(starts.index(w.start), starts.index(w.end), sinces.index(w.end - QUIET_AFTER))
              for w in windows]
     recent = _recent(session, dialect, windows, columns, spans)
-    names = [_pair(text) for text in pairs]  # a thousand texts, not one per NC
+    names = [pair_of(text) for text in pairs]  # a thousand texts, not one per NC
     return [_window(columns, names, span, facts, by)
             for span, facts in zip(spans, recent, strict=True)]
 
@@ -87,7 +92,7 @@ def _read(dialect: str, by: str | None, sites: Collection[str] | None,
     sorting the NCs by pair took as long as the rest of the read (SQLite)."""
     n = Nonconformance
     keys = nc_key(by)
-    rows = (select(*keys, *kept_facts(dialect), _pair_text(dialect).label("pair"),
+    rows = (select(*keys, *kept_facts(dialect), pair_text(dialect).label("pair"),
                    cast(n.pk, BigInteger).label("pk"),
                    segment(n.detected_at, starts).label("detected_in"),
                    segment(n.updated_at, sinces).label("updated_in"))
@@ -100,19 +105,6 @@ def _read(dialect: str, by: str | None, sites: Collection[str] | None,
     return select(*grouped, joined(dialect, packed),
                   *(joined(dialect, c[name]) for name in COLUMNS[1:]),
                   joined(dialect, c.pair, NC_SEPARATOR)).group_by(*grouped)
-
-
-def _pair_text(dialect: str) -> ColumnElement[str]:
-    """An NC's pair in one text: site, asset and (when it has one) standard."""
-    n = Nonconformance
-    concat = func.chr if dialect == "postgresql" else func.char
-    unit = concat(ord(PAIR_SEPARATOR), type_=String)
-    return n.site_id + unit + n.asset_id + func.coalesce(unit + n.standard_id, "")
-
-
-def _pair(text: str) -> Pair:
-    site, asset, *standard = text.split(PAIR_SEPARATOR)
-    return site, asset, standard[0] if standard else None
 
 
 def _changed(values: dict[str, np.ndarray], span: Span) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Float, Text, case, cast, func, literal_column
+from sqlalchemy import BigInteger, Float, String, Text, case, cast, func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
 from api.store import Nonconformance
@@ -28,6 +28,12 @@ NC_COLUMNS: dict[str, Any] = {
     "asset_type": Nonconformance.asset_type, "standard": Nonconformance.standard_id,
     "category": Nonconformance.category, "department": Nonconformance.department,
     "root_cause": Nonconformance.root_cause_category}
+
+PAIR_SEPARATOR, NC_SEPARATOR = "\x1f", "\x1e"
+"""Between the ids of an NC's pair, and between NCs in a joined text of pairs (ASCII unit
+and record separators, which no id holds)."""
+
+Pair = tuple[str, str, str | None]
 
 STATE_CODE = {state: code for code, state in enumerate(NC_STATES)}
 """States as small integers: `max(id * 8 + code)` over an NC's history rows is the code of
@@ -69,6 +75,22 @@ def joined(dialect: str, column: Any, separator: str = ",") -> ColumnElement[str
     if dialect == "postgresql":
         return func.string_agg(cast(column, Text), separator)
     return func.group_concat(column, separator)
+
+
+def pair_text(dialect: str) -> ColumnElement[str]:
+    """An NC's pair in one text: site, asset and (when it has one) standard; `joined` with
+    NC_SEPARATOR, a group's pairs come in the same row as its other columns, where a row
+    per pair made the database sort the NCs by pair (as long as the rest of a read)."""
+    n = Nonconformance
+    concat = func.chr if dialect == "postgresql" else func.char
+    unit = concat(ord(PAIR_SEPARATOR), type_=String)
+    return n.site_id + unit + n.asset_id + func.coalesce(unit + n.standard_id, "")
+
+
+def pair_of(text: str) -> Pair:
+    """The pair a `pair_text` names."""
+    site, asset, *standard = text.split(PAIR_SEPARATOR)
+    return site, asset, standard[0] if standard else None
 
 
 def integers(text: str | None) -> np.ndarray:
