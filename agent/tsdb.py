@@ -64,7 +64,8 @@ class InfluxConfig(BaseModel):
     retention_policy: str | None = Field(None, description="v1 only")
     token_env: str | None = None
     token_file: ConfigPath | None = None
-    username: str | None = Field(None, description="v1 basic auth")
+    username: str | None = Field(None, description="HTTP Basic auth instead of a token (v1; "
+                                 "v2 behind a proxy or VictoriaMetrics' -httpAuth)")
     password_env: str | None = None
     password_file: ConfigPath | None = None
     measurement: str = Field("patrol", min_length=1)
@@ -290,59 +291,54 @@ def _describe(answer: Answer) -> str:
 
 
 def v2_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
-    """POST /api/v2/write through influxdb-client (InfluxDB 1.8+, 2.x, 3.x, VictoriaMetrics).
-    The library (and numpy, which it loads) is imported here, only when a site needs it."""
-    import urllib3
-    from influxdb_client import InfluxDBClient, WritePrecision, WriteService
-    from influxdb_client.rest import ApiException
-
-    token = read_secret(config.token_env, config.token_file) or ""
-    client = InfluxDBClient(url=config.url, token=token, org=config.org,
-                            timeout=int(config.timeout * 1000))
-    if config.username:  # e.g. VictoriaMetrics behind -httpAuth: HTTP Basic, not a token
-        password = read_secret(config.password_env, config.password_file) or ""
-        basic = urllib3.make_headers(basic_auth=f"{config.username}:{password}")
-        client.api_client.set_default_header("Authorization", basic["authorization"])
-    # The library's write service with our own gzip: level 1 packs line protocol almost as
-    # well as the client's level 9 at several times the speed.
-    service = WriteService(client.api_client)
-
-    def send(lines: bytes) -> Answer:
-        body = gzip.compress(lines, compresslevel=1)
-        try:
-            service.post_write(org=config.org, bucket=config.bucket, body=body,
-                               precision=WritePrecision.MS, content_encoding="gzip",
-                               content_type="text/plain; charset=utf-8",
-                               urlopen_kw={"redirect": False})  # a 3xx is an answer
-        except ApiException as exc:
-            return Answer(exc.status, _message(exc.body, exc.reason),
-                          _header(exc.headers, "Retry-After"), _header(exc.headers, "Location"))
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            return Answer(None, str(getattr(exc, "reason", None) or exc))
-        return Answer(204)
-
-    def close() -> None:
-        client.close()
-
-    return send, close
-
-
-def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
-    """POST /write?db= (InfluxDB 1.x, e.g. Raspberry Pi OS's 1.6), gzip, basic auth."""
-    import urllib3  # here: a site without a TSDB never loads it
-
-    pool = urllib3.PoolManager(timeout=urllib3.Timeout(total=config.timeout), retries=False)
-    fields = {"db": config.bucket, "precision": "ms"}
-    if config.retention_policy:
-        fields["rp"] = config.retention_policy
-    url = config.url.rstrip("/") + "/write?" + urlencode(fields)
-    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
-    password = read_secret(config.password_env, config.password_file)
-    if config.username:
-        headers.update(urllib3.make_headers(basic_auth=f"{config.username}:{password or ''}"))
+    """POST /api/v2/write (InfluxDB 1.8+, 2.x, 3.x, VictoriaMetrics): a token, or HTTP Basic
+    for a server behind one (e.g. VictoriaMetrics' -httpAuth). A write is one POST: the
+    line protocol is ours and the buffer owns the retries, so influxdb-client would only
+    add its 24 MB (it loads numpy) to a gateway's memory."""
+    fields = {"org": config.org, "bucket": config.bucket, "precision": "ms"}
+    headers = {}
     token = read_secret(config.token_env, config.token_file)
     if token:
         headers["Authorization"] = f"Token {token}"
+    if config.username:  # Basic instead of the token
+        password = read_secret(config.password_env, config.password_file)
+        headers["Authorization"] = _basic(config.username, password)
+    return _poster(config.url.rstrip("/") + "/api/v2/write?" + urlencode(fields), headers,
+                   config.timeout)
+
+
+def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
+    """POST /write?db= (InfluxDB 1.x, e.g. Raspberry Pi OS's 1.6): basic auth or a token."""
+    fields = {"db": config.bucket, "precision": "ms"}
+    if config.retention_policy:
+        fields["rp"] = config.retention_policy
+    headers = {}
+    if config.username:
+        password = read_secret(config.password_env, config.password_file)
+        headers["Authorization"] = _basic(config.username, password)
+    token = read_secret(config.token_env, config.token_file)
+    if token:
+        headers["Authorization"] = f"Token {token}"
+    return _poster(config.url.rstrip("/") + "/write?" + urlencode(fields), headers,
+                   config.timeout)
+
+
+def _basic(username: str, password: str | None) -> str:
+    import urllib3  # here: a site without a TSDB never loads it
+
+    return urllib3.make_headers(basic_auth=f"{username}:{password or ''}")["authorization"]
+
+
+def _poster(url: str, headers: dict[str, str], timeout: float
+            ) -> tuple[Send, Callable[[], None]]:
+    """Each body gzipped (level 1 packs line protocol almost as well as 9, several times
+    faster) and POSTed once to `url`. Every answer is returned as it is: a redirect is not
+    followed and nothing is retried here (the writer decides, the buffer keeps the lines)."""
+    import urllib3  # here: a site without a TSDB never loads it
+
+    pool = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout), retries=False)
+    headers = {**headers, "Content-Encoding": "gzip",
+               "Content-Type": "text/plain; charset=utf-8"}
 
     def send(lines: bytes) -> Answer:
         body = gzip.compress(lines, compresslevel=1)
@@ -386,10 +382,3 @@ def _message(body: bytes | str | None, reason: str | None) -> str:
     except ValueError:
         pass
     return text.strip()[:500]
-
-
-def _header(headers: object, name: str) -> str | None:
-    if headers is None:
-        return None
-    getter = getattr(headers, "get", None)
-    return getter(name) if getter else None

@@ -395,14 +395,17 @@ def test_wrong_credentials_keep_everything_and_log_once(
         errors = [r.message for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "refused our credentials (401" in errors[0]
 
-        if server == "influxdb1-v1":  # the password is fixed: writing resumes
-            monkeypatch.setenv("PATROL_TEST_SECRET", "right")
-            writer.send, close = make_sender(cfg)
-            with caplog.at_level(logging.INFO, logger="patrol.tsdb"):
-                asyncio.run(flush(1))
-            close()
-            assert buffer.count()["readings"] == 0
-            assert caplog.records[-1].message == f"writing to {tsdb.url} again"
+        # the credentials are fixed (VictoriaMetrics' -httpAuth takes HTTP Basic, not a
+        # token, on /api/v2/write too): writing resumes
+        monkeypatch.setenv("PATROL_TEST_SECRET", "right")
+        if server == "victoriametrics-v2":
+            cfg = config(tsdb.url, username="patrol", password_env="PATROL_TEST_SECRET")
+        writer.send, close = make_sender(cfg)
+        with caplog.at_level(logging.INFO, logger="patrol.tsdb"):
+            asyncio.run(flush(1))
+        close()
+        assert buffer.count()["readings"] == 0
+        assert caplog.records[-1].message == f"writing to {tsdb.url} again"
 
 
 # --- the buffer on its own: full, corrupt, disk full -------------------------------------
