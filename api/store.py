@@ -269,6 +269,12 @@ class ComplianceMonth(Base):
     pair instead of 365."""
 
     __tablename__ = "compliance_months"
+    __table_args__ = (
+        # a month's pairs as one range, not a scan of every month (a report reads a piece
+        # of each month its windows divide from compliance_days, pair by pair); without
+        # the seconds, which each snapshot changes (PostgreSQL updates them in place)
+        Index("ix_compliance_months_month", "month", "site_id", "asset_id", "standard_id"),
+    )
 
     site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     asset_id: Mapped[str] = mapped_column(String(128), primary_key=True)
