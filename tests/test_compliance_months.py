@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select, text
 
 from api.app import create_app
+from api.ingest import add_seconds
+from api.reports.timeshare import day_sums
 from api.store import ComplianceDay, ComplianceMonth, Database
 from common.vocabulary import COMPLIANCE_STATES
 from rules.events import Snapshot
@@ -88,3 +90,32 @@ def test_the_migration_fills_the_months_of_the_days_before_it(api: Api) -> None:
     assert months(api.db) == {key: pytest.approx(values, rel=1e-12)
                               for key, values in wanted.items()}
     assert len(wanted) == 4
+
+
+def test_a_divided_months_largest_piece_is_the_month_less_the_others(db: Database) -> None:
+    """api.reports.timeshare.day_sums reads the largest piece of a month its cuts divide
+    as the month less its other pieces: the same seconds as its days (to rounding; a
+    state without seconds there has none, not a rounding's worth), and a pair without a
+    day in it is absent from it."""
+    def row(pair: str, day: int, ok: float, violating: float) -> dict[str, Any]:
+        return {"site_id": "tower-a", "asset_id": "CH-1", "standard_id": pair,
+                "day": f"2026-01-{day:02d}", "ok": ok, "violating": violating,
+                "no_data": 0.0, "inactive": 0.0}
+
+    with db.write() as session:  # several snapshots a day: the month adds in another order
+        for part in range(3):
+            add_seconds(session, [row("S-ALL", day, 0.1 * day + part,
+                                      0.1 * (1 + 0.1 * part) if day < 4 else 0.0)
+                                  for day in range(1, 32)]
+                        + [row("S-EDGE", day, 0.7, 0.1 * part) for day in (2, 3, 30)])
+        session.commit()
+    cuts = ["2026-01-01", "2026-01-04", "2026-01-29", "2026-02-01"]
+    with db.session() as session:
+        pairs, sums = day_sums(session, cuts, None)
+    everything, edge = (pairs.index(("tower-a", "CH-1", s)) for s in ("S-ALL", "S-EDGE"))
+    ok, violating = 1 + COMPLIANCE_STATES.index("ok"), 1 + COMPLIANCE_STATES.index("violating")
+    assert sums[edge, 1].tolist() == [0.0] * (1 + len(COMPLIANCE_STATES))  # no day in it
+    assert sums[everything, 1, 0] > 0 and sums[everything, 1, violating] == 0.0
+    assert sums[everything, 1, ok] == pytest.approx(sum(3 * 0.1 * d + 3 for d in range(4, 29)))
+    assert sums[edge, 0, violating] == pytest.approx(2 * 0.3)
+    assert sums[edge, 2, ok] == pytest.approx(3 * 0.7)

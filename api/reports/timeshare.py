@@ -22,8 +22,9 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, literal_column, select, text, union_all
+from sqlalchemy import and_, case, exists, func, literal_column, select, text, union_all
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from api.reports.period import Window, next_month
 from api.reports.sql import KEY_FIELDS, epoch, integers, joined, micro, segment
@@ -113,10 +114,13 @@ def day_sums(session: Session, cuts: Sequence[str], sites: Collection[str] | Non
     """Each pair's seconds in each span of days between `cuts` (from cuts[i] to
     cuts[i + 1], excluded), in one statement: the whole UTC months of a span from their
     roll-up (compliance_months: a year is 12 rows a pair, not 365), and each piece of a
-    month a cut divides from compliance_days, summed per pair by the database."""
+    month a cut divides from compliance_days, summed per pair by the database; but the
+    largest piece of a month divided whole is its roll-up less its other pieces (`_Cut`),
+    read from neither (a month report's 6 divided months were 180 of 200 days read)."""
     month, day = ComplianceMonth, ComplianceDay
     scope = [] if sites is None else [month.site_id.in_(sorted(sites))]
     months, pieces = _pieces(cuts)
+    cut = _Cut(len(cuts) - 1, pieces)
     parts = []
     if months:  # a whole month is in the span of its first day: compare months
         parts.append(select(month.site_id, month.asset_id, month.standard_id,
@@ -124,18 +128,22 @@ def day_sums(session: Session, cuts: Sequence[str], sites: Collection[str] | Non
                             literal_column("1").label("rows"),
                             *(getattr(month, s).label(s) for s in COMPLIANCE_STATES))
                      .where(month.month.in_(months), *scope))
-    for low, high, span in pieces:
+    for index, (low, high, _) in enumerate(cut.read, cut.spans):
         # the month's pairs, each one range of the covering index: no sort, no full scan
         parts.append(select(month.site_id, month.asset_id, month.standard_id,
-                            literal_column(str(span)).label("span"),
+                            literal_column(str(index)).label("span"),
                             func.count().label("rows"),
                             *(func.sum(getattr(day, s)).label(s) for s in COMPLIANCE_STATES))
-                     .join_from(month, day, and_(day.site_id == month.site_id,
-                                                 day.asset_id == month.asset_id,
-                                                 day.standard_id == month.standard_id,
-                                                 day.day >= low, day.day < high))
+                     .join_from(month, day, _days(low, high))
                      .where(month.month == low[:7], *scope)
                      .group_by(month.site_id, month.asset_id, month.standard_id))
+    for index, (low, high, _) in enumerate(cut.rest, cut.spans + len(cut.read)):
+        # the whole month, and whether the piece has a day: one step into the index
+        parts.append(select(month.site_id, month.asset_id, month.standard_id,
+                            literal_column(str(index)).label("span"),
+                            case((exists().where(_days(low, high)), 1), else_=0).label("rows"),
+                            *(getattr(month, s).label(s) for s in COMPLIANCE_STATES))
+                     .where(month.month == low[:7], *scope))
     if not parts:
         return [], np.zeros((0, len(cuts) - 1, 1 + len(COMPLIANCE_STATES)))
     if session.get_bind().dialect.name == "postgresql":  # hash the pairs' spans in memory:
@@ -149,20 +157,74 @@ def day_sums(session: Session, cuts: Sequence[str], sites: Collection[str] | Non
                                .group_by(*grouped)):
         index = pairs.setdefault((row[0], row[1], row[2]), len(pairs))
         found.append((index, row[3], row[4], *(float(v or 0.0) for v in row[5:])))
-    sums = np.zeros((len(pairs), len(cuts) - 1, 1 + len(COMPLIANCE_STATES)))
+    sums = np.zeros((len(pairs), cut.size, 1 + len(COMPLIANCE_STATES)))
     if found:
         columns = np.array(found, dtype=float)
         index, span = columns[:, 0].astype(np.intp), columns[:, 1].astype(np.intp)
         sums[index, span] = columns[:, 2:]
-    return list(pairs), sums
+    return list(pairs), cut.spanned(sums)
 
 
-def _pieces(cuts: Sequence[str]) -> tuple[list[str], list[tuple[str, str, int]]]:
+def _days(low: str, high: str) -> ColumnElement[bool]:
+    """The days of a compliance_months row's pair from `low` to `high` (excluded)."""
+    month, day = ComplianceMonth, ComplianceDay
+    return and_(day.site_id == month.site_id, day.asset_id == month.asset_id,
+                day.standard_id == month.standard_id, day.day >= low, day.day < high)
+
+
+Piece = tuple[str, str, int]
+"""Days [from, to) within one month and one span, and the span's index."""
+
+ROUNDING = 1e-6
+"""Seconds a month less its other pieces may be off by (its sums and theirs add the same
+seconds in another order): below it, a piece without such seconds has none."""
+
+
+class _Cut:
+    """Which pieces of divided months `day_sums` reads from compliance_days (`read`), and
+    which it takes as their month less its other pieces (`rest`: the largest of a month
+    whose every piece is between the cuts), and how those come back to their spans. The
+    database sums each piece read and each such month apart, their indexes after the
+    spans': `read` from `spans` on, then `rest`."""
+
+    def __init__(self, spans: int, pieces: list[Piece]) -> None:
+        self.spans = spans
+        by_month: dict[str, list[Piece]] = defaultdict(list)
+        for piece in pieces:
+            by_month[piece[0][:7]].append(piece)
+        self.rest: list[Piece] = []
+        for month, parts in by_month.items():
+            whole = (parts[0][0] == f"{month}-01"
+                     and parts[-1][1] == next_month(date.fromisoformat(parts[0][0])).isoformat())
+            if whole and len(parts) > 1:
+                self.rest.append(max(parts, key=lambda p: date.fromisoformat(p[1])
+                                     - date.fromisoformat(p[0])))
+        self.read = [piece for piece in pieces if piece not in self.rest]
+        self.size = spans + len(self.read) + len(self.rest)
+
+    def spanned(self, sums: np.ndarray) -> np.ndarray:
+        """`sums` (pairs x `size` x (rows, states)) as pairs x spans: each piece read
+        added to its span, each month less its pieces read to the rest's span."""
+        spans = sums[:, :self.spans].copy()
+        read = {piece: self.spans + i for i, piece in enumerate(self.read)}
+        for piece, index in read.items():
+            spans[:, piece[2]] += sums[:, index]
+        for i, (low, _, span) in enumerate(self.rest):
+            month = sums[:, self.spans + len(self.read) + i]
+            others = [index for piece, index in read.items() if piece[0][:7] == low[:7]]
+            seconds = month[:, 1:] - sums[:, others, 1:].sum(axis=1)
+            seconds[(np.abs(seconds) < ROUNDING) | (month[:, :1] == 0)] = 0.0
+            spans[:, span, 0] += month[:, 0]
+            spans[:, span, 1:] += seconds
+        return spans
+
+
+def _pieces(cuts: Sequence[str]) -> tuple[list[str], list[Piece]]:
     """The whole months (YYYY-MM) between the first and last of `cuts` that no cut
     divides, and the pieces of the others: days [from, to) within one month and one
     span, and the span's index."""
     months: list[str] = []
-    pieces: list[tuple[str, str, int]] = []
+    pieces: list[Piece] = []
     for span, (low, high) in enumerate(pairwise(cuts)):
         at = low
         while at < high:
