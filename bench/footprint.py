@@ -394,6 +394,7 @@ def flood(p: Peers, readings: int, cap: int) -> None:
         time.sleep(3.0)
         before = status_kb(proc.pid, "VmRSS") * 1024
         start, first = time.perf_counter(), stored_readings(buffer)
+        cpu = cpu_seconds(proc.pid)
         with Peak(proc, cap) as peak:
             publishers = Publishers(p.broker.port, 1, streams)
             try:
@@ -408,6 +409,7 @@ def flood(p: Peers, readings: int, cap: int) -> None:
                 publishers.stop()
             seconds = time.perf_counter() - start
             hwm = status_kb(proc.pid, "VmHWM") * 1024
+            cpu = cpu_seconds(proc.pid) - cpu
     print(f"flood: {readings:,} readings ({readings // 4:,} JSON messages, QoS 1) from "
           f"{FLOOD_STREAMS} mosquitto_pub -l into the agent (the same site, no Modbus devices)")
     if peak.capped:
@@ -416,7 +418,8 @@ def flood(p: Peers, readings: int, cap: int) -> None:
         print(f"  peak RSS {mb(max(peak.peak, hwm))} (VmHWM {mb(hwm)}; {mb(before)} before "
               "the flood; target <= 100 MB)")
     print(f"  stored {seen - first:,} readings in {seconds:.1f} s "
-          f"({(seen - first) / seconds:,.0f} readings/s)")
+          f"({(seen - first) / seconds:,.0f} readings/s; "
+          f"{(seen - first) / max(cpu, 0.01):,.0f} per CPU-second of the agent)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
