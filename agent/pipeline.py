@@ -37,6 +37,7 @@ from typing import Any
 from agent.buffer import Buffer, BufferFull
 from collector.reading import Reading, bad
 from common.metrics import RULES_EVENTS
+from rules import saved
 from rules.engine import Engine
 from rules.events import Event, SiteCatalog, Snapshot
 
@@ -71,7 +72,7 @@ def saved_state(buffer: Buffer) -> dict[str, Any] | None:
     state = buffer.load_state(ENGINE_STATE)
     history = buffer.load_state(HISTORY_STATE)
     if isinstance(state, dict) and isinstance(history, dict) and \
-            history.get("v") == state.get("v"):
+            saved.joins(state.get("v"), history.get("v")):
         state["history"] = history.get("history")
     return state
 

@@ -293,23 +293,25 @@ class Engine:
 
     def state(self, history: bool = True) -> dict[str, Any]:
         """Everything needed to resume after a restart, as plain JSON-able data: each
-        pair's core under "tracks", its readings under "history" (left out with
-        `history=False`: the bulk of the bytes, saved less often; see rules.saved)."""
-        tracks: dict[str, list[Any]] = {}
+        pair's core under "pairs" (as columns), its readings under "history" (left out
+        with `history=False`: the bulk of the bytes, saved less often; see rules.saved)."""
+        cores: list[tuple[Track, list[Any]]] = []
         histories: dict[str, list[Any]] = {}
         shared: saved.Shared = {}
         for track in self._tracks:
             try:
-                tracks[track.key] = saved.core(track)
+                core = saved.core(track)
                 if history:
                     histories[track.key] = saved.history(track, self._evidence, shared)
             except Exception as exc:  # not saved: this pair alone starts afresh
-                tracks.pop(track.key, None)
+                histories.pop(track.key, None)
                 self._refuse(track, exc, now=self._snapshot_at)
+            else:
+                cores.append((track, core))
         state = {
             "v": STATE_VERSION,
-            "tracks": tracks,
-            "last_ts": [[a, m, ts] for (a, m), ts in self._last_ts().items()],
+            "pairs": saved.columns(cores),
+            "last_ts": saved.stream_columns(self._last_ts()),
             "latest": self._latest,
             "snapshot_at": self._snapshot_at,
             "out_of_order": self.out_of_order,
@@ -319,21 +321,21 @@ class Engine:
         return state
 
     def restore(self, state: dict[str, Any]) -> int:
-        """Resume from `state()` (or a version 2 state, whose rows were whole); pairs whose
-        (asset, standard id, version) changed start afresh, and a pair without a saved
-        history keeps its status but starts its evidence and its readings' check empty.
-        Returns how many pairs were restored."""
+        """Resume from `state()` (or a version 3 one, a row per pair, or 2, whose rows were
+        whole); pairs whose (asset, standard id, version) changed start afresh, and a pair
+        without a saved history keeps its status but starts its evidence and its readings'
+        check empty. Returns how many pairs were restored."""
         version = state.get("v")
-        if version not in (2, STATE_VERSION):
+        if version not in (2, 3, STATE_VERSION):
             return 0
         self._restore_streams(state)
-        rows, histories = state.get("tracks", {}), state.get("history") or {}
+        rows, histories = saved.cores(state), state.get("history") or {}
         restored = 0
         for track in self._tracks:
             row = rows.get(track.key)
             if row is None:
                 continue
-            if version == STATE_VERSION and isinstance(row, list):
+            if version != 2 and isinstance(row, list):
                 row = saved.row(row, histories.get(track.key), histories)
             if not saved.fits(track, row, self.zone, self._snapshot_at):
                 log.warning("rules: the saved state of %s does not fit its check (was the "
@@ -354,7 +356,7 @@ class Engine:
         self._orphan_ts = {}
         for series in self._series.values():
             series.last_ts = -INF
-        for a, m, ts in state.get("last_ts", []):
+        for a, m, ts in saved.streams(state):
             series = self._series.get((a, m))
             if series is None:
                 self._orphan_ts[(a, m)] = ts

@@ -163,9 +163,11 @@ def test_a_state_saved_whole_by_an_older_agent_still_restores() -> None:
     old = Engine("s", [Asset(id="CH-1")], [standard], started=t0)
     assert old.observe([Reading("CH-1", "t", 20.0, t0)])
     state = old.state()
-    state["v"] = 2  # as version 2 wrote it: whole rows, no history beside them
     state["tracks"] = {key: saved.row(core, state["history"][key], state["history"])
-                       for key, core in state["tracks"].items()}
+                       for key, core in saved.cores(state).items()}
+    state["last_ts"] = list(map(list, saved.streams(state)))
+    state["v"] = 2  # as version 2 wrote it: whole rows, no history beside them
+    del state["pairs"]
     del state["history"]
     new = Engine("s", [Asset(id="CH-1")], [standard], started=t0 + 5)
     assert new.restore(json.loads(json.dumps(state))) == 1
@@ -251,3 +253,96 @@ def test_a_flood_is_committed_by_the_readings_waiting_not_held_in_memory(
         buffer.close()
 
     asyncio.run(scenario())
+
+
+def _site_engine(t0: float) -> object:
+    """40 pairs of four kinds over ten assets, fed readings: a range check in an episode
+    (one asset hot), windows, rates and stale checks with readings to keep."""
+    from collector.reading import Reading
+    from rules.engine import Engine
+    from rules.standard import Asset, Standard
+
+    standards = [Standard.model_validate(s) for s in (
+        {"id": "HIGH", "title": "high", "metric": "t", "check": {"max": 30}, "for": "1m"},
+        {"id": "MEAN", "title": "mean", "metric": "t",
+         "check": {"kind": "window", "agg": "mean", "over": "10m", "max": 50}},
+        {"id": "RATE", "title": "rate", "metric": "t",
+         "check": {"kind": "rate", "max": 5, "per": "1m"}},
+        {"id": "STALE", "title": "stale", "metric": "rh", "check": {"kind": "stale",
+                                                                     "after": "5m"}},
+    )]
+    engine = Engine("s", [Asset(id=f"CH-{i}") for i in range(10)], standards, started=t0)
+    for k in range(40):
+        engine.observe([Reading(f"CH-{i}", metric, (35.0 if i == 3 else 20.0) + k % 3,
+                                t0 + 10 * k + 0.137 * i)
+                        for i in range(10) for metric in ("t", "rh")])
+        engine.tick(t0 + 10 * k + 5)
+    return engine
+
+
+def _as_version_3(state: dict[str, object]) -> dict[str, object]:
+    """A state as version 3 wrote it: a core row per pair, the streams as triples."""
+    from rules import saved
+
+    old = {**state, "v": 3, "tracks": saved.cores(state),
+           "last_ts": [list(s) for s in saved.streams(state)]}
+    del old["pairs"]
+    return old
+
+
+def test_the_pairs_cores_are_saved_as_columns_and_restore_equal() -> None:
+    """Version 4 saves the cores a column per field, the pairs named by standard: a third
+    of the bytes of a row per pair compressed (zlib finds the columns' runs), and a
+    restart gets every pair back as it was (its seconds to the millisecond)."""
+    from agent.buffer.outbox import packed
+    from rules import saved
+    from rules.engine import Engine
+
+    t0 = 1_772_445_600.0
+    engine = _site_engine(t0)
+    assert isinstance(engine, Engine)
+    state = json.loads(json.dumps(engine.state()))
+    assert state["v"] == saved.STATE_VERSION and "tracks" not in state
+    assert [s[0] for s in state["pairs"]["standards"]] == ["HIGH", "MEAN", "RATE", "STALE"]
+    rows = saved.cores(state)
+    assert rows["CH-3|HIGH|1"][0] == "violating" and rows["CH-4|HIGH|1"][0] == "ok"
+    core = {k: v for k, v in state.items() if k != "history"}
+    assert len(packed(core)) < 0.8 * len(packed(_as_version_3(core)))  # 0.71 here
+    again = Engine("s", engine.assets, engine.standards, started=t0 + 400)
+    assert again.restore(state) == 40
+    assert json.loads(json.dumps(again.state())) == state
+    for before, after in zip(engine._tracks, again._tracks, strict=True):
+        assert (after.status, after.since, after.last_good, after.checker.value) == \
+            (before.status, before.since, before.last_good, before.checker.value)
+        assert after.seconds == {k: round(v, 3) for k, v in before.seconds.items()}
+
+
+def test_a_version_3_state_still_restores_and_its_history_joins_a_newer_core(
+        tmp_path: Path) -> None:
+    """An upgrade: the buffer holds version 3's core and history; the new agent restores
+    them, and once it saved a version 4 core (every 30 s) the history saved before (every
+    10 min) still joins it, so a restart in between keeps the pairs' readings."""
+    from agent.pipeline import ENGINE_STATE, HISTORY_STATE, saved_state
+    from rules.engine import Engine
+
+    t0 = 1_772_445_600.0
+    engine = _site_engine(t0)
+    assert isinstance(engine, Engine)
+    state = json.loads(json.dumps(engine.state()))
+    history = {"v": 3, "history": state.pop("history")}
+    buffer = Buffer(tmp_path / "buffer.sqlite")
+    buffer.put([], [], [(ENGINE_STATE, _as_version_3(state)), (HISTORY_STATE, history)])
+    old = saved_state(buffer)
+    assert old is not None and old["v"] == 3
+    first = Engine("s", engine.assets, engine.standards, started=t0 + 400)
+    assert first.restore(old) == 40
+    buffer.put([], [], [(ENGINE_STATE, first.state(history=False))])  # a 30 s save
+    joined = saved_state(buffer)
+    assert joined is not None and joined["v"] == 4 and joined["history"] == history["history"]
+    second = Engine("s", engine.assets, engine.standards, started=t0 + 430)
+    assert second.restore(joined) == 40
+    for before, after in zip(engine._tracks, second._tracks, strict=True):
+        assert second._evidence.recent(after) == engine._evidence.recent(before)
+        assert (after.status, after.since, after.last_good) == \
+            (before.status, before.since, before.last_good)
+    buffer.close()

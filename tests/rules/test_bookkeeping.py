@@ -37,7 +37,7 @@ def standard(check: dict[str, Any], **fields: Any) -> Standard:
 def pair_state(engine: Engine) -> list[Any]:
     """The one pair's whole saved row (its core and its history, as `restore` joins them)."""
     state = engine.state()
-    ((key, core),) = state["tracks"].items()
+    ((key, core),) = saved.cores(state).items()
     return saved.row(core, state["history"][key], state["history"])
 
 
