@@ -16,13 +16,14 @@ figures are api.reports.stock's.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    Integer,
     Text,
     and_,
     bindparam,
@@ -104,7 +105,8 @@ def nc_figures(session: Session, window: Window, by: str | None,
         *_in_window(window, sites),
         Nonconformance.updated_at >= window.end - QUIET_AFTER)).all()
     cohorts = []
-    for row in session.execute(_flow(dialect, window, by, sites, changed)):
+    for row in session.execute(_flow(dialect, window, by, sites),
+                               {"history_pks": changed, "history_end": window.end}):
         *columns, pairs = row[width:]
         cohorts.append([integers(text) for text in columns])
         figures = groups[tuple(row[:width])]
@@ -187,19 +189,21 @@ def kept_facts(dialect: str) -> list[Any]:
         n.reopen_count, n.chattered.is_(True))
 
 
-def history_facts(dialect: str, changed: Sequence[int], end: datetime, name: str
-                  ) -> tuple[Any, list[Any]]:
-    """COLUMNS of the `changed` NCs as their history up to `end` tells, for NCs changed
-    since shortly before `end`: the NCs joined to their history (to select from) and the
-    columns. The pks are listed, for both tables: given the lists, PostgreSQL's planner
-    reads the history and the NCs by index (it misjudges how few they are, and scans
-    every NC once per end of a month report)."""
+def listed(name: str) -> Any:
+    """A parameter of pks written into the statement (no limit on their number)."""
+    return bindparam(name, type_=Integer, expanding=True, literal_execute=True)
+
+
+def history_facts(dialect: str, name: str) -> tuple[Any, list[Any]]:
+    """COLUMNS of the NCs listed in the parameter `{name}_pks` as their history up to the
+    parameter `{name}_end` tells, for NCs changed since shortly before that end: the NCs
+    joined to their history (to select from) and the columns. The pks are written into
+    the statement, for both tables: given the lists, PostgreSQL's planner reads the
+    history and the NCs by index (it misjudges how few they are, and scans every NC once
+    per end of a month report). The values are the caller's, at execution, so that a
+    statement can be built once (api.reports.shared)."""
     n, h = Nonconformance, HistoryEntry
-
-    def listed(column: Any) -> Any:  # no limit on their number
-        return column.in_(bindparam(f"{name}_{column.name}", list(changed), expanding=True,
-                                    literal_execute=True))
-
+    pks = listed(f"{name}_pks")
     chattering = and_(h.action.in_(("occurrence", "cleared")),
                       cast(h.changes, Text).like('%"chattering"%'))
     closing = and_(h.to_state == "closed", h.from_state != "closed")
@@ -219,32 +223,33 @@ def history_facts(dialect: str, changed: Sequence[int], end: datetime, name: str
                                 h.from_state.in_(("pending_verification", "closed"))), 1),
                           else_=0)).label("reopens"),
             func.max(case((chattering, 1), else_=0)).label("chatter"))
-        .where(listed(h.nc_pk), h.at < end)
+        .where(h.nc_pk.in_(pks), h.at < bindparam(f"{name}_end", type_=h.at.type))
         .group_by(h.nc_pk).subquery(name))
     c = history.c
     columns = _facts(dialect, c.ack_at, c.rect_at, c.close_at, c["last"] % 8,
                      c.closing % 2 == 1, c.first_verification % 2, c.reopens, c.chatter == 1)
-    return join(n.__table__, history, and_(c.nc_pk == n.pk, listed(n.pk))), columns
+    return join(n.__table__, history, and_(c.nc_pk == n.pk, n.pk.in_(pks))), columns
 
 
-def _flow(dialect: str, window: Window, by: str | None, sites: Collection[str] | None,
-          changed: Sequence[int]) -> Any:
+def _flow(dialect: str, window: Window, by: str | None, sites: Collection[str] | None
+          ) -> Any:
     """One row per group: its key and COLUMNS of its cohort as it stood at `end`, each
     joined into one text: the kept facts of NCs unchanged since shortly before `end`,
-    those of the few `changed` since from their history; and the pairs of all (sql.
-    pair_text), the `changed` ones apart, as an NC without history before `end` (a clock
-    gone wrong) has no facts but counts in its pair. The database sorts narrow rows of
-    integers and joins them; numpy reads them (sql.integers), and counts, sums and ranks
-    them (the module's docstring says why)."""
+    those of the few changed since (the parameter `history_pks`) from their history
+    (`history_end`: `end`); and the pairs of all (sql.pair_text), the changed ones
+    apart, as an NC without history before `end` (a clock gone wrong) has no facts but
+    counts in its pair. The database sorts narrow rows of integers and joins them;
+    numpy reads them (sql.integers), and counts, sums and ranks them (the module's
+    docstring says why)."""
     n = Nonconformance
     keys = nc_key(by)
     pair = pair_text(dialect).label("pair")
     quiet = select(*keys, *kept_facts(dialect), pair).where(
         *_in_window(window, sites), n.updated_at < window.end - QUIET_AFTER)
-    history, columns = history_facts(dialect, changed, window.end, "history")
+    history, columns = history_facts(dialect, "history")
     recent = select(*keys, *columns, null().label("pair")).select_from(history)
     pairs = select(*keys, *(null().label(name) for name in COLUMNS), pair).where(
-        n.pk.in_(bindparam("changed", list(changed), expanding=True, literal_execute=True)))
+        n.pk.in_(listed("history_pks")))
     facts = union_all(quiet, recent, pairs).subquery("facts")
     grouped = [facts.c[c.name] for c in keys]
     return select(*grouped, *(joined(dialect, facts.c[name]) for name in COLUMNS),

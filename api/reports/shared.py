@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from functools import cache
+from typing import Any
 
 import numpy as np
 from sqlalchemy import BigInteger, cast, literal_column, select, union_all
@@ -121,27 +123,36 @@ def _recent(session: Session, dialect: str, windows: Sequence[Window],
     """For each window, COLUMNS of its cohort's NCs changed since shortly before its end,
     from their history up to the end, by pk (sorted); one statement for all windows, and
     one read per end (a month and the period before the next share theirs)."""
-    n = Nonconformance
     ends = sorted({w.end for w in windows})
     changes: dict[datetime, set[int]] = {end: set() for end in ends}
     for window, span in zip(windows, spans, strict=True):
         for values in columns.values():
             changes[window.end].update(values["pk"][_changed(values, span)[1]].tolist())
-    reads = []
+    parameters: dict[str, Any] = {}
     for i, end in enumerate(ends):
-        if changes[end]:
-            history, facts = history_facts(dialect, sorted(changes[end]), end, f"history{i}")
-            rows = select(n.pk.label("pk"), *facts).select_from(history).subquery(f"at{i}")
-            reads.append(select(literal_column(str(i)).label("end"),
-                                *(joined(dialect, rows.c[name]) for name in ("pk", *COLUMNS))))
-    empty = np.empty(0, dtype=np.int64)
-    answer = {end: dict.fromkeys(("pk", *COLUMNS), empty) for end in ends}
-    for row in session.execute(union_all(*reads)) if reads else []:
+        parameters |= {f"history{i}_pks": sorted(changes[end]), f"history{i}_end": end}
+    answer: dict[datetime, dict[str, np.ndarray]] = {}
+    for row in session.execute(_history(dialect, len(ends)), parameters):
         values = [integers(text) for text in row[1:]]
         order = np.argsort(values[0])
         answer[ends[row[0]]] = {name: value[order] for name, value
                                 in zip(("pk", *COLUMNS), values, strict=True)}
     return [answer[w.end] for w in windows]
+
+
+@cache
+def _history(dialect: str, ends: int) -> Any:
+    """`_recent`'s statement for so many ends, built once: a row per end, its NCs' pks and
+    COLUMNS joined into texts (a month report's took 0.04 s to build, as long as the
+    database takes to read two ends)."""
+    n = Nonconformance
+    reads = []
+    for i in range(ends):
+        history, facts = history_facts(dialect, f"history{i}")
+        rows = select(n.pk.label("pk"), *facts).select_from(history).subquery(f"at{i}")
+        reads.append(select(literal_column(str(i)).label("end"),
+                            *(joined(dialect, rows.c[name]) for name in ("pk", *COLUMNS))))
+    return union_all(*reads)
 
 
 def _window(columns: dict[Key, dict[str, np.ndarray]], names: list[Pair], span: Span,
