@@ -11,10 +11,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select, text, update
 
 from api.nc_facts import COLUMNS as FACT_COLUMNS
-from api.store import Base, Database, Nonconformance, alembic_config
+from api.store import EPOCH_TIMES, Base, Database, Nonconformance, alembic_config, epochs
 from tests.reports_seed import Spec, seed
 
 FILL = importlib.import_module("api.migrations.versions.0012_nc_facts").FILL
+EPOCH_FILL = importlib.import_module("api.migrations.versions.0019_nc_epoch_times").fill
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -63,5 +64,32 @@ def test_the_facts_migration_fills_what_the_lifecycle_keeps(database_url: str) -
                 chattered=False))
             connection.execute(text(FILL))
         assert facts() == kept
+    finally:
+        database.close()
+
+
+def test_the_epoch_migration_fills_the_times_exactly(database_url: str) -> None:
+    """Migration 0019 fills each NC's `<time>_us` from its time, to the microsecond, as
+    the seed's inserts (api.store.epochs) and the ORM's writes set them."""
+    database = Database(database_url)
+    try:
+        seed(database, Spec(days=30, assets=20, standards_per_asset=3, ncs_per_pair=6.0))
+        names = [getattr(Nonconformance, name) for name in EPOCH_TIMES]
+        columns = [getattr(Nonconformance, name) for name in epochs({})]
+
+        def kept() -> dict[int, tuple[Any, ...]]:
+            with database.session() as session:
+                rows = session.execute(select(Nonconformance.pk, *names, *columns)).all()
+            times = {row[0]: dict(zip(EPOCH_TIMES, row[1:5], strict=True)) for row in rows}
+            assert all(tuple(epochs(times[row[0]]).values()) == tuple(row[5:])
+                       for row in rows)
+            return {row[0]: tuple(row[5:]) for row in rows}
+
+        written = kept()
+        assert all(values[0] is not None for values in written.values())
+        with database.engine.begin() as connection:
+            connection.execute(update(Nonconformance).values(dict.fromkeys(epochs({}))))
+            connection.execute(text(EPOCH_FILL(connection.dialect.name)))
+        assert kept() == written
     finally:
         database.close()

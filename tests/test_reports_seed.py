@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.nc_facts import COLUMNS as FACT_COLUMNS
-from api.store import Database, Nonconformance
+from api.store import EPOCH_TIMES, Database, Nonconformance, epochs
 from tests.reports_seed import HOUR as SECONDS_AN_HOUR
 from tests.reports_seed import Asset, Generator, Spec, Standard
 from tests.test_api import HOUR, NOW, Api, cleared, engine_event
@@ -98,6 +98,9 @@ def test_the_seed_writes_the_history_the_lifecycle_writes(api: Api, path: str) -
             assert (row[column] is None) == (value is None), column
             if column != "acknowledged_at":  # a time: the two paths start at different ones
                 assert row[column] == value, column
+        # the lifecycle's writes keep the times the reports read as integers
+        assert {name: getattr(kept, name) for name in epochs(row)} == epochs(
+            {name: getattr(kept, name) for name in EPOCH_TIMES})
     assert (row["closed_at"] is None) == (nc["closed_at"] is None)
     for part in ("rectification", "verification"):
         assert (row[part] is None) == (nc[part] is None), part

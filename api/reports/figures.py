@@ -44,7 +44,6 @@ from api.reports.sql import (
     KEY_FIELDS,
     NC_SEPARATOR,
     STATE_CODE,
-    epoch,
     integers,
     joined,
     micro,
@@ -152,10 +151,11 @@ FLAG = {"closed_by_sensor": 8, "passed_first": 16, "failed_first": 32, "chattere
 (api.reports.sql.STATE_CODE)."""
 
 
-def _facts(dialect: str, ack_at: Any, rect_at: Any, close_at: Any, state: Any,
-           by_sensor: Any, first_verification: Any, reopens: Any, chatter: Any
+def _facts(ack_at: Any, rect_at: Any, close_at: Any, since: tuple[Any, Any, Any],
+           state: Any, by_sensor: Any, first_verification: Any, reopens: Any, chatter: Any
            ) -> list[Any]:
-    """COLUMNS of an NC from its facts at some `end`."""
+    """COLUMNS of an NC from its facts at some `end`; `since` is the microseconds from its
+    detection to its acknowledgement, rectification and closing (NULL: none)."""
     n = Nonconformance
     bits = {"closed_by_sensor": by_sensor,
             "passed_first": first_verification == 0,
@@ -169,22 +169,22 @@ def _facts(dialect: str, ack_at: Any, rect_at: Any, close_at: Any, state: Any,
     flags = sum((case((condition, FLAG[name]), else_=0)
                  for name, condition in bits.items()), state)
     closed = state == STATE_CODE["closed"]
-
-    def since_detection(at: Any) -> Any:
-        return func.coalesce(micro(seconds(dialect, at, n.detected_at)), 0)
-
-    return [flags.label("flags"), micro(epoch(dialect, n.detected_at)).label("detected"),
-            since_detection(ack_at).label("ack"), since_detection(rect_at).label("rect"),
-            case((closed, since_detection(close_at)), else_=0).label("close")]
+    ack, rect, close = (func.coalesce(micros, 0) for micros in since)
+    return [flags.label("flags"), n.detected_us.label("detected"), ack.label("ack"),
+            rect.label("rect"), case((closed, close), else_=0).label("close")]
 
 
-def kept_facts(dialect: str) -> list[Any]:
+def kept_facts() -> list[Any]:
     """COLUMNS of an NC unchanged since well before `end`: it knew then what the facts
-    the lifecycle keeps on it (api/nc_facts.py) say now."""
+    the lifecycle keeps on it (api/nc_facts.py) say now. Its times as the integers kept
+    with them (api.store.epochs): no time parsed (SQLite's julianday was a third of the
+    read)."""
     n = Nonconformance
     return _facts(
-        dialect, n.acknowledged_at, n.rectified_at, n.closed_at, state_code(n.state),
-        n.closed_by_sensor.is_(True),
+        n.acknowledged_at, n.rectified_at, n.closed_at,
+        (n.acknowledged_us - n.detected_us, n.rectified_us - n.detected_us,
+         n.closed_us - n.detected_us),
+        state_code(n.state), n.closed_by_sensor.is_(True),
         case((n.first_verification == "pass", 0), (n.first_verification == "fail", 1)),
         n.reopen_count, n.chattered.is_(True))
 
@@ -226,7 +226,9 @@ def history_facts(dialect: str, name: str) -> tuple[Any, list[Any]]:
         .where(h.nc_pk.in_(pks), h.at < bindparam(f"{name}_end", type_=h.at.type))
         .group_by(h.nc_pk).subquery(name))
     c = history.c
-    columns = _facts(dialect, c.ack_at, c.rect_at, c.close_at, c["last"] % 8,
+    since = tuple(micro(seconds(dialect, at, n.detected_at))
+                  for at in (c.ack_at, c.rect_at, c.close_at))
+    columns = _facts(c.ack_at, c.rect_at, c.close_at, since, c["last"] % 8,
                      c.closing % 2 == 1, c.first_verification % 2, c.reopens, c.chatter == 1)
     return join(n.__table__, history, and_(c.nc_pk == n.pk, n.pk.in_(pks))), columns
 
@@ -244,7 +246,7 @@ def _flow(dialect: str, window: Window, by: str | None, sites: Collection[str] |
     n = Nonconformance
     keys = nc_key(by)
     pair = pair_text(dialect).label("pair")
-    quiet = select(*keys, *kept_facts(dialect), pair).where(
+    quiet = select(*keys, *kept_facts(), pair).where(
         *_in_window(window, sites), n.updated_at < window.end - QUIET_AFTER)
     history, columns = history_facts(dialect, "history")
     recent = select(*keys, *columns, null().label("pair")).select_from(history)
@@ -290,7 +292,7 @@ def cohort(figures: NcFigures, flags: np.ndarray, detected: np.ndarray,
         figures.sums[f"{short}_sum"] = float(values.sum()) / 1e6
         figures.p90[name] = _p90(values / 1e6)
     # the 10-minute periods (UTC) its NCs were raised in; the times are rounded to the
-    # millisecond first, as SQLite's julianday arithmetic is off by microseconds
+    # millisecond first, as when they came from SQLite's julianday (off by microseconds)
     _, raised = np.unique((detected + 500) // 1000 // 600_000, return_counts=True)
     figures.peak_10m = int(raised.max(initial=0))
     figures.floods = int((raised >= FLOOD).sum())

@@ -94,7 +94,7 @@ def _read(dialect: str, by: str | None, sites: Collection[str] | None,
     sorting the NCs by pair took as long as the rest of the read (SQLite)."""
     n = Nonconformance
     keys = nc_key(by)
-    rows = (select(*keys, *kept_facts(dialect), pair_text(dialect).label("pair"),
+    rows = (select(*keys, *kept_facts(), pair_text(dialect).label("pair"),
                    cast(n.pk, BigInteger).label("pk"),
                    segment(n.detected_at, starts).label("detected_in"),
                    segment(n.updated_at, sinces).label("updated_in"))

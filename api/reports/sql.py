@@ -56,13 +56,6 @@ def seconds(dialect: str, later: Any, earlier: Any) -> ColumnElement[float]:
     return (func.julianday(later) - func.julianday(earlier)) * 86400.0
 
 
-def epoch(dialect: str, column: Any) -> ColumnElement[float]:
-    """A time as seconds since 1970 (UTC), a float the caller can do arithmetic on."""
-    if dialect == "postgresql":
-        return cast(func.date_part("epoch", column), Float)
-    return (func.julianday(column) - 2440587.5) * 86400.0
-
-
 def micro(seconds: Any) -> ColumnElement[int]:
     """Seconds as whole microseconds: integers, which `joined` prints and `integers`
     reads back many times faster than floats."""

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from api.reports.period import Window, next_month
-from api.reports.sql import KEY_FIELDS, epoch, integers, joined, micro, segment
-from api.store import ComplianceDay, ComplianceMonth, Nonconformance, OutOfService
+from api.reports.sql import KEY_FIELDS, integers, joined, segment
+from api.store import ComplianceDay, ComplianceMonth, Nonconformance, OutOfService, micros
 from common.vocabulary import COMPLIANCE_STATES
 
 Pair = tuple[str, str, str]
@@ -333,8 +333,8 @@ def downtime(session: Session, windows: Sequence[Window], sites: Collection[str]
     ids, opened, closed = [], [], []
     for row in session.execute(
             select(n.site_id, n.asset_id, *keys,
-                   joined(dialect, micro(epoch(dialect, n.detected_at))),
-                   joined(dialect, micro(epoch(dialect, func.coalesce(n.closed_at, last)))))
+                   joined(dialect, n.detected_us),
+                   joined(dialect, func.coalesce(n.closed_us, micros(last))))
             .where(n.category == "equipment", n.severity.in_(DOWN_SEVERITIES),
                    n.state != "cancelled", n.detected_at < last,
                    (n.closed_at.is_(None)) | (n.closed_at > first), *scope)
