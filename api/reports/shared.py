@@ -75,8 +75,10 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
         values["pair"] = np.array([pairs.setdefault(text, len(pairs))
                                    for text in (row[-1] or "").split(NC_SEPARATOR) if text],
                                   dtype=np.int64)
-        if len(values["pair"]):
-            columns[tuple(row[:width])] = values
+        if len(values["pair"]):  # by span of detection: a window's NCs are a slice
+            order = np.argsort(values["detected_in"], kind="stable")
+            columns[tuple(row[:width])] = {name: value[order]
+                                           for name, value in values.items()}
     spans = [(starts.index(w.start), starts.index(w.end), sinces.index(w.end - QUIET_AFTER))
              for w in windows]
     recent = _recent(session, dialect, windows, columns, spans)
@@ -109,12 +111,15 @@ def _read(dialect: str, by: str | None, sites: Collection[str] | None,
                   joined(dialect, c.pair, NC_SEPARATOR)).group_by(*grouped)
 
 
-def _changed(values: dict[str, np.ndarray], span: Span) -> tuple[np.ndarray, np.ndarray]:
-    """Which of a group's NCs a window's cohort holds, and which of them changed since
-    shortly before its end."""
+def _changed(values: dict[str, np.ndarray], span: Span) -> tuple[slice, np.ndarray]:
+    """Which of a group's NCs (sorted by their span of detection) a window's cohort
+    holds, and which of those changed since shortly before its end: a slice, not a
+    mask over every NC of the 25 windows (a month report's 25 masks of 90,000)."""
     start, end, since = span
-    inside = (values["detected_in"] > start) & (values["detected_in"] <= end)
-    return inside, inside & (values["updated_in"] > since)
+    detected = values["detected_in"]
+    inside = slice(int(np.searchsorted(detected, start, side="right")),
+                   int(np.searchsorted(detected, end, side="right")))
+    return inside, values["updated_in"][inside] > since
 
 
 def _recent(session: Session, dialect: str, windows: Sequence[Window],
@@ -127,7 +132,8 @@ def _recent(session: Session, dialect: str, windows: Sequence[Window],
     changes: dict[datetime, set[int]] = {end: set() for end in ends}
     for window, span in zip(windows, spans, strict=True):
         for values in columns.values():
-            changes[window.end].update(values["pk"][_changed(values, span)[1]].tolist())
+            inside, changed = _changed(values, span)
+            changes[window.end].update(values["pk"][inside][changed].tolist())
     parameters: dict[str, Any] = {}
     for i, end in enumerate(ends):
         parameters |= {f"history{i}_pks": sorted(changes[end]), f"history{i}_end": end}
@@ -168,14 +174,13 @@ def _window(columns: dict[Key, dict[str, np.ndarray]], names: list[Pair], span: 
     cohorts: list[list[np.ndarray]] = []
     for key, values in columns.items():
         inside, changed = _changed(values, span)
-        if not inside.any():
+        if inside.start == inside.stop:
             continue
         figures = groups[key]
         counts = np.bincount(values["pair"][inside], minlength=len(names))
         figures.pairs = {names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist()}
-        kept = inside & ~changed
-        at = _matches(recent["pk"], values["pk"][changed])
-        cohorts.append([np.concatenate([values[name][kept], recent[name][at]])
+        at, kept = _matches(recent["pk"], values["pk"][inside][changed]), ~changed
+        cohorts.append([np.concatenate([values[name][inside][kept], recent[name][at]])
                         for name in COLUMNS])
         cohort(figures, *cohorts[-1])
     return dict(groups), whole(groups, cohorts, by)
