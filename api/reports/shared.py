@@ -72,9 +72,11 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
         values["updated_in"], packed = packed % (len(sinces) + 1), packed // (len(sinces) + 1)
         values["detected_in"], values["pk"] = packed % (len(starts) + 1), \
             packed // (len(starts) + 1)
-        values["pair"] = np.array([pairs.setdefault(text, len(pairs))
-                                   for text in (row[-1] or "").split(NC_SEPARATOR) if text],
-                                  dtype=np.int64)
+        texts = [text for text in (row[-1] or "").split(NC_SEPARATOR) if text]
+        for text in dict.fromkeys(texts):  # a thousand distinct, not 90,000
+            pairs.setdefault(text, len(pairs))
+        values["pair"] = np.fromiter(map(pairs.__getitem__, texts), dtype=np.int64,
+                                     count=len(texts))
         if len(values["pair"]):  # by span of detection: a window's NCs are a slice
             order = np.argsort(values["detected_in"], kind="stable")
             columns[tuple(row[:width])] = {name: value[order]

@@ -151,17 +151,15 @@ def day_sums(session: Session, cuts: Sequence[str], sites: Collection[str] | Non
     rows = union_all(*parts).subquery("pieces")
     grouped = [rows.c.site_id, rows.c.asset_id, rows.c.standard_id, rows.c.span]
     pairs: dict[Pair, int] = {}
-    found = []
-    for row in session.execute(select(*grouped, func.sum(rows.c.rows),
-                                      *(func.sum(rows.c[s]) for s in COMPLIANCE_STATES))
-                               .group_by(*grouped)):
-        index = pairs.setdefault((row[0], row[1], row[2]), len(pairs))
-        found.append((index, row[3], row[4], *(float(v or 0.0) for v in row[5:])))
+    found = session.execute(select(*grouped, func.sum(rows.c.rows),
+                                   *(func.sum(rows.c[s]) for s in COMPLIANCE_STATES))
+                            .group_by(*grouped)).all()
+    index = np.array([pairs.setdefault((row[0], row[1], row[2]), len(pairs))
+                      for row in found], dtype=np.intp)
     sums = np.zeros((len(pairs), cut.size, 1 + len(COMPLIANCE_STATES)))
-    if found:
-        columns = np.array(found, dtype=float)
-        index, span = columns[:, 0].astype(np.intp), columns[:, 1].astype(np.intp)
-        sums[index, span] = columns[:, 2:]
+    if found:  # the numbers as one array, not a tuple of floats a row (NULL: 0)
+        columns = np.nan_to_num(np.array([row[3:] for row in found], dtype=float))
+        sums[index, columns[:, 0].astype(np.intp)] = columns[:, 1:]
     return list(pairs), cut.spanned(sums)
 
 
