@@ -108,7 +108,9 @@ def test_values_are_decoded_from_a_real_server():
         assert math.isnan(serial.value)
     times = batches.times("oven")
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert all(gap > INTERVAL * 0.75 for gap in gaps), gaps  # a schedule, not a burst
+    # a schedule, not a burst: a poll a loaded machine made late is followed by one on
+    # time, so a gap may be short by that lateness; polls in a burst are milliseconds apart
+    assert all(gap > INTERVAL / 4 for gap in gaps), gaps
 
 
 def test_each_interval_keeps_its_own_schedule_however_slow_the_device():
