@@ -28,6 +28,8 @@ HISTORY_VERSIONS = {3: (3,), STATE_VERSION: (3, STATE_VERSION)}
 """The history versions a core of each version joins (`joins`): 4 changed only the core."""
 ROW_FIELDS = 13
 """Fields of a whole saved pair (see `row`)."""
+CORE_FIELDS = ROW_FIELDS - 1
+"""Fields of a core row (`core`): a whole row less its evidence, which the history holds."""
 RECENT, CHECKER = 6, 11
 """Where the evidence and the check's state sit in a whole row."""
 SECONDS = 9
@@ -56,7 +58,7 @@ def columns(pairs: Sequence[tuple[Track, list[Any]]]) -> dict[str, Any]:
         groups.setdefault((pair[0].standard.id, pair[0].standard.version), []).append(pair)
     rows = [row for group in groups.values() for _, row in group]
     fields: list[Any] = [list(field) for field in zip(*rows, strict=True)] or \
-        [[] for _ in range(ROW_FIELDS - 1)]
+        [[] for _ in range(CORE_FIELDS)]
     seconds = fields[SECONDS]
     fields[SECONDS] = {name: [round(s.get(name, 0.0), 3) for s in seconds]
                        for name in COMPLIANCE_STATES}
