@@ -33,6 +33,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.types import TypeDecorator
 
 from api.config import ServerConfig
+from api.nc_facts import fact_flags
 from common.secrets import SecretError
 from common.vocabulary import COMPLIANCE_STATES
 
@@ -76,7 +77,7 @@ REPORT_COLUMNS = (
     "category", "department", "root_cause_category", "severity", "condition", "recurring",
     "due_at", "acknowledged_at", "rectified_at", "closed_at", "first_verification",
     "closed_by_sensor", "chattered", "reopen_count", "pk", "detected_us", "acknowledged_us",
-    "rectified_us", "closed_us")
+    "rectified_us", "closed_us", "facts")
 """The columns of `ix_nc_report`: every NC column the reports (api.reports) read, in one
 index ordered by detection, so a year's report reads a range of the index and never the
 NC rows with their texts and evidence (three times quicker on SQLite; an index-only
@@ -147,6 +148,9 @@ class Nonconformance(Base):
     acknowledged_us: Mapped[int | None] = mapped_column(BigInteger)
     rectified_us: Mapped[int | None] = mapped_column(BigInteger)
     closed_us: Mapped[int | None] = mapped_column(BigInteger)
+    # the state and the facts above as the reports' flags (api.nc_facts.fact_flags), kept
+    # with them (`derived`)
+    facts: Mapped[int | None]
 
     # optimistic locking: a concurrent writer's stale update fails instead of winning
     __mapper_args__ = {"version_id_col": version}
@@ -155,14 +159,23 @@ class Nonconformance(Base):
 EPOCH_TIMES = ("detected_at", "acknowledged_at", "rectified_at", "closed_at")
 """The NC times the reports also read as integers (`<name>_us`, microseconds)."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DERIVED_FROM = (*EPOCH_TIMES, "state", "closed_by_sensor", "first_verification", "chattered",
+                "condition", "recurring", "reopen_count", "due_at")
+"""The NC columns `derived` reads."""
 
 
 def epochs(times: dict[str, Any]) -> dict[str, int | None]:
     """The `<name>_us` columns of an NC's EPOCH_TIMES (a row, absent ones None, or its
-    attributes): what an insert of NC rows adds to them (tests/reports_seed.py); the
-    ORM's writes set them themselves (`_keep_epochs`)."""
+    attributes)."""
     return {name.removesuffix("_at") + "_us": None if times.get(name) is None
             else micros(times[name]) for name in EPOCH_TIMES}
+
+
+def derived(row: dict[str, Any]) -> dict[str, Any]:
+    """The columns kept from an NC's others (`epochs` and `facts`): what an insert of NC
+    rows adds to them (tests/reports_seed.py); the ORM's writes set them themselves
+    (`_keep_derived`)."""
+    return epochs(row) | {"facts": fact_flags(row)}
 
 
 def micros(moment: datetime) -> int:
@@ -172,8 +185,8 @@ def micros(moment: datetime) -> int:
 
 @event.listens_for(Nonconformance, "before_insert")
 @event.listens_for(Nonconformance, "before_update")
-def _keep_epochs(_mapper: Any, _connection: Any, nc: Nonconformance) -> None:
-    for name, value in epochs({name: getattr(nc, name) for name in EPOCH_TIMES}).items():
+def _keep_derived(_mapper: Any, _connection: Any, nc: Nonconformance) -> None:
+    for name, value in derived({name: getattr(nc, name) for name in DERIVED_FROM}).items():
         if getattr(nc, name) != value:  # an NC's UPDATE names only what changed
             setattr(nc, name, value)
 

@@ -64,7 +64,7 @@ from api.store import (
     Database,
     HistoryEntry,
     Nonconformance,
-    epochs,
+    derived,
     make_engine,
 )
 from api.workflow import OPEN_STATES
@@ -132,7 +132,7 @@ def fill(engine: Engine, n: int) -> float:
     now = datetime.now(UTC)
     with engine.begin() as conn:
         for chunk in nc_rows(n, now):
-            conn.execute(insert(Nonconformance), [row | epochs(row) for row in chunk])
+            conn.execute(insert(Nonconformance), [row | derived(row) for row in chunk])
         # history in the database itself: every NC times a small table of numbers
         numbers = union_all(*[select(literal(k).label("k")) for k in range(HISTORY_PER_NC)])
         empty = "'{}'::json" if engine.dialect.name == "postgresql" else "'{}'"

@@ -48,7 +48,7 @@ from sqlalchemy import func, insert, select, text
 
 from api.ingest import add_seconds
 from api.nc_facts import kept_facts
-from api.store import Database, HistoryEntry, Nonconformance, OutOfService, epochs
+from api.store import Database, HistoryEntry, Nonconformance, OutOfService, derived
 from api.workflow import OPEN_STATES, TRANSITIONS, UNRECTIFIED
 from common.vocabulary import ROOT_CAUSE_CATEGORIES
 
@@ -458,7 +458,7 @@ def seed(db: Database, spec: Spec = Spec()) -> dict[str, int]:
     def flush(session: Any) -> None:
         if batch:
             session.execute(insert(Nonconformance),
-                            [nc.row | epochs(nc.row) for nc in batch])
+                            [nc.row | derived(nc.row) for nc in batch])
             session.execute(insert(HistoryEntry), [h for nc in batch for h in nc.history])
             counts["ncs"] += len(batch)
             counts["history"] += sum(len(nc.history) for nc in batch)

@@ -11,11 +11,22 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select, text, update
 
 from api.nc_facts import COLUMNS as FACT_COLUMNS
-from api.store import EPOCH_TIMES, Base, Database, Nonconformance, alembic_config, epochs
+from api.nc_facts import fact_flags
+from api.reports.figures import kept_facts
+from api.store import (
+    DERIVED_FROM,
+    EPOCH_TIMES,
+    Base,
+    Database,
+    Nonconformance,
+    alembic_config,
+    epochs,
+)
 from tests.reports_seed import Spec, seed
 
 FILL = importlib.import_module("api.migrations.versions.0012_nc_facts").FILL
 EPOCH_FILL = importlib.import_module("api.migrations.versions.0019_nc_epoch_times").fill
+FLAGS_FILL = importlib.import_module("api.migrations.versions.0020_nc_facts_flags").fill
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -91,5 +102,36 @@ def test_the_epoch_migration_fills_the_times_exactly(database_url: str) -> None:
             connection.execute(update(Nonconformance).values(dict.fromkeys(epochs({}))))
             connection.execute(text(EPOCH_FILL(connection.dialect.name)))
         assert kept() == written
+    finally:
+        database.close()
+
+
+def test_the_flags_are_one_definition_in_python_in_sql_and_in_the_migration(
+        database_url: str) -> None:
+    """An NC's `facts` (api.nc_facts.fact_flags, kept by the seed's inserts and the ORM's
+    writes), the reports' SQL for an NC without them, and migration 0020's fill agree on
+    every NC of the seed's every path, on both databases."""
+    database = Database(database_url)
+    try:
+        seed(database, Spec(days=30, assets=20, standards_per_asset=3, ncs_per_pair=6.0))
+        n = Nonconformance
+        computed = kept_facts(kept=False)[0]
+        columns = [getattr(n, name) for name in DERIVED_FROM]
+
+        def flags() -> dict[int, int]:
+            with database.session() as session:
+                rows = session.execute(select(n.pk, n.facts, computed, *columns)).all()
+            for row in rows:
+                assert row[1] == row[2] == fact_flags(dict(zip(DERIVED_FROM, row[3:],
+                                                               strict=True))), row
+            return {row[0]: row[1] for row in rows}
+
+        written = flags()
+        assert len({value & 7 for value in written.values()}) >= 5  # most states
+        assert len({value >> 3 for value in written.values()}) >= 20  # many facts
+        with database.engine.begin() as connection:
+            connection.execute(update(n).values(facts=None))
+            connection.execute(text(FLAGS_FILL()))
+        assert flags() == written
     finally:
         database.close()

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from api.app import create_app
 from api.nc_facts import COLUMNS as FACT_COLUMNS
-from api.store import EPOCH_TIMES, Database, Nonconformance, epochs
+from api.reports.figures import kept_facts
+from api.store import EPOCH_TIMES, Database, Nonconformance, derived, epochs
 from tests.reports_seed import HOUR as SECONDS_AN_HOUR
 from tests.reports_seed import Asset, Generator, Spec, Standard
 from tests.test_api import HOUR, NOW, Api, cleared, engine_event
@@ -101,6 +103,10 @@ def test_the_seed_writes_the_history_the_lifecycle_writes(api: Api, path: str) -
         # the lifecycle's writes keep the times the reports read as integers
         assert {name: getattr(kept, name) for name in epochs(row)} == epochs(
             {name: getattr(kept, name) for name in EPOCH_TIMES})
+        # and the flags, as the reports' SQL computes them from the NC's columns
+        flags = session.execute(select(Nonconformance.facts, kept_facts(kept=False)[0])
+                                .where(Nonconformance.pk == 1)).one()
+        assert flags[0] == flags[1] == derived(row)["facts"]
     assert (row["closed_at"] is None) == (nc["closed_at"] is None)
     for part in ("rectification", "verification"):
         assert (row[part] is None) == (nc[part] is None), part

@@ -37,11 +37,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from api.nc_facts import ACKNOWLEDGING, SENSOR_ROLES, VERIFYING
+from api.nc_facts import ACKNOWLEDGING, FLAG, SENSOR_ROLES, STATE_CODE, VERIFYING
 from api.reports.period import Window
 from api.reports.sql import (
     KEY_FIELDS,
-    STATE_CODE,
     integers,
     joined,
     micro,
@@ -142,20 +141,16 @@ def _in_window(window: Window, sites: Collection[str] | None) -> list[Any]:
 COLUMNS = ("flags", "detected", "ack", "rect", "close")
 """Each NC's facts as the database gives them, integers: its flags (FLAG); when it was
 detected (microseconds since 1970); the microseconds from detection to its first
-acknowledgement, its last rectification and its closing (0 where the flags say there
-is none: FLAG acknowledged, rectified, and a closed state with ever_closed)."""
-FLAG = {"closed_by_sensor": 8, "passed_first": 16, "failed_first": 32, "chattered": 64,
-        "recurring": 128, "ever_closed": 256, "reopened": 512, "on_time": 1024,
-        "rectified_due": 2048, "rectified": 4096, "acknowledged": 8192}
-"""The bits of an NC's flags; the low three are the code of its state at `end`
-(api.reports.sql.STATE_CODE)."""
-
+acknowledgement, its last rectification and its closing (0 where there is none; the
+flags say which count: FLAG acknowledged, rectified, and a closed state with
+ever_closed)."""
 
 def _facts(ack_at: Any, rect_at: Any, close_at: Any, since: tuple[Any, Any, Any],
-           state: Any, by_sensor: Any, first_verification: Any, reopens: Any, chatter: Any
-           ) -> list[Any]:
+           state: Any, by_sensor: Any, first_verification: Any, reopens: Any, chatter: Any,
+           kept: Any = None) -> list[Any]:
     """COLUMNS of an NC from its facts at some `end`; `since` is the microseconds from its
-    detection to its acknowledgement, rectification and closing (NULL: none)."""
+    detection to its acknowledgement, rectification and closing (NULL: none). `kept`:
+    the flags as kept on the NC, where it has them (its `facts` column)."""
     n = Nonconformance
     bits = {"closed_by_sensor": by_sensor,
             "passed_first": first_verification == 0,
@@ -168,17 +163,20 @@ def _facts(ack_at: Any, rect_at: Any, close_at: Any, since: tuple[Any, Any, Any]
             "rectified": rect_at.is_not(None), "acknowledged": ack_at.is_not(None)}
     flags = sum((case((condition, FLAG[name]), else_=0)
                  for name, condition in bits.items()), state)
-    closed = state == STATE_CODE["closed"]
+    if kept is not None:  # both databases evaluate the rest only where it is NULL
+        flags = func.coalesce(kept, flags)
     ack, rect, close = (func.coalesce(micros, 0) for micros in since)
     return [flags.label("flags"), n.detected_us.label("detected"), ack.label("ack"),
-            rect.label("rect"), case((closed, close), else_=0).label("close")]
+            rect.label("rect"), close.label("close")]
 
 
-def kept_facts() -> list[Any]:
+def kept_facts(*, kept: bool = True) -> list[Any]:
     """COLUMNS of an NC unchanged since well before `end`: it knew then what the facts
-    the lifecycle keeps on it (api/nc_facts.py) say now. Its times as the integers kept
-    with them (api.store.epochs): no time parsed (SQLite's julianday was a third of the
-    read)."""
+    the lifecycle keeps on it (api/nc_facts.py) say now. Its flags and times as the
+    integers kept with them (api.store.derived): no time parsed (SQLite's julianday was a
+    third of the read), no comparison made (a third of the rest). The flags of an NC
+    without them (none since migration 0020), or all with `kept` false, are computed as
+    api.nc_facts.fact_flags does."""
     n = Nonconformance
     return _facts(
         n.acknowledged_at, n.rectified_at, n.closed_at,
@@ -186,7 +184,7 @@ def kept_facts() -> list[Any]:
          n.closed_us - n.detected_us),
         state_code(n.state), n.closed_by_sensor.is_(True),
         case((n.first_verification == "pass", 0), (n.first_verification == "fail", 1)),
-        n.reopen_count, n.chattered.is_(True))
+        n.reopen_count, n.chattered.is_(True), n.facts if kept else None)
 
 
 def listed(name: str) -> Any:

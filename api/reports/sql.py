@@ -10,8 +10,8 @@ import numpy as np
 from sqlalchemy import BigInteger, Float, String, Text, case, cast, func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
+from api.nc_facts import STATE_CODE
 from api.store import Nonconformance
-from common.vocabulary import NC_STATES
 
 GROUPS = ("site", "asset", "asset_type", "standard", "category", "department", "root_cause",
           "month")
@@ -35,9 +35,6 @@ and record separators, which no id holds)."""
 
 Pair = tuple[str, str, str | None]
 
-STATE_CODE = {state: code for code, state in enumerate(NC_STATES)}
-"""States as small integers: `max(id * 8 + code)` over an NC's history rows is the code of
-its last one, one aggregate instead of a correlated lookup."""
 
 
 def nc_key(by: str | None) -> list[ColumnElement[Any]]:
@@ -46,6 +43,8 @@ def nc_key(by: str | None) -> list[ColumnElement[Any]]:
 
 
 def state_code(column: Any) -> ColumnElement[int]:
+    """A state's code (api.nc_facts.STATE_CODE): `max(id * 8 + code)` over an NC's history
+    rows is the code of its last one, one aggregate instead of a correlated lookup."""
     return case(*((column == state, code) for state, code in STATE_CODE.items()), else_=7)
 
 
