@@ -2,10 +2,11 @@
 month, the period before each, the whole window and the period before it). No HTTP here.
 
 The NCs detected in any of the windows are read once, each with which of the spans
-between the windows' bounds its detection falls in and which between their
-`end - QUIET_AFTER` its last change (sql.segment: exact comparisons), and told apart by
-window in numpy; the history of the NCs changed since shortly before a window's end is
-read once per end. The figures are those api.reports.figures gives each window alone.
+between their `end - QUIET_AFTER` its last change falls in (sql.segment: exact
+comparisons), and told apart by window in numpy (which span between the windows' bounds
+its detection falls in, from its time in microseconds); the history of the NCs changed
+since shortly before a window's end is read once per end. The figures are those
+api.reports.figures gives each window alone.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from api.reports.sql import (
     pair_text,
     segment,
 )
-from api.store import Nonconformance
+from api.store import Nonconformance, micros
 
 FLAGS_ROOM = 1 << 14
 """An NC's flags (figures.FLAG and the state code) are below this: the read packs its pk
@@ -65,13 +66,15 @@ def shared_figures(session: Session, windows: Sequence[Window], by: str | None,
     sinces = sorted({w.end - QUIET_AFTER for w in windows})
     pairs: dict[str, int] = {}  # a pair's text (sql.pair_text): its index
     columns: dict[Key, dict[str, np.ndarray]] = {}
+    bounds = np.array([micros(start) for start in starts], dtype=np.int64)
     for row in session.execute(_read(dialect, by, sites, starts, sinces)):
         packed, *values = (integers(text) for text in row[width:-1])
         values = dict(zip(COLUMNS[1:], values, strict=True))
         values["flags"], packed = packed % FLAGS_ROOM, packed // FLAGS_ROOM
-        values["updated_in"], packed = packed % (len(sinces) + 1), packed // (len(sinces) + 1)
-        values["detected_in"], values["pk"] = packed % (len(starts) + 1), \
-            packed // (len(starts) + 1)
+        values["updated_in"], values["pk"] = packed % (len(sinces) + 1), \
+            packed // (len(sinces) + 1)
+        # which span its detection falls in, from its time in microseconds: exact
+        values["detected_in"] = np.searchsorted(bounds, values["detected"], side="right")
         texts = [text for text in (row[-1] or "").split(NC_SEPARATOR) if text]
         for text in dict.fromkeys(texts):  # a thousand distinct, not 90,000
             pairs.setdefault(text, len(pairs))
@@ -93,20 +96,18 @@ def _read(dialect: str, by: str | None, sites: Collection[str] | None,
           starts: Sequence[datetime], sinces: Sequence[datetime]) -> object:
     """One row per group: its key, and its NCs detected between the first and last of
     `starts`, each column joined into one text: their flags packed with their pk and
-    spans (`packed`), the other COLUMNS (the kept facts: those of NCs changed since
+    span of last change (`packed`), the other COLUMNS (the kept facts: those of NCs changed since
     shortly before a window's end are `_recent`'s), and their pairs. Not a row per pair:
     sorting the NCs by pair took as long as the rest of the read (SQLite)."""
     n = Nonconformance
     keys = nc_key(by)
     rows = (select(*keys, *kept_facts(), pair_text(dialect).label("pair"),
                    cast(n.pk, BigInteger).label("pk"),
-                   segment(n.detected_at, starts).label("detected_in"),
                    segment(n.updated_at, sinces).label("updated_in"))
             .where(n.detected_at >= starts[0], n.detected_at < starts[-1], *scope(sites))
             .subquery("kept"))
     c = rows.c
-    packed = c.flags + FLAGS_ROOM * (c.updated_in + (len(sinces) + 1) * (
-        c.detected_in + (len(starts) + 1) * c.pk))
+    packed = c.flags + FLAGS_ROOM * (c.updated_in + (len(sinces) + 1) * c.pk)
     grouped = [c[k.name] for k in keys]
     return select(*grouped, joined(dialect, packed),
                   *(joined(dialect, c[name]) for name in COLUMNS[1:]),

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from api.nc_facts import STATE_CODE
 from api.reports.figures import QUIET_AFTER, Key, NcFigures, scope
-from api.reports.sql import nc_key, segment, state_code
+from api.reports.sql import integers, joined, nc_key, segment, state_code
 from api.store import HistoryEntry, Nonconformance
 from common.vocabulary import OPEN_STATES, UNRECTIFIED
 
@@ -71,7 +71,7 @@ def stock(session: Session, ends: Collection[datetime], by: str | None,
     for i, end in enumerate(ends):
         state = now.copy()
         around = np.flatnonzero((first <= i) & (i < last))  # its history tells
-        state[around] = [states.get((i, p), 7) for p in pk[around].tolist()]
+        state[around] = _at(states, i, pk[around])
         held = (first <= i) & np.isin(state, OPEN_CODES)
         late = held & np.isin(state, LATE_CODES) & (i >= due)
         # the backlog bucket: 0 if detected after the first AGES cut, 1 if the second...
@@ -87,19 +87,39 @@ def stock(session: Session, ends: Collection[datetime], by: str | None,
 
 
 def _states(session: Session, ends: list[datetime], changed: dict[int, list[int]]
-            ) -> dict[tuple[int, int], int]:
+            ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The state code of each NC `changed` around an end at that end (its last history
-    entry before it), by (end's index, pk); one statement for every end."""
+    entry before it): by end's index, their pks (sorted) and codes; one statement for
+    every end, a row per end, each column joined into a text (sql.joined: not a row per
+    NC)."""
     h = HistoryEntry
-    reads = [select(literal_column(str(i)), h.nc_pk,
-                    func.max(h.id * 8 + state_code(h.to_state)) % 8)
-             .where(h.nc_pk.in_(bindparam(f"changed{i}", sorted(pks), expanding=True,
-                                          literal_execute=True)), h.at < ends[i])
-             .group_by(h.nc_pk)
-             for i, pks in sorted(changed.items())]
-    if not reads:
-        return {}
-    return {(int(row[0]), row[1]): row[2] for row in session.execute(union_all(*reads))}
+    dialect = session.get_bind().dialect.name
+    reads = []
+    for i, pks in sorted(changed.items()):
+        last = (select(h.nc_pk.label("pk"),
+                       (func.max(h.id * 8 + state_code(h.to_state)) % 8).label("code"))
+                .where(h.nc_pk.in_(bindparam(f"changed{i}", sorted(pks), expanding=True,
+                                             literal_execute=True)), h.at < ends[i])
+                .group_by(h.nc_pk).subquery(f"at{i}"))
+        reads.append(select(literal_column(str(i)), joined(dialect, last.c.pk),
+                            joined(dialect, last.c.code)))
+    answer = {}
+    for i, pks, codes in session.execute(union_all(*reads)) if reads else ():
+        pks, codes = integers(pks), integers(codes)
+        order = np.argsort(pks)
+        answer[int(i)] = pks[order], codes[order]
+    return answer
+
+
+def _at(states: dict[int, tuple[np.ndarray, np.ndarray]], i: int, pks: np.ndarray
+        ) -> np.ndarray:
+    """The codes of `pks` at end `i` from `_states` (7, none, for an NC without history
+    before it, which only a clock gone wrong makes)."""
+    known, codes = states.get(i, (np.empty(0, dtype=np.int64),) * 2)
+    if not len(known):
+        return np.full(len(pks), 7, dtype=np.int64)
+    at = np.minimum(np.searchsorted(known, pks), len(known) - 1)
+    return np.where(known[at] == pks, codes[at], 7)
 
 
 def _figures(open_at_end: int, overdue: int, backlog: list[int]) -> NcFigures:
