@@ -350,8 +350,9 @@ def test_intervals_merge_per_id_and_nothing_merges_to_nothing() -> None:
     empty = np.empty(0)
     ids, lows, highs = _union(np.empty(0, dtype=np.intp), empty, empty, 100.0)
     assert len(ids) == len(lows) == len(highs) == 0
-    ids, lows, highs = _union(np.array([1, 0, 0, 0, 1, 2]),
-                              np.array([0.0, 10.0, 5.0, 30.0, 0.0, 7.0]),
-                              np.array([100.0, 20.0, 10.0, 40.0, 50.0, 7.0]), 100.0)
+    given = (np.array([1, 0, 0, 0, 1, 2]), np.array([0.0, 10.0, 5.0, 30.0, 0.0, 7.0]),
+             np.array([100.0, 20.0, 10.0, 40.0, 50.0, 7.0]))
+    order = np.lexsort((given[1], given[0]))  # as Downtime.index sorts them
+    ids, lows, highs = _union(*(column[order] for column in given), 100.0)
     assert list(zip(ids.tolist(), lows.tolist(), highs.tolist(), strict=True)) == [
         (0, 5.0, 20.0), (0, 30.0, 40.0), (1, 0.0, 100.0)]

@@ -10,7 +10,6 @@ distinct ends), with one read of history for those changed around each end.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 from api.nc_facts import STATE_CODE
 from api.reports.figures import QUIET_AFTER, Key, NcFigures, scope
 from api.reports.sql import integers, joined, nc_key, segment, state_code
-from api.store import HistoryEntry, Nonconformance
+from api.store import HistoryEntry, Nonconformance, micros
 from common.vocabulary import OPEN_STATES, UNRECTIFIED
 
 OPEN_CODES = [STATE_CODE[s] for s in OPEN_STATES]
@@ -38,35 +37,42 @@ def stock(session: Session, ends: Collection[datetime], by: str | None,
     sinces = [end - QUIET_AFTER for end in ends]
     n = Nonconformance
     keys = nc_key(by)
+    dialect = session.get_bind().dialect.name
     # ends[born:] are after the NC's detection; from ends[quiet] on it was unchanged
     born, quiet = segment(n.detected_at, ends), segment(n.updated_at, sinces)
-    # its age and lateness at each end as integers, compared in the database: no time
-    # read into Python (parsing them was a fifth of this read on SQLite). It was
-    # detected at or after cuts[:aged] (AGES before each end), and due before ends[due:]
-    # (a NULL due compares false everywhere: past the last end, never late)
-    cuts = sorted({end - within for end in ends for within, _ in AGES})
-    ages = [[cuts.index(end - within) for within, _ in AGES] for end in ends]
-    rows = session.execute(
-        select(n.pk, func.coalesce(n.facts % 8, state_code(n.state)),
-               segment(n.detected_at, cuts),
-               segment(n.due_at, ends), born, quiet, *keys)
-        .where(n.detected_at < ends[-1], *scope(sites),
-               or_(n.state.in_(OPEN_STATES),
-                   and_(n.updated_at >= sinces[0], born < quiet)))).all()
-    changed: dict[int, list[int]] = defaultdict(list)  # end's index: NCs changed around it
-    for row in rows:
-        for i in range(row[4], row[5]):
-            changed[i].append(row[0])
-    states = _states(session, ends, changed)
-    if not rows:
+    # its lateness at each end as an integer, compared in the database: no time read
+    # into Python (parsing them was a fifth of this read on SQLite): due before
+    # ends[due:] (a NULL due compares false everywhere: past the last end, never late).
+    # Its age from its detection in microseconds (exact), in numpy
+    rows = (select(*keys, n.pk.label("pk"),
+                   func.coalesce(n.facts % 8, state_code(n.state)).label("state"),
+                   n.detected_us.label("detected"), segment(n.due_at, ends).label("due"),
+                   born.label("born"), quiet.label("quiet"))
+            .where(n.detected_at < ends[-1], *scope(sites),
+                   or_(n.state.in_(OPEN_STATES),
+                       and_(n.updated_at >= sinces[0], born < quiet)))
+            .subquery("stock"))
+    grouped = [rows.c[key.name] for key in keys]
+    columns = ("pk", "state", "detected", "due", "born", "quiet")
+    found = {tuple(row[:len(keys)]): [integers(text) for text in row[len(keys):]]
+             for row in session.execute(select(*grouped, *(joined(dialect, rows.c[name])
+                                                           for name in columns))
+                                        .group_by(*grouped))}
+    if not found:
         return {end: {} for end in ends}
     # counted in numpy, an end at a time (a month report: 14 ends, ~20,000 NCs)
-    pk, now, aged, due, first, last = (np.array(column, dtype=np.int64)
-                                       for column in list(zip(*rows, strict=True))[:6])
-    groups: dict[Key, int] = {}
-    group = np.array([groups.setdefault(tuple(row[6:]), len(groups)) for row in rows],
-                     dtype=np.intp)
-    keys, size = list(groups), len(groups)
+    pk, now, detected, due, first, last = (np.concatenate([values[i] for values
+                                                           in found.values()])
+                                           for i in range(len(columns)))
+    names, size = list(found), len(found)
+    group = np.repeat(np.arange(size), [len(values[0]) for values in found.values()])
+    changed = {i: pk[(first <= i) & (i < last)].tolist() for i in range(len(ends))}
+    states = _states(session, ends, {i: pks for i, pks in changed.items() if pks})
+    # detected at or after cuts[:aged] (AGES before each end)
+    cuts = sorted({end - within for end in ends for within, _ in AGES})
+    ages = [[cuts.index(end - within) for within, _ in AGES] for end in ends]
+    aged = np.searchsorted(np.array([micros(cut) for cut in cuts], dtype=np.int64),
+                           detected, side="right")
     answer: dict[datetime, dict[Key, NcFigures]] = {}
     for i, end in enumerate(ends):
         state = now.copy()
@@ -80,7 +86,7 @@ def stock(session: Session, ends: Collection[datetime], by: str | None,
         overdue = np.bincount(group[late], minlength=size)
         backlog = np.bincount(group[held] * 4 + bucket[held],
                               minlength=4 * size).reshape(size, 4)
-        answer[end] = {keys[g]: _figures(int(count[g]), int(overdue[g]),
+        answer[end] = {names[g]: _figures(int(count[g]), int(overdue[g]),
                                          backlog[g].tolist())
                        for g in np.flatnonzero(count).tolist()}
     return answer

@@ -303,16 +303,32 @@ class Downtime:
     closed: np.ndarray
     away: dict[tuple[str, str], list[Interval]]
 
-    def index(self, whole: bool) -> tuple[dict[tuple[Key, str, str], int], np.ndarray]:
+    def index(self, whole: bool) -> Index:
         """Each NC's (group key, site, asset) as a number, the key () for the `whole`,
-        and the numbers' meaning."""
+        and the NCs sorted by that number and opening (`_union` takes them so: sorted
+        once for every window)."""
         if not whole:
-            return {(key, site, asset): i for i, (site, asset, key)
-                    in enumerate(self.owners)}, self.ids
-        numbers: dict[tuple[Key, str, str], int] = {}
-        renumber = np.array([numbers.setdefault(((), site, asset), len(numbers))
-                             for site, asset, _ in self.owners], dtype=np.intp)
-        return numbers, renumber[self.ids]
+            numbers = {(key, site, asset): i for i, (site, asset, key)
+                       in enumerate(self.owners)}
+            ids = self.ids
+        else:
+            numbers = {}
+            renumber = np.array([numbers.setdefault(((), site, asset), len(numbers))
+                                 for site, asset, _ in self.owners], dtype=np.intp)
+            ids = renumber[self.ids]
+        order = np.lexsort((self.opened, ids))
+        return Index(numbers, ids[order], self.opened[order], self.closed[order])
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """Downtime's NCs numbered by (group key, site, asset), sorted by number and
+    opening."""
+
+    numbers: dict[tuple[Key, str, str], int]
+    ids: np.ndarray
+    opened: np.ndarray
+    closed: np.ndarray
 
 
 def downtime(session: Session, windows: Sequence[Window], sites: Collection[str] | None,
@@ -354,23 +370,21 @@ def downtime(session: Session, windows: Sequence[Window], sites: Collection[str]
 
 
 def _intactness(window: Window, assets: Mapping[Key, set[tuple[str, str]]],
-                groups: Mapping[Key, TimeFigures], down: Downtime,
-                index: tuple[dict[tuple[Key, str, str], int], np.ndarray]) -> None:
+                groups: Mapping[Key, TimeFigures], down: Downtime, index: Index) -> None:
     """Asset time (less out of service) and the part of it with a major or critical
     equipment NC open, from its detection to its closing."""
     start, end = window.start.timestamp(), window.end.timestamp()
-    numbers, ids = index
-    lows = np.maximum(down.opened, start) - start
-    highs = np.minimum(down.closed, end) - start
-    runs = _union(ids, lows, highs, end - start)
-    lengths = np.bincount(runs[0], weights=runs[2] - runs[1], minlength=len(numbers))
+    lows = np.maximum(index.opened, start) - start
+    highs = np.minimum(index.closed, end) - start
+    runs = _union(index.ids, lows, highs, end - start)
+    lengths = np.bincount(runs[0], weights=runs[2] - runs[1], minlength=len(index.numbers))
     for key, members in assets.items():
         figures = groups[key]
         for asset in members:
             outside = _merge([(max(a, start) - start, min(b, end) - start)
-                              for a, b in down.away.get(asset, [])])
+                              for a, b in down.away[asset]]) if asset in down.away else []
             figures.asset_s += window.seconds - _length(outside)
-            i = numbers.get((key, *asset))
+            i = index.numbers.get((key, *asset))
             if i is None:
                 continue
             figures.down_s += float(lengths[i])
@@ -383,15 +397,14 @@ def _intactness(window: Window, assets: Mapping[Key, set[tuple[str, str]]],
 
 def _union(ids: np.ndarray, lows: np.ndarray, highs: np.ndarray, span: float
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The union of the intervals [lows, highs) of each id, within [0, span], as runs:
-    (id, start, end) arrays sorted by id and start. Each id's times are shifted past the
-    previous id's, so one running maximum merges every id's intervals at once."""
+    """The union of the intervals [lows, highs) of each id (sorted by id and low), within
+    [0, span], as runs: (id, start, end) arrays sorted by id and start. Each id's times
+    are shifted past the previous id's, so one running maximum merges every id's
+    intervals at once."""
     kept = lows < highs
     ids, lows, highs = ids[kept], lows[kept], highs[kept]
     if not len(ids):
         return ids, lows, highs
-    order = np.lexsort((lows, ids))
-    ids, lows, highs = ids[order], lows[order], highs[order]
     shift = ids * (2.0 * span + 1.0)
     reach = np.maximum.accumulate(highs + shift)
     first = np.flatnonzero(np.concatenate(([True], lows[1:] + shift[1:] > reach[:-1])))
