@@ -145,6 +145,7 @@ acknowledgement, its last rectification and its closing (0 where there is none; 
 flags say which count: FLAG acknowledged, rectified, and a closed state with
 ever_closed)."""
 
+
 def _facts(ack_at: Any, rect_at: Any, close_at: Any, since: tuple[Any, Any, Any],
            state: Any, by_sensor: Any, first_verification: Any, reopens: Any, chatter: Any,
            kept: Any = None) -> list[Any]:

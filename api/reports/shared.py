@@ -37,6 +37,7 @@ from api.reports.sql import (
     KEY_FIELDS,
     NC_SEPARATOR,
     Pair,
+    found_at,
     integers,
     joined,
     nc_key,
@@ -182,16 +183,9 @@ def _window(columns: dict[Key, dict[str, np.ndarray]], names: list[Pair], span: 
         figures = groups[key]
         counts = np.bincount(values["pair"][inside], minlength=len(names))
         figures.pairs = {names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist()}
-        at, kept = _matches(recent["pk"], values["pk"][inside][changed]), ~changed
+        at, found = found_at(recent["pk"], values["pk"][inside][changed])
+        at, kept = at[found], ~changed
         cohorts.append([np.concatenate([values[name][inside][kept], recent[name][at]])
                         for name in COLUMNS])
         cohort(figures, *cohorts[-1])
     return dict(groups), whole(groups, cohorts, by)
-
-
-def _matches(sorted_pks: np.ndarray, pks: np.ndarray) -> np.ndarray:
-    """Where each of `pks` is in `sorted_pks`, those found only."""
-    at = np.searchsorted(sorted_pks, pks)
-    found = at < len(sorted_pks)
-    found[found] = sorted_pks[at[found]] == pks[found]
-    return at[found]

@@ -36,7 +36,6 @@ and record separators, which no id holds)."""
 Pair = tuple[str, str, str | None]
 
 
-
 def nc_key(by: str | None) -> list[ColumnElement[Any]]:
     """The NC columns of a grouping's key, labelled k0, k1..."""
     return [NC_COLUMNS[name].label(f"k{i}") for i, name in enumerate(KEY_FIELDS[by])]
@@ -88,6 +87,15 @@ def pair_of(text: str) -> Pair:
 def integers(text: str | None) -> np.ndarray:
     """The integers of a `joined` text."""
     return np.fromstring(text or "", sep=",", dtype=np.int64)
+
+
+def found_at(ordered: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `keys` is in `ordered` (sorted), and whether it is there at all: the
+    positions count only where found."""
+    at = np.searchsorted(ordered, keys)
+    found = at < len(ordered)
+    found[found] = ordered[at[found]] == keys[found]
+    return at, found
 
 
 def segment(column: Any, cuts: Sequence[Any]) -> ColumnElement[int]:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.nc_facts import STATE_CODE
 from api.reports.figures import QUIET_AFTER, Key, NcFigures, scope
-from api.reports.sql import integers, joined, nc_key, segment, state_code
+from api.reports.sql import found_at, integers, joined, nc_key, segment, state_code
 from api.store import HistoryEntry, Nonconformance, micros
 from common.vocabulary import OPEN_STATES, UNRECTIFIED
 
@@ -66,8 +66,11 @@ def stock(session: Session, ends: Collection[datetime], by: str | None,
                                            for i in range(len(columns)))
     names, size = list(found), len(found)
     group = np.repeat(np.arange(size), [len(values[0]) for values in found.values()])
-    changed = {i: pk[(first <= i) & (i < last)].tolist() for i in range(len(ends))}
-    states = _states(session, ends, {i: pks for i, pks in changed.items() if pks})
+    # the NCs whose state at each end their history tells: detected before it, changed
+    # after it less QUIET_AFTER
+    around = [np.flatnonzero((first <= i) & (i < last)) for i in range(len(ends))]
+    states = _states(session, ends, {i: pk[at].tolist() for i, at in enumerate(around)
+                                     if len(at)})
     # detected at or after cuts[:aged] (AGES before each end)
     cuts = sorted({end - within for end in ends for within, _ in AGES})
     ages = [[cuts.index(end - within) for within, _ in AGES] for end in ends]
@@ -76,8 +79,7 @@ def stock(session: Session, ends: Collection[datetime], by: str | None,
     answer: dict[datetime, dict[Key, NcFigures]] = {}
     for i, end in enumerate(ends):
         state = now.copy()
-        around = np.flatnonzero((first <= i) & (i < last))  # its history tells
-        state[around] = _at(states, i, pk[around])
+        state[around[i]] = _at(states, i, pk[around[i]])
         held = (first <= i) & np.isin(state, OPEN_CODES)
         late = held & np.isin(state, LATE_CODES) & (i >= due)
         # the backlog bucket: 0 if detected after the first AGES cut, 1 if the second...
@@ -122,10 +124,10 @@ def _at(states: dict[int, tuple[np.ndarray, np.ndarray]], i: int, pks: np.ndarra
     """The codes of `pks` at end `i` from `_states` (7, none, for an NC without history
     before it, which only a clock gone wrong makes)."""
     known, codes = states.get(i, (np.empty(0, dtype=np.int64),) * 2)
-    if not len(known):
-        return np.full(len(pks), 7, dtype=np.int64)
-    at = np.minimum(np.searchsorted(known, pks), len(known) - 1)
-    return np.where(known[at] == pks, codes[at], 7)
+    at, found = found_at(known, pks)
+    answer = np.full(len(pks), 7, dtype=np.int64)
+    answer[found] = codes[at[found]]
+    return answer
 
 
 def _figures(open_at_end: int, overdue: int, backlog: list[int]) -> NcFigures:
