@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from agent import lineprotocol
 from agent.buffer import SERIES_CACHE, Buffer, BufferFull, LineBatch, Row
@@ -75,6 +75,16 @@ class InfluxConfig(BaseModel):
     max_backoff: Duration = Field(
         MAX_BACKOFF, gt=0, description="longest wait between retries while the TSDB is "
         "unreachable or failing (0.5 s doubling up to this; Retry-After capped at it)")
+
+    @field_validator("username")
+    @classmethod
+    def _one_way_to_sign_in(cls, username: str | None, info: ValidationInfo) -> str | None:
+        """A token and a user name would each make an Authorization header, and only one
+        can be sent: refused here rather than one of them silently ignored."""
+        if username is not None and (info.data.get("token_env") or info.data.get("token_file")):
+            raise ValueError("give either username (HTTP Basic) or token_env/token_file, "
+                             "not both")
+        return username
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,15 +306,8 @@ def v2_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
     line protocol is ours and the buffer owns the retries, so influxdb-client would only
     add its 24 MB (it loads numpy) to a gateway's memory."""
     fields = {"org": config.org, "bucket": config.bucket, "precision": "ms"}
-    headers = {}
-    token = read_secret(config.token_env, config.token_file)
-    if token:
-        headers["Authorization"] = f"Token {token}"
-    if config.username:  # Basic instead of the token
-        password = read_secret(config.password_env, config.password_file)
-        headers["Authorization"] = _basic(config.username, password)
-    return _poster(config.url.rstrip("/") + "/api/v2/write?" + urlencode(fields), headers,
-                   config.timeout)
+    return _poster(config.url.rstrip("/") + "/api/v2/write?" + urlencode(fields),
+                   _authorization(config), config.timeout)
 
 
 def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
@@ -312,21 +315,21 @@ def v1_sender(config: InfluxConfig) -> tuple[Send, Callable[[], None]]:
     fields = {"db": config.bucket, "precision": "ms"}
     if config.retention_policy:
         fields["rp"] = config.retention_policy
-    headers = {}
+    return _poster(config.url.rstrip("/") + "/write?" + urlencode(fields),
+                   _authorization(config), config.timeout)
+
+
+def _authorization(config: InfluxConfig) -> dict[str, str]:
+    """HTTP Basic for a user name, else a token when one is set (the config allows only
+    one of them), else no header; the same for both APIs."""
     if config.username:
-        password = read_secret(config.password_env, config.password_file)
-        headers["Authorization"] = _basic(config.username, password)
+        import urllib3  # here: a site without a TSDB never loads it
+
+        password = read_secret(config.password_env, config.password_file) or ""
+        basic = urllib3.make_headers(basic_auth=f"{config.username}:{password}")
+        return {"Authorization": basic["authorization"]}
     token = read_secret(config.token_env, config.token_file)
-    if token:
-        headers["Authorization"] = f"Token {token}"
-    return _poster(config.url.rstrip("/") + "/write?" + urlencode(fields), headers,
-                   config.timeout)
-
-
-def _basic(username: str, password: str | None) -> str:
-    import urllib3  # here: a site without a TSDB never loads it
-
-    return urllib3.make_headers(basic_auth=f"{username}:{password or ''}")["authorization"]
+    return {"Authorization": f"Token {token}"} if token else {}
 
 
 def _poster(url: str, headers: dict[str, str], timeout: float

@@ -403,6 +403,16 @@ def test_a_secret_file_that_cannot_be_opened_or_decoded_is_a_problem_at_its_key(
     ]
 
 
+def test_a_tsdb_token_beside_a_user_name_is_refused_at_the_user_name(site_dir: Path) -> None:
+    """Each makes an Authorization header and one request sends one: v1 used the token
+    and v2 the user name, silently."""
+    site = ("site: {id: tower-a}\ninfluxdb:\n  url: 'http://127.0.0.1:8086'\n  bucket: b\n"
+            "  token_env: PATROL_TEST_INFLUX_TOKEN\n  username: patrol\n")
+    assert site_problems(site_dir, site) == [
+        "site.yaml:6: influxdb.username: give either username (HTTP Basic) or "
+        "token_env/token_file, not both"]
+
+
 def test_secret_env_var_set(site_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATROL_TEST_MQTT_PASSWORD", "s3cret")
     site = load_site(write(site_dir / "site.yaml", SECRET_SITE))
