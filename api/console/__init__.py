@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -29,6 +29,13 @@ def mount(app: FastAPI) -> None:
     from api.console import pages
 
     app.include_router(pages.router)
+
+    async def refused(_request: Request, exc: Exception) -> Response:
+        """A console POST refused before its work (pages.Refused)."""
+        assert isinstance(exc, pages.Refused)
+        return exc.response
+
+    app.add_exception_handler(pages.Refused, refused)
     app.add_middleware(PagesGzip)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
