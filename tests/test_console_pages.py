@@ -87,6 +87,29 @@ def test_forms_without_the_sessions_csrf_token_are_refused(patrol: Patrol) -> No
     assert patrol.client.get("/ncs", follow_redirects=False).status_code == 303
 
 
+FORM_ROUTES = ("/logout", "/language", "/ncs/NC-000001/external_ref",
+               "/ncs/NC-000001/acknowledge", "/admin/users/1/disable", "/inspections",
+               "/inspections/1/items/x", "/silences", "/silences/1/expire")
+
+
+def test_every_form_route_refuses_a_post_without_a_session_or_its_csrf_token(
+        patrol: Patrol) -> None:
+    nc = patrol.raise_nc(asset="CH-1")
+    for path in FORM_ROUTES:
+        answer = patrol.client.post(path.replace("NC-000001", nc), data={"csrf": "x"},
+                                    follow_redirects=False)
+        assert answer.status_code == 303, path
+        assert answer.headers["location"].startswith("/login"), path
+    sign_in(patrol.client, "li.wei")
+    for path in FORM_ROUTES:
+        answer = patrol.client.post(path.replace("NC-000001", nc), data={"csrf": "guess"},
+                                    follow_redirects=False)
+        assert answer.status_code == 403, path
+    assert patrol.client.get(f"/ncs/{nc}").status_code == 200  # still signed in
+    assert patrol.client.get("/api/v1/nonconformances/" + nc,
+                             headers=patrol.headers("tracker")).json()["state"] == "open"
+
+
 def test_the_nc_list_filters_and_keeps_to_the_users_sites(patrol: Patrol) -> None:
     mine = patrol.raise_nc(asset="CH-1")
     other = patrol.raise_nc(asset="CH-2")
