@@ -213,6 +213,31 @@ def test_a_silent_sensor_inhibits_its_assets_other_ncs(plant_for: Any) -> None:
         ("CH-2", "range", "pending", None)]
 
 
+PER_GATEWAY = {"source": {"asset_id": "gateway:gw-east"},
+               "target": {"standard_kind": "stale", "asset_id": ["CH-1"]},
+               "equal": ["site_id"]}
+
+
+@pytest.mark.parametrize(("inhibit", "other_gateways"), [
+    (None, "suppressed"), ([PER_GATEWAY], "pending")], ids=["default", "per-gateway"])
+def test_a_site_of_two_gateways_inhibits_per_gateway_with_its_own_rule(
+        plant_for: Any, inhibit: list[dict[str, Any]] | None, other_gateways: str) -> None:
+    """docs/notifications.md: the default rule holds back a site's every stale NC while
+    one gateway is offline; a rule naming the gateway's asset and the assets it serves
+    holds back only those."""
+    plant = plant_for(notify({"match": {}, "channels": ["eng"], "group_wait": "0s",
+                              "group_by": ["asset_id"]},
+                             **({"inhibit": inhibit} if inhibit else {})))
+    plant.violation("gateway:gw-east", T0, standard="PATROL-GATEWAY-OFFLINE",
+                    standard_kind="gateway_offline")
+    plant.violation("CH-1", T0 + MIN, standard="CH-1-SILENT", standard_kind="stale")
+    plant.violation("CH-2", T0 + MIN, standard="CH-2-SILENT", standard_kind="stale")
+    plant.dispatcher.flush(T0 + 2 * MIN)
+    outcome = {n.nc["asset_id"]: n.status for n in plant.notifications()}
+    assert outcome == {"gateway:gw-east": "pending", "CH-1": "suppressed",
+                       "CH-2": other_gateways}
+
+
 def test_a_thousand_ncs_stay_within_the_limit_and_the_digest_counts_the_rest(
         plant_for: Any) -> None:
     plant = plant_for(notify({"match": {}, "channels": ["eng"], "group_wait": "0s",
