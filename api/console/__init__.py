@@ -31,7 +31,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(pages.router)
 
     async def refused(_request: Request, exc: Exception) -> Response:
-        """A console POST refused before its work (pages.Refused)."""
+        """A console request refused before its work (pages.Refused)."""
         assert isinstance(exc, pages.Refused)
         return exc.response
 

@@ -196,20 +196,27 @@ async def login(request: Request) -> Response:
 
 
 class Refused(Exception):
-    """A console POST answered before its route's work: to the sign-in page without a
-    session, 403 for a form without the session's CSRF token. Raised by `_checked`, so
-    that each route begins with one line; api.console.mount answers with `response`."""
+    """A console request answered before its route's work: to the sign-in page without a
+    session, 403 for a form without the session's CSRF token. Raised by `_signed_in` and
+    `_checked`, so that each route begins with one line; api.console.mount answers with
+    `response`."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status_code)
         self.response = response
 
 
-async def _checked(request: Request) -> tuple[users.Signed, dict[str, str]]:
-    """The signed-in person and the form of a console POST (else `Refused`)."""
+async def _signed_in(request: Request) -> users.Signed:
+    """The signed-in person (else `Refused`, to the sign-in page and back)."""
     signed = await _signed(request)
     if signed is None:
         raise Refused(_to_login(request))
+    return signed
+
+
+async def _checked(request: Request) -> tuple[users.Signed, dict[str, str]]:
+    """The signed-in person and the form of a console POST (else `Refused`)."""
+    signed = await _signed_in(request)
     form = await _form(request)
     if not users.csrf_ok(signed, form.get("csrf")):
         t = texts(signed.user.language)
@@ -249,9 +256,7 @@ ALLOWED = {"state": NC_STATES, "severity": ("critical", "major", "minor")}
 async def nc_list(request: Request) -> Response:
     """The NC list with the API's filters, kept in the URL, newest first, paged by the
     API's cursor."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     query = request.query_params
     chosen: dict[str, Any] = {}
     for name in FILTERS:
@@ -323,9 +328,7 @@ def _nc_page(request: Request, signed: users.Signed, nc_id: str, *, status: int 
 async def nc_page(request: Request, nc_id: str) -> Response:
     """One NC: its summary, the actions its state allows (those the person's role may not
     take shown disabled), and its history."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     try:
         return await _in_db(request, _nc_page(request, signed, nc_id[:64]))
     except NotFound:
@@ -405,9 +408,7 @@ async def board(request: Request) -> Response:
     """Every (asset, standard) the person's sites report, by site: coloured by its
     compliance state (the API's `GET /compliance`), with the open NC, if any, linked and
     dated."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     site_id = request.query_params.get("site_id") or None
 
     def read(session: Any) -> list[tuple[str, Grid]]:
@@ -442,9 +443,7 @@ async def board(request: Request) -> Response:
 async def gateways_page(request: Request) -> Response:
     """The fleet: each gateway's last heartbeat (the API's `GET /gateways`), offline ones
     first, with the offline NC linked."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     after = request.app.state.gateway_offline_after
     items = await _in_db(request, lambda session: list_gateways(
         session, datetime.now(UTC), after, sites=signed.principal.sites))
@@ -474,9 +473,7 @@ def _report(request: Request, signed: users.Signed) -> tuple[dict[str, Any], str
 async def report_page(request: Request) -> Response:
     """The KPI report (the API's `GET /reports/compliance`): each figure beside the
     previous period's, marked by its target's status; CSV and XLSX to download."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     t = texts(signed.user.language)
     try:
         report, group_by = await run_in_threadpool(_report, request, signed)
@@ -519,9 +516,7 @@ async def report_page(request: Request) -> Response:
 @router.get("/report/download")
 async def report_download(request: Request) -> Response:
     """The same report as CSV or XLSX, for a signed-in person (the API's needs a token)."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     kind = request.query_params.get("format", "csv")
     try:
         report, _ = await run_in_threadpool(_report, request, signed)
@@ -556,9 +551,7 @@ def _users_page(signed: users.Signed, *, status: int = 200, message: str | None 
 async def users_page(request: Request) -> Response:
     """An administrator's list of people: reset a password, disable or enable (adding
     people stays with `patrol user add`, where the password never crosses a form)."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     return _not_admin(signed) or await _in_db(request, _users_page(signed))
 
 
@@ -591,9 +584,7 @@ async def change_user(request: Request, user_id: int, change: str) -> Response:
 async def inspections_page(request: Request) -> Response:
     """Past inspections, newest first, and a form to run one (a template of
     `inspections.templates`, or every standard now)."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     return await _in_db(request, _inspections(request, signed))
 
 
@@ -656,9 +647,7 @@ def _inspection(request: Request, signed: users.Signed, inspection_id: int, *,
 @router.get("/inspections/{inspection_id}")
 async def inspection_page(request: Request, inspection_id: int) -> Response:
     """One inspection's report: every pair judged, the checklist to answer."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     try:
         return await _in_db(request, _inspection(request, signed, inspection_id))
     except NotFound:
@@ -715,9 +704,7 @@ def _notifications(request: Request, signed: users.Signed, *, status: int = 200,
 async def notifications_page(request: Request) -> Response:
     """What was sent, suppressed or merged, and why (the API's `GET /notifications`), and
     the silences in force, to add or end."""
-    signed = await _signed(request)
-    if signed is None:
-        return _to_login(request)
+    signed = await _signed_in(request)
     return await _in_db(request, _notifications(request, signed))
 
 
