@@ -35,9 +35,12 @@ from sqlalchemy.types import TypeDecorator
 from api.config import ServerConfig
 from api.nc_facts import fact_flags
 from common.secrets import SecretError
+from common.sqlite_tuning import without_memory_statistics
 from common.vocabulary import COMPLIANCE_STATES
 
 log = logging.getLogger("patrol.api.store")
+
+without_memory_statistics()  # before this process opens a database: see the module
 
 LISTENERS = "patrol.listeners"
 """Key of `Session.info` holding the database's listeners of NC changes (api.lifecycle)."""

@@ -22,8 +22,11 @@ from urllib.parse import quote
 from agent.buffer.disk import fsync_file, is_corrupt, is_full, no_room, private_file
 from agent.buffer.schema import HEADS, SCHEMA, SCHEMA_VERSION, migrate
 from agent.errors import BufferFull
+from common.sqlite_tuning import without_memory_statistics
 
 log = logging.getLogger("patrol.buffer")
+
+without_memory_statistics()  # before this process opens a database: see the module
 
 T = TypeVar("T")
 PAGE_SIZE = 1024
