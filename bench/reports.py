@@ -34,6 +34,7 @@ from api.app import create_app
 from api.auth import create_token
 from api.store import Database
 from bench.api import database
+from common.sqlite_tuning import without_memory_statistics
 from tests.reports_seed import Spec, catalog, seed
 
 END = datetime(2026, 12, 1, tzinfo=UTC)
@@ -65,6 +66,9 @@ def run(backend: str, quick: bool, repeat: int) -> list[tuple[str, float]]:
         print(f"{backend}: seeded {counts['ncs']:,} NCs ({in_year:,} in the reported year), "
               f"{counts['history']:,} history rows, {counts['compliance_days']:,} "
               f"compliance days in {time.perf_counter() - started:.0f} s")
+        if backend == "sqlite":  # as api.store left them at import (docs/reports.md)
+            print("sqlite: memory statistics "
+                  f"{'off' if without_memory_statistics() else 'ON (reads on threads queue)'}")
         assets, _ = catalog(spec(quick))
         app = create_app(db, assets={a.id: a.type for a in assets},
                          timezone="Asia/Shanghai")
