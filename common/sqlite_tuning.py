@@ -6,7 +6,8 @@ that mutex instead of running side by side: a month report's five reads, each on
 thread, used 1.5 times the CPU they use one after another, and one of them alone ran 3
 times slower beside a copy of itself on another thread (0.23 -> 0.65 s), against no
 slowdown at all in two processes. SQLite recommends building without them
-(https://www.sqlite.org/compile.html, SQLITE_DEFAULT_MEMSTATUS=0); Python's sqlite3
+(https://www.sqlite.org/compile.html, SQLITE_DEFAULT_MEMSTATUS=0; Node.js and
+better-sqlite3 build their SQLite so); Python's sqlite3
 module has no switch for it, so this calls `sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0)`
 in the very library that module uses. Nothing of ours reads the statistics
 (`sqlite3_memory_used`, `sqlite3_status`), and nothing sets a soft heap limit, the one
