@@ -86,6 +86,24 @@ index ordered by detection, so a year's report reads a range of the index and ne
 NC rows with their texts and evidence (three times quicker on SQLite; an index-only
 scan on PostgreSQL). About a third of the table's size."""
 
+NEWEST_COLUMNS = ("detected_at", "pk", "title", "asset_id", "standard_id", "assignee")
+"""`ix_nc_newest` (SQLite): the NCs newest first with the columns a search reads
+(api.service.filtered_ncs), so a search for a rare word reads this index, not every NC
+row (2026-12-05, 200,000 NCs, no match: 378 -> 116 ms)."""
+INDEX_DIALECTS = {"ix_nc_detected": "postgresql", "ix_nc_newest": "sqlite"}
+"""Indexes made on one database only (`ddl_if`), which the other does not compare."""
+
+
+def compared_on(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Alembic's `include_object` on `dialect`: the models' indexes but those made on
+    another database only."""
+
+    def include(_object: Any, name: str | None, kind: str, _reflected: bool,
+                _compare_to: Any) -> bool:
+        return kind != "index" or INDEX_DIALECTS.get(name or "", dialect) == dialect
+
+    return include
+
 
 class Nonconformance(Base):
     __tablename__ = "nonconformances"
@@ -94,7 +112,10 @@ class Nonconformance(Base):
         # and NULLs never collide in a unique index on SQLite or PostgreSQL
         UniqueConstraint("site_id", "asset_id", "standard_id", "open_slot",
                          name="one_open_nc"),
-        Index("ix_nc_detected", "detected_at", "pk"),
+        # newest first: on SQLite with the searched texts (migration 0021)
+        Index("ix_nc_detected", "detected_at", "pk")
+        .ddl_if(dialect=INDEX_DIALECTS["ix_nc_detected"]),
+        Index("ix_nc_newest", *NEWEST_COLUMNS).ddl_if(dialect=INDEX_DIALECTS["ix_nc_newest"]),
         Index("ix_nc_state", "state"),
         Index("ix_nc_standard_version", "site_id", "standard_id", "standard_version"),
         Index("ix_nc_updated", "updated_at"),  # reports: NCs changed since a period ended

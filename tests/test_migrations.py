@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import importlib
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import select, text, update
+from sqlalchemy import inspect, select, text, update
 
 from api.nc_facts import COLUMNS as FACT_COLUMNS
 from api.nc_facts import fact_flags
 from api.reports.figures import kept_facts
+from api.service import Filters, filtered_ncs
 from api.store import (
     DERIVED_FROM,
     EPOCH_TIMES,
@@ -20,6 +22,7 @@ from api.store import (
     Database,
     Nonconformance,
     alembic_config,
+    compared_on,
     epochs,
 )
 from tests.reports_seed import Spec, seed
@@ -33,8 +36,31 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
     database = Database(database_url)  # runs the migrations
     try:
         with database.engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(connection, opts={
+                "compare_type": True,
+                "include_object": compared_on(connection.dialect.name)})
             assert compare_metadata(context, Base.metadata) == []
+    finally:
+        database.close()
+
+
+def test_each_database_has_its_own_newest_first_index(database_url: str) -> None:
+    """SQLite gets `ix_nc_newest` (with the searched texts) and not `ix_nc_detected`,
+    PostgreSQL the reverse (migration 0021); on SQLite a search of the NC list reads that
+    index, not every NC row."""
+    database = Database(database_url)
+    try:
+        indexes = {index["name"] for index in
+                   inspect(database.engine).get_indexes("nonconformances")}
+        sqlite = database.engine.dialect.name == "sqlite"
+        assert ("ix_nc_newest" in indexes, "ix_nc_detected" in indexes) == (sqlite, not sqlite)
+        if sqlite:
+            query = filtered_ncs(Filters(text="chiller A-01"), datetime.now(UTC)).limit(51)
+            compiled = query.compile(database.engine, compile_kwargs={"literal_binds": True})
+            with database.engine.connect() as connection:
+                plan = " ".join(row[-1] for row in connection.execute(
+                    text(f"EXPLAIN QUERY PLAN {compiled}")))
+            assert "USING INDEX ix_nc_newest" in plan, plan
     finally:
         database.close()
 
