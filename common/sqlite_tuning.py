@@ -31,8 +31,8 @@ log = logging.getLogger("patrol.sqlite")
 _SQLITE_OK = 0
 _SQLITE_CONFIG_MEMSTATUS = 9
 _lock = threading.Lock()
-_tried = False
-_off = False
+_off: bool | None = None
+"""Whether they are off; None until the first call."""
 
 
 def without_memory_statistics() -> bool:
@@ -43,12 +43,10 @@ def without_memory_statistics() -> bool:
     library is not reachable by its symbols (a static build), the platform passes
     variadic arguments in a way ctypes does not (macOS on ARM), or memory is already in
     use by SQLite (a database is open: shutting SQLite down under it is undefined)."""
-    global _tried, _off
+    global _off
     with _lock:
-        if _tried:
-            return _off
-        _tried = True
-        _off = _switch_off()
+        if _off is None:
+            _off = _switch_off()
         return _off
 
 
